@@ -1,0 +1,88 @@
+"""The pullwarden exception tree.
+
+Every error pullwarden raises on purpose derives from :class:`PullwardenError`::
+
+    PullwardenError
+    ├── InvalidReferenceError      an image reference does not follow the grammar (also ValueError)
+    ├── CredentialError
+    │   └── DockerConfigError      a docker config / pull secret cannot be decoded (also ValueError)
+    ├── PolicyError
+    │   ├── UnknownPolicyError     not one of the four verification policies (also ValueError)
+    │   └── InvalidAllowlistError  an allowlist pattern is rejected (also ValueError)
+    ├── ConfigError                a kubelet configuration field combination is invalid
+    └── RecordError                something is wrong with an on-disk pull record
+        ├── RecordReadError        the file exists but cannot be read (also OSError)
+        ├── RecordDecodeError      the bytes are not a record this version understands (also ValueError)
+        └── RecordWriteError       a record could not be written or deleted (also OSError)
+
+Messages never contain credentials: secrets are identified by namespace/name only.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "CredentialError",
+    "DockerConfigError",
+    "InvalidAllowlistError",
+    "InvalidReferenceError",
+    "PolicyError",
+    "PullwardenError",
+    "RecordDecodeError",
+    "RecordError",
+    "RecordReadError",
+    "RecordWriteError",
+    "UnknownPolicyError",
+]
+
+
+class PullwardenError(Exception):
+    """Base class of every error pullwarden raises on purpose."""
+
+
+class InvalidReferenceError(PullwardenError, ValueError):
+    """An image reference does not follow the distribution reference grammar."""
+
+
+class CredentialError(PullwardenError):
+    """Base class for credential problems."""
+
+
+class DockerConfigError(CredentialError, ValueError):
+    """A docker config (``config.json``, ``.dockercfg``, or a pull secret) cannot be decoded."""
+
+
+class PolicyError(PullwardenError):
+    """Base class for verification policy problems."""
+
+
+class UnknownPolicyError(PolicyError, ValueError):
+    """The string is not one of the four image pull credential verification policies."""
+
+
+class InvalidAllowlistError(PolicyError, ValueError):
+    """A ``preloadedImagesVerificationAllowlist`` pattern is rejected; the message is the kubelet's."""
+
+
+class ConfigError(PullwardenError, ValueError):
+    """A kubelet configuration is invalid (for example a field set while the feature gate is off)."""
+
+
+class RecordError(PullwardenError):
+    """Base class for on-disk record problems.  ``path`` names the file when there is one."""
+
+    def __init__(self, message: str, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class RecordReadError(RecordError, OSError):
+    """A record file exists but could not be read."""
+
+
+class RecordDecodeError(RecordError, ValueError):
+    """The bytes are not a v1alpha1/v1beta1 ``ImagePullIntent`` or ``ImagePulledRecord``."""
+
+
+class RecordWriteError(RecordError, OSError):
+    """A record file could not be written, renamed or deleted."""

@@ -1,0 +1,56 @@
+"""The storage contract the pull manager talks to (the kubelet's "pull records accessor").
+
+Two implementations exist: :class:`~pullwarden.records.fs.FileRecordStore` (the files themselves)
+and :class:`~pullwarden.records.cache.CachedRecordStore` (a write-through LRU in front of any
+store).  Keeping decision logic out of storage is what makes the cache and the benchmarks
+possible.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
+
+from pullwarden.errors import RecordError
+from pullwarden.records.model import ImagePulledRecord, ImagePullIntent
+
+__all__ = ["Listing", "RecordStore"]
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class Listing(Generic[T]):
+    """A partial-success listing: everything that decoded, plus one error per file that did not."""
+
+    items: list[T] = field(default_factory=list)
+    errors: list[RecordError] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+class RecordStore(Protocol):
+    """Intents keyed by the raw image string, pulled records keyed by imageRef.
+
+    Reads raise :class:`~pullwarden.errors.RecordReadError` or
+    :class:`~pullwarden.errors.RecordDecodeError`; writes and deletes raise
+    :class:`~pullwarden.errors.RecordWriteError`.  Deleting what is absent is not an error.
+    """
+
+    def write_intent(self, intent: ImagePullIntent) -> None: ...
+
+    def intent_exists(self, image: str) -> bool: ...
+
+    def delete_intent(self, image: str) -> None: ...
+
+    def list_intents(self) -> Listing[ImagePullIntent]: ...
+
+    def get_pulled_record(self, image_ref: str) -> ImagePulledRecord | None: ...
+
+    def write_pulled_record(self, record: ImagePulledRecord) -> None: ...
+
+    def delete_pulled_record(self, image_ref: str) -> None: ...
+
+    def list_pulled_records(self) -> Listing[ImagePulledRecord]: ...
