@@ -118,4 +118,6 @@ def format_rfc3339(t: datetime) -> str:
     """RFC 3339 in UTC with whole seconds, the way ``metav1.Time`` is written (``...Z``)."""
     if t.tzinfo is None:
         t = t.replace(tzinfo=UTC)
-    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    u = t.astimezone(UTC)
+    # strftime("%Y") drops leading zeros before year 1000 on glibc; format the fields ourselves.
+    return f"{u.year:04d}-{u.month:02d}-{u.day:02d}T{u.hour:02d}:{u.minute:02d}:{u.second:02d}Z"

@@ -12,7 +12,7 @@ Every error pullwarden raises on purpose derives from :class:`PullwardenError`::
     ├── ConfigError                a kubelet configuration field combination is invalid
     └── RecordError                something is wrong with an on-disk pull record
         ├── RecordReadError        the file exists but cannot be read (also OSError)
-        ├── RecordDecodeError      the bytes are not a record this version understands (also ValueError)
+        ├── RecordDecodeError      not a record this version understands (also ValueError)
         └── RecordWriteError       a record could not be written or deleted (also OSError)
 
 Messages never contain credentials: secrets are identified by namespace/name only.
@@ -61,11 +61,11 @@ class UnknownPolicyError(PolicyError, ValueError):
 
 
 class InvalidAllowlistError(PolicyError, ValueError):
-    """A ``preloadedImagesVerificationAllowlist`` pattern is rejected; the message is the kubelet's."""
+    """A ``preloadedImagesVerificationAllowlist`` pattern is rejected (the kubelet's message)."""
 
 
 class ConfigError(PullwardenError, ValueError):
-    """A kubelet configuration is invalid (for example a field set while the feature gate is off)."""
+    """A kubelet configuration is invalid (for example a field set with the feature gate off)."""
 
 
 class RecordError(PullwardenError):

@@ -1,1 +1,60 @@
-"""Docker configs, pull secrets, the credential keyring and the kubelet's credential hash."""
+"""Docker configs, pull secrets, the credential keyring and the kubelet's credential hash.
+
+Spec §2 (credentials) and §3 (credential hash).  Nothing here ever puts a password or ``auth``
+value into a repr, an exception message or a log line.
+"""
+
+from pullwarden.credentials.dockerconfig import (
+    AuthEntry,
+    DockerConfig,
+    config_from_secret,
+    parse_config_json,
+    parse_dockercfg,
+)
+from pullwarden.credentials.hashing import canonical_auth_json, credential_hash
+from pullwarden.credentials.keyring import (
+    CredentialSource,
+    DockerKeyring,
+    Keyring,
+    SecretLike,
+    SecretSource,
+    ServiceAccountSource,
+    TrackedCredential,
+    UnionKeyring,
+    is_docker_hub_image,
+    keyring_from_secrets,
+    pod_credentials,
+    tracked_to_image_pull_credentials,
+    url_matches,
+)
+from pullwarden.credentials.providers import (
+    DockerConfigProvider,
+    NodeDockerConfigProvider,
+    ProviderKeyring,
+)
+
+__all__ = [
+    "AuthEntry",
+    "CredentialSource",
+    "DockerConfig",
+    "DockerConfigProvider",
+    "DockerKeyring",
+    "Keyring",
+    "NodeDockerConfigProvider",
+    "ProviderKeyring",
+    "SecretLike",
+    "SecretSource",
+    "ServiceAccountSource",
+    "TrackedCredential",
+    "UnionKeyring",
+    "canonical_auth_json",
+    "config_from_secret",
+    "credential_hash",
+    "is_docker_hub_image",
+    "keyring_from_secrets",
+    "parse_config_json",
+    "parse_dockercfg",
+    "pod_credentials",
+    "tracked_to_image_pull_credentials",
+    "url_matches",
+]

@@ -29,7 +29,9 @@ class ImagePullSecret:
     credential_hash: str = ""
 
     def same_coordinates(self, other: ImagePullSecret) -> bool:
-        return self.uid == other.uid and self.namespace == other.namespace and self.name == other.name
+        return (
+            self.uid == other.uid and self.namespace == other.namespace and self.name == other.name
+        )
 
     def sort_key(self) -> tuple[str, str, str]:
         """Records keep secrets sorted by namespace, then name, then uid (spec §5.5)."""

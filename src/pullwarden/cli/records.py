@@ -1,0 +1,467 @@
+"""``pullwarden records``: the operator's view of a kubelet's ``image_manager`` directory.
+
+Nothing here writes unless ``--apply`` is given.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+import yaml
+
+from pullwarden._gojson import format_rfc3339
+from pullwarden.errors import PullwardenError, RecordDecodeError
+from pullwarden.metrics import Metrics
+from pullwarden.policy import DEFAULT_POLICY, PolicyEnforcer, VerificationPolicy
+from pullwarden.pullmanager import Decision, PodCredentials, PullManager
+from pullwarden.records import (
+    ImagePullCredentials,
+    ImagePulledRecord,
+    ImagePullIntent,
+    ImagePullSecret,
+    ImagePullServiceAccount,
+)
+from pullwarden.records.codec import decode
+from pullwarden.records.fs import FileRecordStore, scan
+
+DEFAULT_KUBELET_DIR = "/var/lib/kubelet"
+
+kubelet_dir_option = click.option(
+    "--kubelet-dir",
+    "-d",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_KUBELET_DIR,
+    show_default=True,
+    help="The kubelet root directory (records live in its image_manager/ folder).",
+)
+
+
+def output_option(*choices: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option(
+        "-o",
+        "--output",
+        type=click.Choice(["text", *choices]),
+        default="text",
+        show_default=True,
+        help="Output format.",
+    )
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def open_store(kubelet_dir: Path) -> FileRecordStore:
+    if not (kubelet_dir / "image_manager").is_dir():
+        fail(f"{kubelet_dir}/image_manager does not exist (is --kubelet-dir the kubelet root?)")
+    return FileRecordStore(kubelet_dir, migrate=False, create=False)
+
+
+def emit(data: object, output: str) -> None:
+    if output == "json":
+        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+    else:
+        click.echo(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), nl=False)
+
+
+# -- plain views of the records -------------------------------------------------------------
+
+
+def credentials_view(c: ImagePullCredentials) -> dict[str, Any]:
+    view: dict[str, Any] = {}
+    if c.kubernetes_secrets:
+        view["kubernetesSecrets"] = [
+            {
+                "uid": s.uid,
+                "namespace": s.namespace,
+                "name": s.name,
+                "credentialHash": s.credential_hash,
+            }
+            for s in c.kubernetes_secrets
+        ]
+    if c.kubernetes_service_accounts:
+        view["kubernetesServiceAccounts"] = [
+            {"uid": a.uid, "namespace": a.namespace, "name": a.name}
+            for a in c.kubernetes_service_accounts
+        ]
+    if c.node_pods_accessible:
+        view["nodePodsAccessible"] = True
+    return view
+
+
+def record_view(r: ImagePulledRecord, path: str) -> dict[str, Any]:
+    return {
+        "file": path,
+        "imageRef": r.image_ref,
+        "lastUpdatedTime": format_rfc3339(r.last_updated_time),
+        "credentialMapping": {k: credentials_view(v) for k, v in r.credential_mapping.items()},
+    }
+
+
+def summary(r: ImagePulledRecord) -> tuple[int, int, bool]:
+    entries = r.credential_mapping.values()
+    return (
+        sum(len(c.kubernetes_secrets) for c in entries),
+        sum(len(c.kubernetes_service_accounts) for c in entries),
+        any(c.node_pods_accessible for c in entries),
+    )
+
+
+def table(rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+# -- commands -----------------------------------------------------------------------------------
+
+
+@click.group()
+def records() -> None:
+    """Read, explain, audit, migrate and prune a kubelet's image pull records.
+
+    Works on any kubelet root directory (default /var/lib/kubelet), including a copy taken from
+    another node.  Only `migrate --apply` and `prune --apply` change anything.
+    """
+
+
+@records.command("ls")
+@kubelet_dir_option
+@output_option("json", "yaml")
+def ls_command(kubelet_dir: Path, output: str) -> None:
+    """List pulled records (one row each) and pending pull intents."""
+    store = open_store(kubelet_dir)
+    pulled = store.list_pulled_records()
+    intents = store.list_intents()
+    errors = [*pulled.errors, *intents.errors]
+    if output != "text":
+        emit(
+            {
+                "pulledRecords": [
+                    record_view(r, store.record_path(r.image_ref)) for r in pulled.items
+                ],
+                "pullIntents": [
+                    {"image": i.image, "file": store.intent_path(i.image)} for i in intents.items
+                ],
+                "errors": [str(e) for e in errors],
+            },
+            output,
+        )
+    else:
+        rows = [("IMAGE REF", "NAMES", "SECRETS", "SERVICE ACCOUNTS", "NODE-WIDE", "LAST UPDATED")]
+        for r in sorted(pulled.items, key=lambda r: r.image_ref):
+            n_secrets, n_accounts, node = summary(r)
+            names = ",".join(sorted(r.credential_mapping)) or "<none>"
+            rows.append(
+                (
+                    r.image_ref,
+                    names,
+                    str(n_secrets),
+                    str(n_accounts),
+                    "yes" if node else "no",
+                    format_rfc3339(r.last_updated_time),
+                )
+            )
+        table(rows)
+        if intents.items:
+            click.echo("\nPENDING PULL INTENTS")
+            for i in sorted(intents.items, key=lambda i: i.image):
+                click.echo(f"  {i.image}")
+        for err in errors:
+            click.echo(f"warning: {err}", err=True)
+    if errors:
+        sys.exit(1)
+
+
+@records.command("show")
+@click.argument("ref_or_file")
+@kubelet_dir_option
+@output_option("json", "yaml")
+def show_command(ref_or_file: str, kubelet_dir: Path, output: str) -> None:
+    """Show one record, by imageRef, by pulled image name, or by file path.
+
+    REF_OR_FILE is tried as a file first, then as an imageRef, then as the raw image of an intent.
+    """
+    path = Path(ref_or_file)
+    obj: ImagePulledRecord | ImagePullIntent | None = None
+    where = ""
+    if path.is_file():
+        try:
+            obj = decode(path.read_bytes())
+        except (OSError, PullwardenError) as err:
+            fail(f"{path}: {err}", 1)
+        where = str(path)
+    else:
+        store = open_store(kubelet_dir)
+        try:
+            obj = store.get_pulled_record(ref_or_file)
+            where = store.record_path(ref_or_file)
+            if obj is None and store.intent_exists(ref_or_file):
+                obj, where = ImagePullIntent(ref_or_file), store.intent_path(ref_or_file)
+        except PullwardenError as err:
+            fail(str(err), 1)
+        if obj is None:
+            fail(f"no pulled record or pull intent for {ref_or_file!r} in {kubelet_dir}", 1)
+    if isinstance(obj, ImagePullIntent):
+        view: dict[str, Any] = {"file": where, "kind": "ImagePullIntent", "image": obj.image}
+    else:
+        view = {"kind": "ImagePulledRecord", **record_view(obj, where)}
+    if output != "text":
+        emit(view, output)
+        return
+    click.echo(f"File:          {view.pop('file')}")
+    click.echo(f"Kind:          {view.pop('kind')}")
+    if isinstance(obj, ImagePullIntent):
+        click.echo(f"Image:         {obj.image}")
+        return
+    click.echo(f"ImageRef:      {obj.image_ref}")
+    click.echo(f"Last updated:  {format_rfc3339(obj.last_updated_time)}")
+    if not obj.credential_mapping:
+        click.echo("Credentials:   none recorded (created by start-up housekeeping)")
+    for name, creds in sorted(obj.credential_mapping.items()):
+        click.echo(f"Name:          {name}")
+        if creds.node_pods_accessible:
+            click.echo("  node-wide:   every pod on the node may use it")
+        for s in creds.kubernetes_secrets:
+            shown = s.credential_hash[:12] + "…" if s.credential_hash else '""'
+            click.echo(f"  secret:      {s.namespace}/{s.name} uid={s.uid} hash={shown}")
+        for a in creds.kubernetes_service_accounts:
+            click.echo(f"  svc account: {a.namespace}/{a.name} uid={a.uid}")
+
+
+def parse_secret(value: str) -> ImagePullSecret:
+    coords, sep, credential_hash = value.partition("=")
+    parts = coords.split("/")
+    if not sep or len(parts) != 3 or not all(parts):
+        raise click.BadParameter(f"expected NAMESPACE/NAME/UID=HASH, got {value!r}")
+    return ImagePullSecret(parts[2], parts[0], parts[1], credential_hash)
+
+
+def parse_service_account(value: str) -> ImagePullServiceAccount:
+    parts = value.split("/")
+    if len(parts) != 3 or not all(parts):
+        raise click.BadParameter(f"expected NAMESPACE/NAME/UID, got {value!r}")
+    return ImagePullServiceAccount(parts[2], parts[0], parts[1])
+
+
+@dataclass
+class _Lookup:
+    """The pod credentials of the command line, noting whether the decision asked for them."""
+
+    secrets: list[ImagePullSecret]
+    account: ImagePullServiceAccount | None
+
+    def __call__(self) -> PodCredentials:
+        return self.secrets, self.account
+
+
+def explain_text(d: Decision) -> list[str]:
+    lines = [f"Image:      {d.image}", f"Image ref:  {d.image_ref}"]
+    if d.policy:
+        lines.append(f"Policy:     {d.policy_reason}")
+    if d.pulled_by_kubelet is not None:
+        if d.record_found:
+            names = ", ".join(d.mapping_keys) or "no names"
+            lines.append(f"Record:     found; it holds credentials for: {names}")
+        else:
+            lines.append(
+                "Record:     none"
+                + (" (a pull intent exists)" if d.pulled_by_kubelet else " (preloaded image)")
+            )
+    if d.mapping_key:
+        lines.append(f"Looked up:  {d.mapping_key}")
+    verdict = "MUST PULL" if d.must_pull else "ALLOWED"
+    lines.append(f"Decision:   {verdict} ({d.result or 'no check'})")
+    lines.append(f"Why:        {d.reason}")
+    if d.record_update is not None and d.record_update.kubernetes_secrets:
+        s = d.record_update.kubernetes_secrets[0]
+        lines.append(
+            f"Record update: a kubelet would now remember secret {s.namespace}/{s.name} "
+            "for this name (explain does not write it)"
+        )
+    if d.must_pull:
+        lines.append(
+            "A pull is needed to prove the pod's credentials can read this image: one manifest "
+            "request to the registry; the layers already on the node are not downloaded again."
+        )
+    return lines
+
+
+@records.command("explain")
+@kubelet_dir_option
+@click.option("--image", required=True, help="The image exactly as written in the pod spec.")
+@click.option("--image-ref", required=True, help="The image id the runtime reports (imageRef).")
+@click.option(
+    "--secret",
+    "secrets",
+    multiple=True,
+    metavar="NS/NAME/UID=HASH",
+    help="A pod pull secret and its credential hash (repeatable, in pod order).",
+)
+@click.option("--service-account", metavar="NS/NAME/UID", help="The pod's service account.")
+@click.option(
+    "--policy",
+    type=click.Choice([p.value for p in VerificationPolicy]),
+    default=DEFAULT_POLICY.value,
+    show_default=True,
+    help="imagePullCredentialsVerificationPolicy.",
+)
+@click.option(
+    "--allowlist",
+    multiple=True,
+    metavar="PATTERN",
+    help="preloadedImagesVerificationAllowlist entry (repeatable).",
+)
+@output_option("json")
+def explain_command(
+    kubelet_dir: Path,
+    image: str,
+    image_ref: str,
+    secrets: tuple[str, ...],
+    service_account: str | None,
+    policy: str,
+    allowlist: tuple[str, ...],
+    output: str,
+) -> None:
+    """Would a pod with these credentials be allowed to use this cached image, and why?
+
+    Answers exactly as the kubelet's MustAttemptImagePull would, reading the records under
+    KUBELET_DIR/image_manager and writing nothing.
+    """
+    try:
+        pod_secrets = [parse_secret(s) for s in secrets]
+        account = parse_service_account(service_account) if service_account else None
+    except click.BadParameter as err:
+        fail(err.format_message())
+    try:
+        enforcer = PolicyEnforcer(policy, allowlist)
+    except PullwardenError as err:
+        fail(str(err))
+    store = open_store(kubelet_dir)
+    manager = PullManager(store, enforcer, None, cache=False, metrics=Metrics())
+    decision = manager.decide(image, image_ref, _Lookup(pod_secrets, account), write=False)
+    if output == "json":
+        click.echo(
+            json.dumps(
+                {
+                    "mustPull": decision.must_pull,
+                    "result": decision.result,
+                    "reason": decision.reason,
+                }
+            )
+        )
+        return
+    for line in explain_text(decision):
+        click.echo(line)
+
+
+@records.command("check")
+@kubelet_dir_option
+@output_option("json")
+def check_command(kubelet_dir: Path, output: str) -> None:
+    """Decode every file; report undecodable, foreign, misnamed and stale temporary files.
+
+    Exits 1 when anything is found, 0 when every file is a record a kubelet would accept.
+    """
+    open_store(kubelet_dir)
+    problems = scan(kubelet_dir)
+    if output == "json":
+        click.echo(
+            json.dumps(
+                [{"path": p.path, "problem": p.kind.value, "message": p.message} for p in problems],
+                indent=2,
+            )
+        )
+    else:
+        for p in problems:
+            click.echo(f"{p.kind.value:<12} {p.path}: {p.message}")
+        if not problems:
+            click.echo(f"ok: every file under {kubelet_dir}/image_manager decodes")
+    if problems:
+        sys.exit(1)
+
+
+@records.command("migrate")
+@kubelet_dir_option
+@click.option(
+    "--apply", is_flag=True, help="Rewrite the files (default: only show what would change)."
+)
+def migrate_command(kubelet_dir: Path, apply: bool) -> None:
+    """Rewrite v1alpha1 records as v1beta1 keeping lastUpdatedTime, as a v1.34+ kubelet does.
+
+    Without --apply this is a dry run.
+    """
+    store = open_store(kubelet_dir)
+    report = store.migrate(dry_run=not apply)
+    verb = "rewrote" if apply else "would rewrite"
+    for item in report.items:
+        renamed = f" as {item.target}" if item.target != item.source else ""
+        click.echo(f"{verb} {item.source} ({item.from_version} {item.kind}){renamed}")
+    failed = [e for e in report.errors if not isinstance(e, RecordDecodeError)]
+    for err in report.errors:
+        what = "left as it is" if isinstance(err, RecordDecodeError) else "failed"
+        click.echo(f"{what}: {err}", err=True)
+    click.echo(f"{len(report.items)} file(s) {'migrated' if apply else 'to migrate'}")
+    if failed:
+        sys.exit(1)
+
+
+def parse_until(value: str) -> datetime:
+    if value == "now":
+        return datetime.now(UTC)
+    try:
+        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(f"expected an RFC 3339 time or 'now', got {value!r}") from None
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+@records.command("prune")
+@kubelet_dir_option
+@click.option(
+    "--keep-image-ref",
+    "keep",
+    multiple=True,
+    metavar="REF",
+    help="An imageRef still on the node: its record is kept (repeatable).",
+)
+@click.option(
+    "--keep-from",
+    type=click.File("r"),
+    help="A file with one imageRef to keep per line ('-' for standard input).",
+)
+@click.option(
+    "--until",
+    required=True,
+    help="Only records last updated before this RFC 3339 time are removed ('now' for now).",
+)
+@click.option("--apply", is_flag=True, help="Delete the records (default: only list them).")
+def prune_command(
+    kubelet_dir: Path, keep: tuple[str, ...], keep_from: Any, until: str, apply: bool
+) -> None:
+    """Remove the records of images no longer on the node, as the image GC's hook does.
+
+    Without --apply this is a dry run.
+    """
+    try:
+        until_time = parse_until(until)
+    except click.BadParameter as err:
+        fail(err.format_message())
+    refs = set(keep)
+    if keep_from is not None:
+        refs.update(line.strip() for line in keep_from if line.strip())
+    store = open_store(kubelet_dir)
+    manager = PullManager(store, PolicyEnforcer(), None, cache=False, metrics=Metrics())
+    removed = manager.prune_unknown_records(refs, until_time, dry_run=not apply)
+    verb = "removed" if apply else "would remove"
+    for ref in sorted(removed):
+        click.echo(f"{verb} {ref}")
+    click.echo(f"{len(removed)} record(s) {'removed' if apply else 'to remove'}")

@@ -1,0 +1,511 @@
+"""The image pull manager: pull intents, pulled records and the verification decision (spec §5).
+
+:meth:`PullManager.must_attempt_image_pull` answers the question at the heart of KEP-2535: may a
+pod use an image that is already on the node, or must its credentials first prove themselves to
+the registry?  :meth:`PullManager.decide` gives the same answer with the full reasoning, for
+operators (``pullwarden records explain``) and for logs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Literal, Protocol
+
+from pullwarden._clock import Clock, SystemClock
+from pullwarden._locks import StripedLocks
+from pullwarden.errors import PullwardenError, RecordError, RecordWriteError
+from pullwarden.metrics import Metrics, MustPullResult
+from pullwarden.policy import PolicyEnforcer
+from pullwarden.records.base import RecordStore
+from pullwarden.records.cache import CachedRecordStore
+from pullwarden.records.model import (
+    ImagePullCredentials,
+    ImagePulledRecord,
+    ImagePullIntent,
+    ImagePullSecret,
+    ImagePullServiceAccount,
+)
+from pullwarden.reference import trim_tag_digest
+
+__all__ = [
+    "MAX_SECRETS_PER_IMAGE",
+    "Decision",
+    "ImageLister",
+    "ListedImage",
+    "PodCredentials",
+    "PullManager",
+    "merge_credentials",
+]
+
+log = logging.getLogger("pullwarden.pullmanager")
+
+# A record keeps learning new secrets for an image name only while it holds fewer than this many.
+MAX_SECRETS_PER_IMAGE = 100
+
+PodCredentials = tuple[Sequence[ImagePullSecret], ImagePullServiceAccount | None]
+MatchKind = Literal["hash", "coordinates", "service-account", "node-wide"]
+
+
+class ListedImage(Protocol):
+    """What start-up housekeeping needs of an image the runtime reports."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def repo_tags(self) -> Sequence[str]: ...
+
+    @property
+    def repo_digests(self) -> Sequence[str]: ...
+
+
+class ImageLister(Protocol):
+    def list_images(self) -> Sequence[ListedImage]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The answer of :meth:`PullManager.decide` and every fact it rests on."""
+
+    must_pull: bool
+    result: MustPullResult | None  # the metric label; None when no check was made (no imageRef)
+    reason: str
+    image: str
+    image_ref: str
+    policy: str = ""
+    policy_reason: str = ""
+    pulled_by_kubelet: bool | None = None
+    record_found: bool = False
+    mapping_key: str = ""
+    mapping_keys: tuple[str, ...] = ()
+    matched_secret: ImagePullSecret | None = None
+    matched_service_account: ImagePullServiceAccount | None = None
+    match: MatchKind | None = None
+    credentials_requested: bool = False
+    record_update: ImagePullCredentials | None = None  # what was (or would be) merged in
+    error: str = ""
+
+
+@dataclass(slots=True)
+class _Facts:
+    """Mutable scratch pad while deciding; frozen into a Decision at the end."""
+
+    image: str
+    image_ref: str
+    policy: str = ""
+    policy_reason: str = ""
+    pulled_by_kubelet: bool | None = None
+    record_found: bool = False
+    mapping_key: str = ""
+    mapping_keys: tuple[str, ...] = ()
+    credentials_requested: bool = False
+
+    def done(
+        self, must_pull: bool, result: MustPullResult | None, reason: str, **kw: object
+    ) -> Decision:
+        return Decision(
+            must_pull=must_pull,
+            result=result,
+            reason=reason,
+            image=self.image,
+            image_ref=self.image_ref,
+            policy=self.policy,
+            policy_reason=self.policy_reason,
+            pulled_by_kubelet=self.pulled_by_kubelet,
+            record_found=self.record_found,
+            mapping_key=self.mapping_key,
+            mapping_keys=self.mapping_keys,
+            credentials_requested=self.credentials_requested,
+            **kw,  # type: ignore[arg-type]
+        )
+
+
+class PullManager:
+    """Keeps the pull records of one node and decides when credentials must be verified.
+
+    ``store`` is wrapped in a :class:`~pullwarden.records.cache.CachedRecordStore` unless
+    ``cache=False`` or it already is one.  ``image_service`` is only used once, for start-up
+    housekeeping (pass ``None`` to skip it, as an operator tool reading someone else's node does).
+    """
+
+    def __init__(
+        self,
+        store: RecordStore,
+        enforcer: PolicyEnforcer,
+        image_service: ImageLister | None,
+        *,
+        cache: bool = True,
+        lock_stripes: int = 10,
+        clock: Clock | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        if cache and not isinstance(store, CachedRecordStore):
+            store = CachedRecordStore(store)
+        self.store: RecordStore = store
+        self.enforcer = enforcer
+        self.clock: Clock = clock or SystemClock()
+        self.metrics = metrics or Metrics()
+        self._intent_locks = StripedLocks(lock_stripes)
+        self._pulled_locks = StripedLocks(lock_stripes)
+        self._intent_counts: dict[str, int] = {}
+        self._watch_store()
+        if image_service is not None:
+            self._initialize(image_service)
+
+    def _watch_store(self) -> None:
+        disk = self.store.delegate if isinstance(self.store, CachedRecordStore) else self.store
+        counters = (
+            getattr(disk, "count_intent_files", None),
+            getattr(disk, "count_record_files", None),
+        )
+        if counters[0] is not None and counters[1] is not None:
+            self.metrics.watch_disk(counters[0], counters[1])
+        if isinstance(self.store, CachedRecordStore):
+            self.metrics.watch_memory(
+                self.store.intents_usage_percent, self.store.records_usage_percent
+            )
+
+    # -- intents (§5.1, §5.3) ----------------------------------------------------------------
+
+    def record_pull_intent(self, image: str) -> None:
+        """Note that a pull of ``image`` starts; pair it with one pulled/failed call."""
+        with self._intent_locks.lock(image):
+            try:
+                self.store.write_intent(ImagePullIntent(image=image))
+            except RecordError as err:
+                raise RecordWriteError(f"failed to record image pull intent: {err}") from err
+            self._intent_counts[image] = self._intent_counts.get(image, 0) + 1
+
+    def record_image_pull_failed(self, image: str) -> None:
+        """The pull of ``image`` failed (or was skipped): forget one in-flight intent."""
+        self._decrement(image)
+
+    def _decrement(self, image: str) -> None:
+        with self._intent_locks.lock(image):
+            count = self._intent_counts.get(image, 0)
+            if count > 1:
+                self._intent_counts[image] = count - 1
+                return
+            try:
+                self.store.delete_intent(image)
+            except RecordError as err:
+                log.error("failed to remove the pull intent for %r: %s", image, err)
+                return
+            self._intent_counts.pop(image, None)
+
+    def intents_in_flight(self, image: str) -> int:
+        return self._intent_counts.get(image, 0)
+
+    # -- pulled records (§5.2, §5.5) ---------------------------------------------------------
+
+    def record_image_pulled(
+        self, image: str, image_ref: str, credentials: ImagePullCredentials | None
+    ) -> None:
+        """Remember that ``credentials`` pulled ``image`` as ``image_ref``, then drop the intent.
+
+        When the record cannot be written the intent stays, so the image keeps counting as
+        pulled by the kubelet and the next start-up turns the intent into a record.
+        """
+        try:
+            self._write_pulled_record_if_changed(image, image_ref, credentials)
+        except PullwardenError as err:
+            log.error("failed to record the pull of %r as %s: %s", image, image_ref, err)
+            return
+        self._decrement(image)
+
+    def _write_pulled_record_if_changed(
+        self, image: str, image_ref: str, credentials: ImagePullCredentials | None
+    ) -> bool:
+        """Merge ``credentials`` into the record of ``image_ref``; True when a file was written."""
+        with self._pulled_locks.lock(image_ref):
+            key = trim_tag_digest(image)  # InvalidReferenceError propagates
+            try:
+                record = self.store.get_pulled_record(image_ref)
+            except RecordError as err:
+                log.warning("replacing the unreadable record of %s: %s", image_ref, err)
+                record = None
+            now = self.clock.now()
+            if record is None:
+                mapping = {key: credentials} if credentials is not None else {}
+                record = ImagePulledRecord(image_ref, now, mapping)
+            else:
+                merged = merge_credentials(record.credential_mapping.get(key), credentials)
+                if merged is None:
+                    return False
+                record = replace(
+                    record,
+                    last_updated_time=now,
+                    credential_mapping={**record.credential_mapping, key: merged},
+                )
+            self.store.write_pulled_record(record)
+            return True
+
+    # -- the decision (§5.4) -----------------------------------------------------------------
+
+    def must_attempt_image_pull(
+        self,
+        image: str,
+        image_ref: str,
+        get_pod_credentials: Callable[[], PodCredentials],
+    ) -> bool:
+        """True when the pod's credentials must be verified by pulling ``image`` again.
+
+        ``get_pod_credentials`` is called at most once and only when the answer depends on it;
+        an exception it raises is counted and re-raised (the caller fails the request).
+        """
+        return self.decide(image, image_ref, get_pod_credentials).must_pull
+
+    def decide(
+        self,
+        image: str,
+        image_ref: str,
+        get_pod_credentials: Callable[[], PodCredentials],
+        *,
+        write: bool = True,
+    ) -> Decision:
+        """:meth:`must_attempt_image_pull` with its reasoning; ``write=False`` never writes."""
+        decision, lookup_error = self._decide(image, image_ref, get_pod_credentials, write)
+        if decision.result is not None:
+            self.metrics.count_mustpull(decision.result)
+        if lookup_error is not None:
+            raise lookup_error
+        return decision
+
+    def _decide(
+        self,
+        image: str,
+        image_ref: str,
+        get_pod_credentials: Callable[[], PodCredentials],
+        write: bool,
+    ) -> tuple[Decision, Exception | None]:
+        decision = self._decide_inner(image, image_ref, get_pod_credentials, write)
+        if isinstance(decision, tuple):
+            return decision
+        return decision, None
+
+    def _decide_inner(
+        self,
+        image: str,
+        image_ref: str,
+        get_pod_credentials: Callable[[], PodCredentials],
+        write: bool,
+    ) -> Decision | tuple[Decision, Exception]:
+        facts = _Facts(image, image_ref)
+        if not image_ref:
+            return facts.done(True, None, "the image is not present on the node (no imageRef)")
+
+        with self._pulled_locks.lock(image_ref), self._intent_locks.lock(image):
+            try:
+                record = self.store.get_pulled_record(image_ref)
+                if record is not None:
+                    pulled_by_kubelet = True
+                else:
+                    pulled_by_kubelet = self._intent_counts.get(
+                        image, 0
+                    ) > 0 or self.store.intent_exists(image)
+            except RecordError as err:
+                log.warning("cannot read the records of %s, verifying: %s", image_ref, err)
+                return facts.done(
+                    True,
+                    "error",
+                    f"the pull records could not be read, so credentials must be verified: {err}",
+                    error=str(err),
+                )
+
+        facts.pulled_by_kubelet = pulled_by_kubelet
+        facts.record_found = record is not None
+        facts.policy = self.enforcer.policy.value
+        if not self.enforcer.require_credential_verification(image, pulled_by_kubelet):
+            facts.policy_reason = self.enforcer.explain(image, pulled_by_kubelet)
+            return facts.done(False, "credentialPolicyAllowed", facts.policy_reason)
+        facts.policy_reason = self.enforcer.explain(image, pulled_by_kubelet)
+
+        if record is None:
+            why = (
+                "a pull of this image is in flight or was interrupted (pull intent) and no "
+                "credentials are recorded for it yet"
+                if pulled_by_kubelet
+                else "nothing is recorded for this image (it counts as preloaded)"
+            )
+            return facts.done(True, "mustAuthenticate", why)
+        facts.mapping_keys = tuple(record.credential_mapping)
+        try:
+            key = trim_tag_digest(image)
+        except PullwardenError as err:
+            return facts.done(
+                True, "error", f"the image name cannot be trimmed: {err}", error=str(err)
+            )
+        facts.mapping_key = key
+        entry = record.credential_mapping.get(key)
+        if entry is None:
+            return facts.done(
+                True,
+                "mustAuthenticate",
+                f"the record of {image_ref} has no credentials for the name {key!r}",
+            )
+        if entry.node_pods_accessible:
+            return facts.done(
+                False,
+                "credentialRecordFound",
+                f"the record says {key!r} was pulled with node-wide or anonymous access",
+                match="node-wide",
+            )
+        if not entry.kubernetes_secrets and not entry.kubernetes_service_accounts:
+            return facts.done(
+                True, "mustAuthenticate", f"the record holds no credentials for {key!r}"
+            )
+
+        facts.credentials_requested = True
+        try:
+            pod_secrets, pod_sa = get_pod_credentials()
+        except Exception as err:
+            reason = f"the pod's credentials could not be looked up: {err}"
+            return facts.done(True, "error", reason, error=str(err)), err
+
+        cached = entry.kubernetes_secrets
+        room = len(cached) < MAX_SECRETS_PER_IMAGE
+        for pod_secret in pod_secrets:
+            for known in cached:
+                by_hash = (
+                    bool(known.credential_hash)
+                    and known.credential_hash == pod_secret.credential_hash
+                )
+                by_coords = known.same_coordinates(pod_secret)
+                if not by_hash and not (by_coords and room):
+                    continue
+                update = None
+                if room and not (by_hash and by_coords):
+                    update = ImagePullCredentials(kubernetes_secrets=(pod_secret,))
+                    if write:
+                        self._cache_secret(image, image_ref, update)
+                how = "hash" if by_hash else "coordinates"
+                reason = (
+                    f"pod secret {pod_secret.namespace}/{pod_secret.name} matches the recorded "
+                    f"secret {known.namespace}/{known.name} by "
+                    + ("credential hash" if by_hash else "coordinates (the secret was rotated)")
+                )
+                return facts.done(
+                    False,
+                    "credentialRecordFound",
+                    reason,
+                    matched_secret=known,
+                    match=how,
+                    record_update=update,
+                )
+        if pod_sa is not None:
+            for known_sa in entry.kubernetes_service_accounts:
+                if known_sa == pod_sa:
+                    return facts.done(
+                        False,
+                        "credentialRecordFound",
+                        f"the pod's service account {pod_sa.namespace}/{pod_sa.name} pulled it",
+                        matched_service_account=known_sa,
+                        match="service-account",
+                    )
+        return facts.done(
+            True,
+            "mustAuthenticate",
+            f"none of the pod's credentials is recorded for {key!r}; a pull (manifest only) must "
+            "prove they can access the image",
+        )
+
+    def _cache_secret(self, image: str, image_ref: str, update: ImagePullCredentials) -> None:
+        try:
+            self._write_pulled_record_if_changed(image, image_ref, update)
+        except PullwardenError as err:
+            log.error("failed to remember a verified secret for %s: %s", image_ref, err)
+
+    # -- pruning (§5.6) and start-up (§5.7) --------------------------------------------------
+
+    def prune_unknown_records(
+        self, image_refs: Iterable[str], until: datetime, *, dry_run: bool = False
+    ) -> list[str]:
+        """Delete records older than ``until`` whose imageRef is not in ``image_refs``.
+
+        Returns the imageRefs whose records were (or, with ``dry_run``, would be) deleted.
+        """
+        keep = set(image_refs)
+        removed: list[str] = []
+        with self._pulled_locks.all():
+            listing = self.store.list_pulled_records()
+            for err in listing.errors:
+                log.warning("prune: skipping an unreadable record: %s", err)
+            for record in listing.items:
+                if record.last_updated_time >= until or record.image_ref in keep:
+                    continue
+                if dry_run:
+                    removed.append(record.image_ref)
+                    continue
+                try:
+                    self.store.delete_pulled_record(record.image_ref)
+                except RecordError as err:
+                    log.error("prune: failed to delete the record of %s: %s", record.image_ref, err)
+                    continue
+                removed.append(record.image_ref)
+        return removed
+
+    def _initialize(self, image_service: ImageLister) -> None:
+        intents = self.store.list_intents()
+        for err in intents.errors:
+            log.warning("start-up: skipping an unreadable pull intent: %s", err)
+        if not intents.items:
+            return
+        try:
+            images = image_service.list_images()
+        except Exception as err:
+            log.error("start-up: cannot list the runtime's images: %s", err)
+            images = []
+        wanted = {intent.image for intent in intents.items}
+        for img in images:
+            for name in (*img.repo_digests, *img.repo_tags):
+                if name not in wanted:
+                    continue
+                try:
+                    self._write_pulled_record_if_changed(name, img.id, None)
+                    self.store.delete_intent(name)
+                except PullwardenError as err:
+                    log.error(
+                        "start-up: cannot turn the intent for %r into a record: %s", name, err
+                    )
+                    continue
+                wanted.discard(name)
+
+
+def merge_credentials(
+    existing: ImagePullCredentials | None, new: ImagePullCredentials | None
+) -> ImagePullCredentials | None:
+    """The entry after merging ``new`` into ``existing``, or None when nothing changes (§5.5)."""
+    if new is None or new.is_empty():
+        return None
+    if existing is None:
+        return new
+    if existing.node_pods_accessible:
+        return None
+    if new.node_pods_accessible:
+        return ImagePullCredentials(node_pods_accessible=True)
+    if new.kubernetes_secrets:
+        by_coords = {s.sort_key(): s for s in existing.kubernetes_secrets}
+        changed = False
+        for secret in new.kubernetes_secrets:
+            old = by_coords.get(secret.sort_key())
+            if old is None or old.credential_hash != secret.credential_hash:
+                by_coords[secret.sort_key()] = secret
+                changed = True
+        if not changed:
+            return None
+        secrets = tuple(sorted(by_coords.values(), key=ImagePullSecret.sort_key))
+        return replace(existing, kubernetes_secrets=secrets)
+    known = set(existing.kubernetes_service_accounts)
+    added = [sa for sa in new.kubernetes_service_accounts if sa not in known]
+    if not added:
+        return None
+    accounts = tuple(
+        sorted(
+            dict.fromkeys((*existing.kubernetes_service_accounts, *added)),
+            key=ImagePullServiceAccount.sort_key,
+        )
+    )
+    return replace(existing, kubernetes_service_accounts=accounts)

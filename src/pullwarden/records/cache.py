@@ -1,0 +1,185 @@
+"""A write-through LRU cache in front of any :class:`RecordStore` (spec §7.1).
+
+Each of the two LRUs (intents by raw image, pulled records by imageRef) carries an
+*authoritative* flag: while it is set, every object on disk is in memory and a miss means
+"absent" without touching the disk.  Evicting for capacity clears the flag; deleting does not.
+
+Upstream caps the record LRU at 2,000 entries, past which its cache stopped being authoritative
+and became slower than plain files.  Here an entry costs well under a kilobyte (``bench/``
+reports the figure), so the defaults keep 200,000 records and 20,000 intents authoritative.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from typing import Generic, TypeVar
+
+from pullwarden._locks import StripedLocks
+from pullwarden.records.base import Listing, RecordStore
+from pullwarden.records.model import ImagePulledRecord, ImagePullIntent
+
+__all__ = ["DEFAULT_INTENTS_SIZE", "DEFAULT_RECORDS_SIZE", "CachedRecordStore"]
+
+DEFAULT_INTENTS_SIZE = 20_000
+DEFAULT_RECORDS_SIZE = 200_000
+DEFAULT_STRIPES = 10
+
+V = TypeVar("V")
+
+
+class _LRU(Generic[V]):
+    """A bounded LRU map with an authoritative flag; every method is thread-safe."""
+
+    __slots__ = ("_data", "_lock", "authoritative", "size")
+
+    def __init__(self, size: int) -> None:
+        self.size = max(size, 1)
+        self._data: OrderedDict[str, V] = OrderedDict()
+        self._lock = threading.Lock()
+        self.authoritative = False
+
+    def get(self, key: str) -> V | None:
+        with self._lock:
+            value = self._data.get(key)
+            if value is not None:
+                self._data.move_to_end(key)
+            return value
+
+    def put(self, key: str, value: V) -> None:
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            if len(self._data) > self.size:
+                self._data.popitem(last=False)
+                self.authoritative = False
+
+    def remove(self, key: str) -> None:
+        with self._lock:
+            self._data.pop(key, None)
+
+    def reload(self, items: list[tuple[str, V]], authoritative: bool) -> None:
+        with self._lock:
+            self._data.clear()
+            for key, value in items[: self.size]:
+                self._data[key] = value
+            self.authoritative = authoritative
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def usage_percent(self) -> int:
+        return len(self._data) * 100 // self.size
+
+
+class CachedRecordStore:
+    """Serves reads from memory, writes through to ``delegate`` first and memory second."""
+
+    def __init__(
+        self,
+        delegate: RecordStore,
+        *,
+        intents_size: int = DEFAULT_INTENTS_SIZE,
+        records_size: int = DEFAULT_RECORDS_SIZE,
+        stripes: int = DEFAULT_STRIPES,
+    ) -> None:
+        self.delegate = delegate
+        self._intents: _LRU[ImagePullIntent] = _LRU(intents_size)
+        self._records: _LRU[ImagePulledRecord] = _LRU(records_size)
+        self._intent_locks = StripedLocks(stripes)
+        self._record_locks = StripedLocks(stripes)
+        # Warm both caches; errors only mean the caches stay non-authoritative.
+        self.list_intents()
+        self.list_pulled_records()
+
+    # -- introspection -------------------------------------------------------------------------
+
+    @property
+    def intents_authoritative(self) -> bool:
+        return self._intents.authoritative
+
+    @property
+    def records_authoritative(self) -> bool:
+        return self._records.authoritative
+
+    def cached_counts(self) -> tuple[int, int]:
+        """(cached intents, cached records)."""
+        return len(self._intents), len(self._records)
+
+    def intents_usage_percent(self) -> float:
+        return self._intents.usage_percent()
+
+    def records_usage_percent(self) -> float:
+        return self._records.usage_percent()
+
+    # -- intents -------------------------------------------------------------------------------
+
+    def write_intent(self, intent: ImagePullIntent) -> None:
+        with self._intent_locks.lock(intent.image):
+            self.delegate.write_intent(intent)
+            self._intents.put(intent.image, intent)
+
+    def intent_exists(self, image: str) -> bool:
+        if self._intents.get(image) is not None:
+            return True
+        with self._intent_locks.lock(image):
+            if self._intents.get(image) is not None:
+                return True
+            if self._intents.authoritative:
+                return False
+            exists = self.delegate.intent_exists(image)
+            if exists:
+                self._intents.put(image, ImagePullIntent(image=image))
+            return exists
+
+    def delete_intent(self, image: str) -> None:
+        with self._intent_locks.lock(image):
+            self.delegate.delete_intent(image)
+            self._intents.remove(image)
+
+    def list_intents(self) -> Listing[ImagePullIntent]:
+        if self._intents.authoritative:
+            return self.delegate.list_intents()
+        with self._intent_locks.all():
+            listing = self.delegate.list_intents()
+            self._refill(self._intents, [(i.image, i) for i in listing.items], listing)
+            return listing
+
+    # -- pulled records ------------------------------------------------------------------------
+
+    def get_pulled_record(self, image_ref: str) -> ImagePulledRecord | None:
+        record = self._records.get(image_ref)
+        if record is not None:
+            return record
+        with self._record_locks.lock(image_ref):
+            record = self._records.get(image_ref)
+            if record is not None or self._records.authoritative:
+                return record
+            record = self.delegate.get_pulled_record(image_ref)
+            if record is not None:
+                self._records.put(image_ref, record)
+            return record
+
+    def write_pulled_record(self, record: ImagePulledRecord) -> None:
+        with self._record_locks.lock(record.image_ref):
+            self.delegate.write_pulled_record(record)
+            self._records.put(record.image_ref, record)
+
+    def delete_pulled_record(self, image_ref: str) -> None:
+        with self._record_locks.lock(image_ref):
+            self.delegate.delete_pulled_record(image_ref)
+            self._records.remove(image_ref)
+
+    def list_pulled_records(self) -> Listing[ImagePulledRecord]:
+        if self._records.authoritative:
+            return self.delegate.list_pulled_records()
+        with self._record_locks.all():
+            listing = self.delegate.list_pulled_records()
+            self._refill(self._records, [(r.image_ref, r) for r in listing.items], listing)
+            return listing
+
+    @staticmethod
+    def _refill(lru: _LRU[V], items: list[tuple[str, V]], listing: Listing[V]) -> None:
+        authoritative = listing.ok and len(items) < lru.size
+        if authoritative or len(lru) == 0:
+            lru.reload(items, authoritative)

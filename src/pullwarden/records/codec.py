@@ -1,0 +1,531 @@
+"""The kubelet's on-disk JSON form of pull intents and pulled records (spec §4.4-§4.6).
+
+Encoding reproduces, byte for byte, what a kubelet's strict JSON serializer writes for the
+``kubelet.config.k8s.io`` scheme: one compact object, ``kind`` then ``apiVersion`` then the
+fields in struct order, Go string escaping (:func:`pullwarden._gojson.quote`), map keys sorted by
+their UTF-8 bytes, ``omitempty`` fields left out when empty, times as whole-second UTC RFC 3339
+(the zero time as ``null``), and a single trailing newline.  The bytes are assembled by hand;
+:mod:`json` never escapes anything on the write side.
+
+Decoding is as strict as the kubelet's: the document must be a JSON object whose ``kind`` and
+``apiVersion`` name one of the four registered types, field names match case-sensitively,
+unknown and duplicate fields (at any depth) are rejected, and every JSON type is checked.  Every
+failure is a :class:`~pullwarden.errors.RecordDecodeError`; messages name fields, never values.
+
+Choices where Go's decoder is lenient, kept so that we read what a kubelet reads:
+
+* A missing field and a JSON ``null`` both give the Go zero value: ``""`` for strings (so a
+  record without ``imageRef`` decodes with ``image_ref == ""``), ``false`` for
+  ``nodePodsAccessible``, empty for lists and maps, :data:`ZERO_TIME` for ``lastUpdatedTime``, an
+  empty credentials/secret/service-account object for a ``null`` element.
+* ``lastUpdatedTime`` is parsed the way Go's ``time.Parse(time.RFC3339, ...)`` parses: 4-digit
+  year, 1- or 2-digit hour, ``.`` or ``,`` fractional seconds of any length (truncated to
+  microseconds here), ``Z`` or a ``±hh:mm`` offset (hours up to 24, minutes up to 60).  Times
+  Python cannot represent (year 0, or outside years 1-9999 once in UTC) are decode errors.
+* Escaped lone UTF-16 surrogates (``"\\ud800"``) decode to U+FFFD as in Go.
+
+Where we are stricter than a kubelet (each only makes a record count as unreadable, which fails
+safe): bytes that are not valid UTF-8 anywhere in the file, and YAML documents (the kubelet's
+universal decoder would also accept a YAML file with the same content; no kubelet writes one).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+from pullwarden._gojson import quote
+from pullwarden.errors import RecordDecodeError
+from pullwarden.records.model import (
+    ImagePullCredentials,
+    ImagePulledRecord,
+    ImagePullIntent,
+    ImagePullSecret,
+    ImagePullServiceAccount,
+    RecordObject,
+)
+
+__all__ = [
+    "API_VERSIONS",
+    "CURRENT_VERSION",
+    "GROUP",
+    "KIND_INTENT",
+    "KIND_RECORD",
+    "V1ALPHA1",
+    "V1BETA1",
+    "ZERO_TIME",
+    "decode",
+    "decode_versioned",
+    "encode",
+    "go_bytes",
+]
+
+GROUP: Final = "kubelet.config.k8s.io"
+V1ALPHA1: Final = GROUP + "/v1alpha1"
+V1BETA1: Final = GROUP + "/v1beta1"
+CURRENT_VERSION: Final = V1BETA1
+API_VERSIONS: Final = (V1ALPHA1, V1BETA1)
+"""Every apiVersion this codec reads and writes, oldest first."""
+
+KIND_INTENT: Final = "ImagePullIntent"
+KIND_RECORD: Final = "ImagePulledRecord"
+
+ZERO_TIME: Final = datetime(1, 1, 1, tzinfo=UTC)
+"""Go's zero ``time.Time``: what ``lastUpdatedTime: null`` (or a missing one) decodes to."""
+
+
+def go_bytes(value: str) -> bytes:
+    """The bytes of the Go string a ``str`` stands for (see :mod:`pullwarden._gojson`).
+
+    Raw bytes smuggled in via ``surrogateescape`` become those bytes again; any other lone
+    surrogate is kept in its (invalid) UTF-8 form, which Go would also treat as invalid.
+    """
+    try:
+        return value.encode()
+    except UnicodeEncodeError:
+        try:
+            return value.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "surrogatepass")
+
+
+# --------------------------------------------------------------------------------------------
+# Encoding
+# --------------------------------------------------------------------------------------------
+
+_INTENT_HEAD: Final = {
+    v: b'{"kind":"ImagePullIntent","apiVersion":"' + v.encode() + b'","image":'
+    for v in API_VERSIONS
+}
+_RECORD_HEAD: Final = {
+    v: b'{"kind":"ImagePulledRecord","apiVersion":"' + v.encode() + b'","lastUpdatedTime":'
+    for v in API_VERSIONS
+}
+
+
+def _encode_time(t: datetime) -> bytes:
+    """``metav1.Time`` on the wire: ``null`` for the zero time, else whole-second UTC."""
+    tz = t.tzinfo
+    if tz is None:
+        t = t.replace(tzinfo=UTC)
+    elif tz is not UTC:
+        t = t.astimezone(UTC)
+    if t == ZERO_TIME:
+        return b"null"
+    # Formatted by hand: strftime("%Y") does not zero-pad years below 1000 on glibc.
+    return b'"%04d-%02d-%02dT%02d:%02d:%02dZ"' % (
+        t.year,
+        t.month,
+        t.day,
+        t.hour,
+        t.minute,
+        t.second,
+    )
+
+
+def _encode_credentials(creds: ImagePullCredentials, out: list[bytes]) -> None:
+    out.append(b"{")
+    sep = b""
+    if creds.kubernetes_secrets:
+        out.append(b'"kubernetesSecrets":[')
+        first = True
+        for s in creds.kubernetes_secrets:
+            out.append(b'{"uid":' if first else b',{"uid":')
+            first = False
+            out.append(quote(s.uid))
+            out.append(b',"namespace":')
+            out.append(quote(s.namespace))
+            out.append(b',"name":')
+            out.append(quote(s.name))
+            out.append(b',"credentialHash":')
+            out.append(quote(s.credential_hash))
+            out.append(b"}")
+        out.append(b"]")
+        sep = b","
+    if creds.kubernetes_service_accounts:
+        out.append(sep + b'"kubernetesServiceAccounts":[')
+        first = True
+        for a in creds.kubernetes_service_accounts:
+            out.append(b'{"uid":' if first else b',{"uid":')
+            first = False
+            out.append(quote(a.uid))
+            out.append(b',"namespace":')
+            out.append(quote(a.namespace))
+            out.append(b',"name":')
+            out.append(quote(a.name))
+            out.append(b"}")
+        out.append(b"]")
+        sep = b","
+    if creds.node_pods_accessible:
+        out.append(sep + b'"nodePodsAccessible":true')
+    out.append(b"}")
+
+
+def encode(obj: ImagePullIntent | ImagePulledRecord, api_version: str = CURRENT_VERSION) -> bytes:
+    """The exact bytes a kubelet writes for ``obj`` in ``api_version`` (default v1beta1).
+
+    Raises :class:`ValueError` for an apiVersion other than v1alpha1/v1beta1,
+    :class:`TypeError` for an object that is neither an intent nor a pulled record, and
+    :class:`OverflowError` for a time that falls outside years 1-9999 once converted to UTC.
+    """
+    if isinstance(obj, ImagePullIntent):
+        head = _INTENT_HEAD.get(api_version)
+        if head is None:
+            raise ValueError(f"unsupported apiVersion {api_version!r}")
+        return head + quote(obj.image) + b"}\n"
+    if not isinstance(obj, ImagePulledRecord):
+        raise TypeError(f"cannot encode {type(obj).__name__}")
+    head = _RECORD_HEAD.get(api_version)
+    if head is None:
+        raise ValueError(f"unsupported apiVersion {api_version!r}")
+    out = [head, _encode_time(obj.last_updated_time), b',"imageRef":', quote(obj.image_ref)]
+    mapping = obj.credential_mapping
+    if mapping:
+        out.append(b',"credentialMapping":{')
+        if len(mapping) == 1:
+            keys: list[str] = list(mapping)
+        else:
+            # Go sorts map keys by their bytes; code point order differs only for surrogates.
+            keys = sorted(mapping, key=go_bytes)
+        first = True
+        for key in keys:
+            if not first:
+                out.append(b",")
+            first = False
+            out.append(quote(key))
+            out.append(b":")
+            _encode_credentials(mapping[key], out)
+        out.append(b"}")
+    out.append(b"}\n")
+    return b"".join(out)
+
+
+# --------------------------------------------------------------------------------------------
+# Decoding
+# --------------------------------------------------------------------------------------------
+
+
+class _Duplicate(Exception):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+class _Invalid(Exception):
+    """A field-level problem; ``path`` grows as the exception travels outwards."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(path, problem)
+        self.path = path
+        self.problem = problem
+
+
+def _object_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    d = dict(pairs)
+    if len(d) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _Duplicate(key)
+            seen.add(key)
+    return d
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"invalid JSON literal {name}")
+
+
+# The C scanner is called directly: ``JSONDecoder.decode`` adds two regex passes.  Duplicate keys
+# are caught by the hook (about 0.2 µs per object; counting ``":`` in the text was no faster).
+_scan_once: Final[Callable[[str, int], tuple[Any, int]]] = json.JSONDecoder(  # type: ignore[attr-defined]
+    object_pairs_hook=_object_pairs, parse_constant=_reject_constant
+).scan_once
+_JSON_WS: Final = " \t\n\r"
+
+
+def _parse_json(text: str) -> Any:
+    n = len(text)
+    start = n - len(text.lstrip(_JSON_WS)) if n and text[0] in _JSON_WS else 0
+    try:
+        doc, end = _scan_once(text, start)
+    except StopIteration as e:
+        raise ValueError(f"expecting a value at char {e.value}") from None
+    if end != n and text[end:].strip(_JSON_WS):
+        raise ValueError(f"extra data at char {end}")
+    return doc
+
+
+_INTENT_FIELDS: Final = frozenset({"kind", "apiVersion", "image"})
+_RECORD_FIELDS: Final = frozenset(
+    {"kind", "apiVersion", "lastUpdatedTime", "imageRef", "credentialMapping"}
+)
+_CREDENTIAL_FIELDS: Final = frozenset(
+    {"kubernetesSecrets", "kubernetesServiceAccounts", "nodePodsAccessible"}
+)
+_SECRET_FIELDS: Final = frozenset({"uid", "namespace", "name", "credentialHash"})
+_SERVICE_ACCOUNT_FIELDS: Final = frozenset({"uid", "namespace", "name"})
+
+_EMPTY_CREDENTIALS: Final = ImagePullCredentials()
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if value is True or value is False:
+        return "boolean"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+def _short(name: str) -> str:
+    return repr(name if len(name) <= 64 else name[:61] + "...")
+
+
+def _unknown(obj: dict[str, Any], known: frozenset[str]) -> _Invalid:
+    extra = sorted(k for k in obj if k not in known)
+    return _Invalid("", f"unknown field {_short(extra[0])}")
+
+
+def _str(value: object, field: str) -> str:
+    if type(value) is str:
+        return value
+    if value is None:
+        return ""
+    raise _Invalid("." + field, f"expected a string, got {_json_type(value)}")
+
+
+def _secrets(value: object) -> tuple[ImagePullSecret, ...]:
+    if value is None:
+        return ()
+    if type(value) is not list:
+        raise _Invalid("", f"expected an array, got {_json_type(value)}")
+    out = []
+    for i, item in enumerate(value):
+        if type(item) is dict:
+            if not item.keys() <= _SECRET_FIELDS:
+                e = _unknown(item, _SECRET_FIELDS)
+                raise _Invalid(f"[{i}]", e.problem)
+            get = item.get
+            try:
+                out.append(
+                    ImagePullSecret(
+                        _str(get("uid"), "uid"),
+                        _str(get("namespace"), "namespace"),
+                        _str(get("name"), "name"),
+                        _str(get("credentialHash"), "credentialHash"),
+                    )
+                )
+            except _Invalid as e:
+                raise _Invalid(f"[{i}]{e.path}", e.problem) from None
+        elif item is None:
+            out.append(ImagePullSecret("", "", ""))
+        else:
+            raise _Invalid(f"[{i}]", f"expected an object, got {_json_type(item)}")
+    return tuple(out)
+
+
+def _service_accounts(value: object) -> tuple[ImagePullServiceAccount, ...]:
+    if value is None:
+        return ()
+    if type(value) is not list:
+        raise _Invalid("", f"expected an array, got {_json_type(value)}")
+    out = []
+    for i, item in enumerate(value):
+        if type(item) is dict:
+            if not item.keys() <= _SERVICE_ACCOUNT_FIELDS:
+                e = _unknown(item, _SERVICE_ACCOUNT_FIELDS)
+                raise _Invalid(f"[{i}]", e.problem)
+            get = item.get
+            try:
+                out.append(
+                    ImagePullServiceAccount(
+                        _str(get("uid"), "uid"),
+                        _str(get("namespace"), "namespace"),
+                        _str(get("name"), "name"),
+                    )
+                )
+            except _Invalid as e:
+                raise _Invalid(f"[{i}]{e.path}", e.problem) from None
+        elif item is None:
+            out.append(ImagePullServiceAccount("", "", ""))
+        else:
+            raise _Invalid(f"[{i}]", f"expected an object, got {_json_type(item)}")
+    return tuple(out)
+
+
+def _credentials(value: object) -> ImagePullCredentials:
+    if value is None:
+        return _EMPTY_CREDENTIALS
+    if type(value) is not dict:
+        raise _Invalid("", f"expected an object, got {_json_type(value)}")
+    if not value.keys() <= _CREDENTIAL_FIELDS:
+        raise _unknown(value, _CREDENTIAL_FIELDS)
+    get = value.get
+    try:
+        secrets = _secrets(get("kubernetesSecrets"))
+    except _Invalid as e:
+        raise _Invalid(".kubernetesSecrets" + e.path, e.problem) from None
+    try:
+        accounts = _service_accounts(get("kubernetesServiceAccounts"))
+    except _Invalid as e:
+        raise _Invalid(".kubernetesServiceAccounts" + e.path, e.problem) from None
+    node = get("nodePodsAccessible")
+    if node is not True and node is not False:
+        if node is not None:
+            raise _Invalid(".nodePodsAccessible", f"expected a boolean, got {_json_type(node)}")
+        node = False
+    return ImagePullCredentials(secrets, accounts, node)
+
+
+def _mapping(value: object) -> dict[str, ImagePullCredentials]:
+    if value is None:
+        return {}
+    if type(value) is not dict:
+        raise _Invalid("", f"expected an object, got {_json_type(value)}")
+    out = {}
+    for key, creds in value.items():
+        try:
+            out[key] = _credentials(creds)
+        except _Invalid as e:
+            raise _Invalid(f"[{_short(key)}]{e.path}", e.problem) from None
+    return out
+
+
+# Go's time.Parse with the RFC 3339 layout (see the module docstring for the accepted forms).
+_TIME_RE: Final = re.compile(
+    r"(\d{4})-(\d\d)-(\d\d)T(\d\d?):(\d\d):(\d\d)(?:[.,](\d+))?(?:(Z)|([+-])(\d\d):(\d\d))",
+    re.ASCII,
+)
+_match_time: Final = _TIME_RE.fullmatch
+_time_cache: dict[str, datetime] = {}
+_TIME_CACHE_SIZE: Final = 4096
+
+
+def _parse_time(value: str) -> datetime:
+    cached = _time_cache.get(value)
+    if cached is not None:
+        return cached
+    m = _match_time(value)
+    if m is None:
+        raise _Invalid("", f"not an RFC 3339 time: {_short(value)}")
+    year, month, day, hour, minute, second, frac, z, sign, oh, om = m.groups()
+    micro = int(frac[:6].ljust(6, "0")) if frac else 0
+    try:
+        if int(hour) >= 24 or int(minute) >= 60 or int(second) >= 60:
+            raise ValueError("time of day out of range")
+        t = datetime(
+            int(year), int(month), int(day), int(hour), int(minute), int(second), micro, UTC
+        )
+        if z is None:
+            offset_h, offset_m = int(oh), int(om)
+            if offset_h > 24 or offset_m > 60:
+                raise ValueError("time zone offset out of range")
+            offset = timedelta(hours=offset_h, minutes=offset_m)
+            t = t - offset if sign == "+" else t + offset
+    except (ValueError, OverflowError) as e:
+        raise _Invalid("", f"invalid time {_short(value)}: {e}") from None
+    if len(_time_cache) >= _TIME_CACHE_SIZE:
+        _time_cache.clear()
+    _time_cache[value] = t
+    return t
+
+
+def _replace_surrogates(value: Any) -> Any:
+    """Go decodes an escaped lone surrogate to U+FFFD; Python keeps the surrogate."""
+    if type(value) is str:
+        if any("\ud800" <= c <= "\udfff" for c in value):
+            return "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in value)
+        return value
+    if type(value) is dict:
+        out = {_replace_surrogates(k): _replace_surrogates(v) for k, v in value.items()}
+        if len(out) != len(value):  # two keys that differ only in lone surrogates
+            raise _Duplicate("\ufffd")
+        return out
+    if type(value) is list:
+        return [_replace_surrogates(v) for v in value]
+    return value
+
+
+def _load(data: bytes) -> dict[str, Any]:
+    try:
+        text = data.decode()
+    except UnicodeDecodeError as e:
+        raise RecordDecodeError(f"not valid UTF-8 ({e.reason} at byte {e.start})") from None
+    except AttributeError:
+        raise RecordDecodeError(f"expected bytes, got {type(data).__name__}") from None
+    try:
+        doc = _parse_json(text)
+    except _Duplicate as e:
+        raise RecordDecodeError(f"duplicate field {_short(e.key)}") from None
+    except RecursionError:
+        raise RecordDecodeError("invalid JSON: nested too deeply") from None
+    except ValueError as e:
+        raise RecordDecodeError(f"invalid JSON: {e}") from None
+    if type(doc) is not dict:
+        raise RecordDecodeError(f"expected a JSON object, got {_json_type(doc)}")
+    if "\\ud" in text or "\\uD" in text:
+        try:
+            doc = _replace_surrogates(doc)
+        except _Duplicate as e:
+            raise RecordDecodeError(f"duplicate field {_short(e.key)}") from None
+    result: dict[str, Any] = doc
+    return result
+
+
+def decode_versioned(data: bytes) -> tuple[RecordObject, str]:
+    """Decode a record file strictly; return the object and the apiVersion it was stored in."""
+    doc = _load(data)
+    kind = doc.get("kind")
+    api_version = doc.get("apiVersion")
+    if type(kind) is not str or not kind:
+        raise RecordDecodeError("object 'kind' is missing or not a string")
+    if type(api_version) is not str or not api_version:
+        raise RecordDecodeError("object 'apiVersion' is missing or not a string")
+    if api_version not in API_VERSIONS or (kind != KIND_RECORD and kind != KIND_INTENT):
+        raise RecordDecodeError(
+            f"no kind {_short(kind)} is registered for version {_short(api_version)}"
+        )
+    get = doc.get
+    obj: RecordObject
+    try:
+        if kind == KIND_RECORD:
+            if not doc.keys() <= _RECORD_FIELDS:
+                raise _unknown(doc, _RECORD_FIELDS)
+            raw_time = get("lastUpdatedTime")
+            if type(raw_time) is str:
+                try:
+                    when = _parse_time(raw_time)
+                except _Invalid as e:
+                    raise _Invalid(".lastUpdatedTime", e.problem) from None
+            elif raw_time is None:
+                when = ZERO_TIME
+            else:
+                raise _Invalid(".lastUpdatedTime", f"expected a string, got {_json_type(raw_time)}")
+            image_ref = _str(get("imageRef"), "imageRef")
+            try:
+                mapping = _mapping(get("credentialMapping"))
+            except _Invalid as e:
+                raise _Invalid(".credentialMapping" + e.path, e.problem) from None
+            obj = ImagePulledRecord(image_ref, when, mapping)
+        else:
+            if not doc.keys() <= _INTENT_FIELDS:
+                raise _unknown(doc, _INTENT_FIELDS)
+            obj = ImagePullIntent(_str(get("image"), "image"))
+    except _Invalid as e:
+        where = f"field {e.path[1:]!s}: " if e.path else ""
+        raise RecordDecodeError(f"{kind} {api_version}: {where}{e.problem}") from None
+    return obj, api_version
+
+
+def decode(data: bytes) -> RecordObject:
+    """Decode a record file strictly (see the module docstring); any failure raises
+    :class:`~pullwarden.errors.RecordDecodeError`."""
+    return decode_versioned(data)[0]

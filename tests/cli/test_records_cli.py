@@ -1,0 +1,303 @@
+"""``pullwarden records``: the operator commands, on directories laid out as a kubelet lays them."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from pullwarden.cli import main
+from pullwarden.credentials import credential_hash
+from pullwarden.records import (
+    ImagePullCredentials,
+    ImagePulledRecord,
+    ImagePullIntent,
+    ImagePullSecret,
+    ImagePullServiceAccount,
+)
+from pullwarden.records.codec import V1ALPHA1, encode
+from pullwarden.records.fs import FileRecordStore
+
+IMAGE = "registry.example/team-a/app:v1"
+KEY = "registry.example/team-a/app"
+REF = "sha256:" + "3c" * 32
+OTHER_REF = "sha256:" + "4d" * 32
+T = datetime(2025, 3, 4, 5, 6, 7, tzinfo=UTC)
+HASH = credential_hash("team-a-robot", "s3cr3t")
+ROTATED = credential_hash("team-a-robot", "n3w-s3cr3t")
+POD_A = ImagePullSecret("uid-a", "team-a", "regcred", HASH)
+
+
+def snapshot(root: Path) -> dict[str, tuple[bytes, int, int]]:
+    out = {}
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            p = os.path.join(dirpath, name)
+            st = os.stat(p)
+            out[p] = (Path(p).read_bytes(), st.st_mtime_ns, st.st_mode)
+    return out
+
+
+@pytest.fixture
+def kubelet(tmp_path: Path) -> Path:
+    store = FileRecordStore(tmp_path)
+    store.write_pulled_record(
+        ImagePulledRecord(REF, T, {KEY: ImagePullCredentials(kubernetes_secrets=(POD_A,))})
+    )
+    store.write_pulled_record(
+        ImagePulledRecord(
+            OTHER_REF,
+            T,
+            {
+                "docker.io/library/busybox": ImagePullCredentials(node_pods_accessible=True),
+                "registry.example/ci/tool": ImagePullCredentials(
+                    kubernetes_service_accounts=(ImagePullServiceAccount("sa-1", "ci", "builder"),)
+                ),
+            },
+        )
+    )
+    store.write_intent(ImagePullIntent("nginx"))
+    return tmp_path
+
+
+def run(*args: str, code: int = 0) -> str:
+    result = CliRunner().invoke(main, list(args))
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    return result.output
+
+
+def explain(kubelet: Path, *extra: str) -> dict[str, object]:
+    out = run(
+        "records",
+        "explain",
+        "--kubelet-dir",
+        str(kubelet),
+        "--image",
+        IMAGE,
+        "--image-ref",
+        REF,
+        *extra,
+        "-o",
+        "json",
+    )
+    data = json.loads(out)
+    assert set(data) == {"mustPull", "result", "reason"}
+    return data
+
+
+# -- explain: the blog's story ---------------------------------------------------------------------
+
+
+def test_explain_pod_a_secret_is_allowed(kubelet: Path) -> None:
+    before = snapshot(kubelet)
+    got = explain(kubelet, "--secret", f"team-a/regcred/uid-a={HASH}")
+    assert got["mustPull"] is False and got["result"] == "credentialRecordFound"
+    assert snapshot(kubelet) == before
+
+
+def test_explain_pod_without_secret_must_pull(kubelet: Path) -> None:
+    got = explain(kubelet)
+    assert got["mustPull"] is True and got["result"] == "mustAuthenticate"
+
+
+def test_explain_same_credentials_in_another_secret_allowed_by_hash(kubelet: Path) -> None:
+    before = snapshot(kubelet)
+    got = explain(kubelet, "--secret", f"team-b/copied/uid-b={HASH}")
+    assert got["mustPull"] is False and got["result"] == "credentialRecordFound"
+    assert "credential hash" in str(got["reason"])
+    assert snapshot(kubelet) == before  # a kubelet would add the secret; explain does not
+
+
+def test_explain_rotated_secret_allowed_by_coordinates(kubelet: Path) -> None:
+    before = snapshot(kubelet)
+    got = explain(kubelet, "--secret", f"team-a/regcred/uid-a={ROTATED}")
+    assert got["mustPull"] is False
+    assert "coordinates" in str(got["reason"])
+    assert snapshot(kubelet) == before
+
+
+def test_explain_recreated_secret_must_pull(kubelet: Path) -> None:
+    got = explain(kubelet, "--secret", f"team-a/regcred/uid-new={ROTATED}")
+    assert got["mustPull"] is True
+
+
+def test_explain_text_says_why(kubelet: Path) -> None:
+    out = run(
+        "records",
+        "explain",
+        "-d",
+        str(kubelet),
+        "--image",
+        IMAGE,
+        "--image-ref",
+        REF,
+        "--secret",
+        f"team-b/copied/uid-b={HASH}",
+    )
+    assert "NeverVerifyPreloadedImages" in out
+    assert f"Looked up:  {KEY}" in out
+    assert "team-b/copied" in out and "team-a/regcred" in out
+    assert "ALLOWED (credentialRecordFound)" in out
+    assert HASH not in out
+
+
+def test_explain_preloaded_and_policies(kubelet: Path) -> None:
+    args = ["records", "explain", "-d", str(kubelet), "--image", "quay.io/x/y:1"]
+    args += ["--image-ref", "sha256:" + "99" * 32, "-o", "json"]
+    assert json.loads(run(*args))["result"] == "credentialPolicyAllowed"
+    assert json.loads(run(*args, "--policy", "AlwaysVerify"))["mustPull"] is True
+    allow = ["--policy", "NeverVerifyAllowlistedImages", "--allowlist", "quay.io/x/*"]
+    assert json.loads(run(*args, *allow))["mustPull"] is False
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ["--secret", "team-a/regcred"],
+        ["--service-account", "only-one-part"],
+        ["--policy", "Sometimes"],
+        ["--policy", "NeverVerifyAllowlistedImages", "--allowlist", "registry.example/*/x"],
+    ],
+)
+def test_explain_bad_input_is_a_clear_error(kubelet: Path, bad: list[str]) -> None:
+    result = CliRunner().invoke(
+        main,
+        ["records", "explain", "-d", str(kubelet), "--image", IMAGE, "--image-ref", REF, *bad],
+    )
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_missing_kubelet_dir_is_a_clear_error(tmp_path: Path) -> None:
+    out = CliRunner().invoke(main, ["records", "ls", "-d", str(tmp_path / "nope")])
+    assert out.exit_code == 2
+    assert "image_manager does not exist" in out.output
+    assert not (tmp_path / "nope").exists()
+
+
+# -- ls / show ---------------------------------------------------------------------------------
+
+
+def test_ls_text(kubelet: Path) -> None:
+    out = run("records", "ls", "-d", str(kubelet))
+    lines = out.splitlines()
+    assert lines[0].split() == [
+        "IMAGE", "REF", "NAMES", "SECRETS", "SERVICE", "ACCOUNTS", "NODE-WIDE", "LAST", "UPDATED"
+    ]  # fmt: skip
+    row = next(line for line in lines if line.startswith(REF))
+    assert row.split() == [REF, KEY, "1", "0", "no", "2025-03-04T05:06:07Z"]
+    other = next(line for line in lines if line.startswith(OTHER_REF))
+    assert other.split()[2:5] == ["0", "1", "yes"]
+    assert "PENDING PULL INTENTS" in out and "  nginx" in out
+
+
+@pytest.mark.parametrize("fmt", ["json", "yaml"])
+def test_ls_structured(kubelet: Path, fmt: str) -> None:
+    out = run("records", "ls", "-d", str(kubelet), "-o", fmt)
+    data = json.loads(out) if fmt == "json" else yaml.safe_load(out)
+    refs = {r["imageRef"]: r for r in data["pulledRecords"]}
+    assert set(refs) == {REF, OTHER_REF}
+    assert refs[REF]["credentialMapping"][KEY]["kubernetesSecrets"][0]["name"] == "regcred"
+    assert [i["image"] for i in data["pullIntents"]] == ["nginx"]
+    assert data["errors"] == []
+
+
+def test_ls_reports_broken_files_and_exits_1(kubelet: Path) -> None:
+    (kubelet / "image_manager/pulled" / ("sha256-" + "0" * 64)).write_bytes(b"{broken")
+    result = CliRunner().invoke(main, ["records", "ls", "-d", str(kubelet), "-o", "json"])
+    assert result.exit_code == 1
+    data = json.loads(result.stdout)
+    assert len(data["pulledRecords"]) == 2 and len(data["errors"]) == 1
+
+
+def test_show_by_ref_and_by_file(kubelet: Path) -> None:
+    out = run("records", "show", REF, "-d", str(kubelet))
+    assert "secret:      team-a/regcred uid=uid-a" in out
+    assert HASH not in out  # shortened in human output
+    path = FileRecordStore(kubelet, migrate=False).record_path(REF)
+    data = json.loads(run("records", "show", path, "-o", "json"))
+    assert data["credentialMapping"][KEY]["kubernetesSecrets"][0]["credentialHash"] == HASH
+    assert "ImagePullIntent" in run("records", "show", "nginx", "-d", str(kubelet))
+
+
+def test_show_unknown_ref(kubelet: Path) -> None:
+    result = CliRunner().invoke(main, ["records", "show", "sha256:nope", "-d", str(kubelet)])
+    assert result.exit_code == 1
+    assert "no pulled record or pull intent" in result.output
+
+
+# -- check / migrate / prune ----------------------------------------------------------------------
+
+
+def test_check_clean_and_dirty(kubelet: Path) -> None:
+    assert "ok:" in run("records", "check", "-d", str(kubelet))
+    pulled = kubelet / "image_manager/pulled"
+    (pulled / ("sha256-" + "1" * 64)).write_bytes(b"not json")
+    shutil.copy(
+        FileRecordStore(kubelet, migrate=False).record_path(REF), pulled / ("sha256-" + "2" * 64)
+    )
+    (pulled / ("sha256-" + "3" * 64 + ".tmp")).write_bytes(b"half")
+    result = CliRunner().invoke(main, ["records", "check", "-d", str(kubelet), "-o", "json"])
+    assert result.exit_code == 1
+    problems = json.loads(result.stdout)
+    assert len(problems) == 3
+    assert {Path(p["path"]).name for p in problems} == {
+        "sha256-" + "1" * 64,
+        "sha256-" + "2" * 64,
+        "sha256-" + "3" * 64 + ".tmp",
+    }
+
+
+def test_migrate_dry_run_then_apply(tmp_path: Path) -> None:
+    store = FileRecordStore(tmp_path)
+    old = ImagePulledRecord(REF, T, {KEY: ImagePullCredentials(kubernetes_secrets=(POD_A,))})
+    path = Path(store.record_path(REF))
+    path.write_bytes(encode(old, V1ALPHA1))
+    before = snapshot(tmp_path)
+    out = run("records", "migrate", "-d", str(tmp_path))
+    assert "would rewrite" in out and "1 file(s) to migrate" in out
+    assert snapshot(tmp_path) == before
+    run("records", "migrate", "-d", str(tmp_path), "--apply")
+    assert path.read_bytes() == encode(old)
+    assert "0 file(s) to migrate" in run("records", "migrate", "-d", str(tmp_path))
+
+
+def test_prune_dry_run_then_apply(kubelet: Path) -> None:
+    before = snapshot(kubelet)
+    until = (T + timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    out = run("records", "prune", "-d", str(kubelet), "--keep-image-ref", REF, "--until", until)
+    assert f"would remove {OTHER_REF}" in out and REF + "\n" not in out
+    assert snapshot(kubelet) == before
+    run(
+        "records", "prune", "-d", str(kubelet), "--keep-image-ref", REF, "--until", until, "--apply"
+    )
+    left = FileRecordStore(kubelet, migrate=False).list_pulled_records().items
+    assert [r.image_ref for r in left] == [REF]
+
+
+def test_prune_until_guard(kubelet: Path) -> None:
+    out = run("records", "prune", "-d", str(kubelet), "--until", "2025-03-04T05:06:07Z")
+    assert "0 record(s) to remove" in out
+
+
+def test_prune_bad_time(kubelet: Path) -> None:
+    result = CliRunner().invoke(main, ["records", "prune", "-d", str(kubelet), "--until", "soon"])
+    assert result.exit_code == 2 and "RFC 3339" in result.output
+
+
+def test_console_script_help() -> None:
+    exe = shutil.which("pullwarden")
+    cmd = [exe] if exe else [sys.executable, "-c", "from pullwarden.cli import main; main()"]
+    out = subprocess.run([*cmd, "records", "--help"], capture_output=True, text=True, check=True)
+    for sub in ("ls", "show", "explain", "check", "migrate", "prune"):
+        assert sub in out.stdout
