@@ -89,38 +89,49 @@ class Decision:
     error: str = ""
 
 
-@dataclass(slots=True)
-class _Facts:
-    """Mutable scratch pad while deciding; frozen into a Decision at the end."""
+class _Verdict:
+    """What one evaluation found, filled in as it goes; cheap to make, rendered only on demand."""
 
-    image: str
-    image_ref: str
-    policy: str = ""
-    policy_reason: str = ""
-    pulled_by_kubelet: bool | None = None
-    record_found: bool = False
-    mapping_key: str = ""
-    mapping_keys: tuple[str, ...] = ()
-    credentials_requested: bool = False
+    __slots__ = (
+        "account",
+        "asked",
+        "by_hash",
+        "error",
+        "image",
+        "image_ref",
+        "key",
+        "known_secret",
+        "must_pull",
+        "pod_secret",
+        "pulled_by_kubelet",
+        "record",
+        "result",
+        "step",
+        "update",
+    )
 
-    def done(
-        self, must_pull: bool, result: MustPullResult | None, reason: str, **kw: object
-    ) -> Decision:
-        return Decision(
-            must_pull=must_pull,
-            result=result,
-            reason=reason,
-            image=self.image,
-            image_ref=self.image_ref,
-            policy=self.policy,
-            policy_reason=self.policy_reason,
-            pulled_by_kubelet=self.pulled_by_kubelet,
-            record_found=self.record_found,
-            mapping_key=self.mapping_key,
-            mapping_keys=self.mapping_keys,
-            credentials_requested=self.credentials_requested,
-            **kw,  # type: ignore[arg-type]
-        )
+    def __init__(self, image: str, image_ref: str) -> None:
+        self.image = image
+        self.image_ref = image_ref
+        self.must_pull = True
+        self.result: MustPullResult | None = None
+        self.step = "no-ref"
+        self.pulled_by_kubelet: bool | None = None
+        self.record: ImagePulledRecord | None = None
+        self.key = ""
+        self.asked = False
+        self.known_secret: ImagePullSecret | None = None
+        self.pod_secret: ImagePullSecret | None = None
+        self.by_hash = False
+        self.account: ImagePullServiceAccount | None = None
+        self.update: ImagePullCredentials | None = None
+        self.error: Exception | None = None
+
+    def end(self, must_pull: bool, result: MustPullResult, step: str) -> _Verdict:
+        self.must_pull = must_pull
+        self.result = result
+        self.step = step
+        return self
 
 
 class PullManager:
@@ -245,6 +256,22 @@ class PullManager:
 
     # -- the decision (§5.4) -----------------------------------------------------------------
 
+    def decide(
+        self,
+        image: str,
+        image_ref: str,
+        get_pod_credentials: Callable[[], PodCredentials],
+        *,
+        write: bool = True,
+    ) -> Decision:
+        """:meth:`must_attempt_image_pull` with its reasoning; ``write=False`` never writes."""
+        v = self._evaluate(image, image_ref, get_pod_credentials, write)
+        if v.result is not None:
+            self.metrics.count_mustpull(v.result)
+        if v.error is not None and v.asked:
+            raise v.error
+        return self._explain(v)
+
     def must_attempt_image_pull(
         self,
         image: str,
@@ -256,116 +283,63 @@ class PullManager:
         ``get_pod_credentials`` is called at most once and only when the answer depends on it;
         an exception it raises is counted and re-raised (the caller fails the request).
         """
-        return self.decide(image, image_ref, get_pod_credentials).must_pull
+        v = self._evaluate(image, image_ref, get_pod_credentials, True)
+        if v.result is not None:
+            self.metrics.count_mustpull(v.result)
+        if v.error is not None and v.asked:
+            raise v.error
+        return v.must_pull
 
-    def decide(
-        self,
-        image: str,
-        image_ref: str,
-        get_pod_credentials: Callable[[], PodCredentials],
-        *,
-        write: bool = True,
-    ) -> Decision:
-        """:meth:`must_attempt_image_pull` with its reasoning; ``write=False`` never writes."""
-        decision, lookup_error = self._decide(image, image_ref, get_pod_credentials, write)
-        if decision.result is not None:
-            self.metrics.count_mustpull(decision.result)
-        if lookup_error is not None:
-            raise lookup_error
-        return decision
-
-    def _decide(
+    def _evaluate(
         self,
         image: str,
         image_ref: str,
         get_pod_credentials: Callable[[], PodCredentials],
         write: bool,
-    ) -> tuple[Decision, Exception | None]:
-        decision = self._decide_inner(image, image_ref, get_pod_credentials, write)
-        if isinstance(decision, tuple):
-            return decision
-        return decision, None
-
-    def _decide_inner(
-        self,
-        image: str,
-        image_ref: str,
-        get_pod_credentials: Callable[[], PodCredentials],
-        write: bool,
-    ) -> Decision | tuple[Decision, Exception]:
-        facts = _Facts(image, image_ref)
+    ) -> _Verdict:
+        """The decision tree of spec §5.4, in order; every exit names its step."""
+        v = _Verdict(image, image_ref)
         if not image_ref:
-            return facts.done(True, None, "the image is not present on the node (no imageRef)")
-
+            return v
         with self._pulled_locks.lock(image_ref), self._intent_locks.lock(image):
             try:
                 record = self.store.get_pulled_record(image_ref)
-                if record is not None:
-                    pulled_by_kubelet = True
-                else:
-                    pulled_by_kubelet = self._intent_counts.get(
-                        image, 0
-                    ) > 0 or self.store.intent_exists(image)
+                pulled_by_kubelet = (
+                    record is not None
+                    or self._intent_counts.get(image, 0) > 0
+                    or self.store.intent_exists(image)
+                )
             except RecordError as err:
                 log.warning("cannot read the records of %s, verifying: %s", image_ref, err)
-                return facts.done(
-                    True,
-                    "error",
-                    f"the pull records could not be read, so credentials must be verified: {err}",
-                    error=str(err),
-                )
-
-        facts.pulled_by_kubelet = pulled_by_kubelet
-        facts.record_found = record is not None
-        facts.policy = self.enforcer.policy.value
+                v.error = err
+                return v.end(True, "error", "read-error")
+        v.record = record
+        v.pulled_by_kubelet = pulled_by_kubelet
         if not self.enforcer.require_credential_verification(image, pulled_by_kubelet):
-            facts.policy_reason = self.enforcer.explain(image, pulled_by_kubelet)
-            return facts.done(False, "credentialPolicyAllowed", facts.policy_reason)
-        facts.policy_reason = self.enforcer.explain(image, pulled_by_kubelet)
-
+            return v.end(False, "credentialPolicyAllowed", "policy")
         if record is None:
-            why = (
-                "a pull of this image is in flight or was interrupted (pull intent) and no "
-                "credentials are recorded for it yet"
-                if pulled_by_kubelet
-                else "nothing is recorded for this image (it counts as preloaded)"
-            )
-            return facts.done(True, "mustAuthenticate", why)
-        facts.mapping_keys = tuple(record.credential_mapping)
+            return v.end(True, "mustAuthenticate", "no-record")
         try:
-            key = trim_tag_digest(image)
+            v.key = key = trim_tag_digest(image)
         except PullwardenError as err:
-            return facts.done(
-                True, "error", f"the image name cannot be trimmed: {err}", error=str(err)
-            )
-        facts.mapping_key = key
+            v.error = err
+            return v.end(True, "error", "bad-name")
         entry = record.credential_mapping.get(key)
         if entry is None:
-            return facts.done(
-                True,
-                "mustAuthenticate",
-                f"the record of {image_ref} has no credentials for the name {key!r}",
-            )
+            return v.end(True, "mustAuthenticate", "no-name")
         if entry.node_pods_accessible:
-            return facts.done(
-                False,
-                "credentialRecordFound",
-                f"the record says {key!r} was pulled with node-wide or anonymous access",
-                match="node-wide",
-            )
-        if not entry.kubernetes_secrets and not entry.kubernetes_service_accounts:
-            return facts.done(
-                True, "mustAuthenticate", f"the record holds no credentials for {key!r}"
-            )
-
-        facts.credentials_requested = True
-        try:
-            pod_secrets, pod_sa = get_pod_credentials()
-        except Exception as err:
-            reason = f"the pod's credentials could not be looked up: {err}"
-            return facts.done(True, "error", reason, error=str(err)), err
-
+            return v.end(False, "credentialRecordFound", "node-wide")
         cached = entry.kubernetes_secrets
+        if not cached and not entry.kubernetes_service_accounts:
+            return v.end(True, "mustAuthenticate", "no-credentials")
+
+        v.asked = True
+        try:
+            pod_secrets, pod_account = get_pod_credentials()
+        except Exception as err:
+            v.error = err
+            return v.end(True, "error", "pod-credentials")
+
         room = len(cached) < MAX_SECRETS_PER_IMAGE
         for pod_secret in pod_secrets:
             for known in cached:
@@ -376,40 +350,76 @@ class PullManager:
                 by_coords = known.same_coordinates(pod_secret)
                 if not by_hash and not (by_coords and room):
                     continue
-                update = None
                 if room and not (by_hash and by_coords):
-                    update = ImagePullCredentials(kubernetes_secrets=(pod_secret,))
+                    # Remember the secret (a rotated hash, or new coordinates for known content).
+                    v.update = ImagePullCredentials(kubernetes_secrets=(pod_secret,))
                     if write:
-                        self._cache_secret(image, image_ref, update)
-                how = "hash" if by_hash else "coordinates"
-                reason = (
-                    f"pod secret {pod_secret.namespace}/{pod_secret.name} matches the recorded "
-                    f"secret {known.namespace}/{known.name} by "
-                    + ("credential hash" if by_hash else "coordinates (the secret was rotated)")
-                )
-                return facts.done(
-                    False,
-                    "credentialRecordFound",
-                    reason,
-                    matched_secret=known,
-                    match=how,
-                    record_update=update,
-                )
-        if pod_sa is not None:
-            for known_sa in entry.kubernetes_service_accounts:
-                if known_sa == pod_sa:
-                    return facts.done(
-                        False,
-                        "credentialRecordFound",
-                        f"the pod's service account {pod_sa.namespace}/{pod_sa.name} pulled it",
-                        matched_service_account=known_sa,
-                        match="service-account",
-                    )
-        return facts.done(
-            True,
-            "mustAuthenticate",
-            f"none of the pod's credentials is recorded for {key!r}; a pull (manifest only) must "
-            "prove they can access the image",
+                        self._cache_secret(image, image_ref, v.update)
+                v.known_secret = known
+                v.pod_secret = pod_secret
+                v.by_hash = by_hash
+                v.error = None
+                return v.end(False, "credentialRecordFound", "secret")
+        if pod_account is not None and pod_account in entry.kubernetes_service_accounts:
+            v.account = pod_account
+            return v.end(False, "credentialRecordFound", "service-account")
+        return v.end(True, "mustAuthenticate", "no-match")
+
+    def _explain(self, v: _Verdict) -> Decision:
+        """Turn a verdict into a :class:`Decision` with its reasons in words."""
+        policy_reason = ""
+        if v.pulled_by_kubelet is not None:
+            policy_reason = self.enforcer.explain(v.image, v.pulled_by_kubelet)
+        key = repr(v.key)
+        secret, pod = v.known_secret, v.pod_secret
+        reasons = {
+            "no-ref": "the image is not present on the node (no imageRef)",
+            "read-error": f"the pull records could not be read, so credentials must be verified: "
+            f"{v.error}",
+            "policy": policy_reason,
+            "no-record": "a pull of this image is in flight or was interrupted (pull intent) and "
+            "no credentials are recorded for it yet"
+            if v.pulled_by_kubelet
+            else "nothing is recorded for this image (it counts as preloaded)",
+            "bad-name": f"the image name cannot be trimmed: {v.error}",
+            "no-name": f"the record of {v.image_ref} has no credentials for the name {key}",
+            "node-wide": f"the record says {key} was pulled with node-wide or anonymous access",
+            "no-credentials": f"the record holds no credentials for {key}",
+            "pod-credentials": f"the pod's credentials could not be looked up: {v.error}",
+            "secret": ""
+            if secret is None or pod is None
+            else f"pod secret {pod.namespace}/{pod.name} matches the recorded secret "
+            f"{secret.namespace}/{secret.name} by "
+            + ("credential hash" if v.by_hash else "coordinates (the secret was rotated)"),
+            "service-account": ""
+            if v.account is None
+            else f"the pod's service account {v.account.namespace}/{v.account.name} pulled it",
+            "no-match": f"none of the pod's credentials is recorded for {key}; a pull (manifest "
+            "only) must prove they can access the image",
+        }
+        match: MatchKind | None = {
+            "node-wide": "node-wide",
+            "secret": "hash" if v.by_hash else "coordinates",
+            "service-account": "service-account",
+        }.get(v.step)
+        return Decision(
+            must_pull=v.must_pull,
+            result=v.result,
+            reason=reasons[v.step],
+            image=v.image,
+            image_ref=v.image_ref,
+            policy=self.enforcer.policy.value,
+            policy_reason=policy_reason,
+            pulled_by_kubelet=v.pulled_by_kubelet,
+            record_found=v.record is not None,
+            mapping_key=v.key,
+            mapping_keys=tuple(v.record.credential_mapping) if v.record is not None else (),
+            matched_secret=secret,
+            matched_service_account=v.account,
+            match=match,
+            credentials_requested=v.asked,
+            record_update=v.update,
+            error="" if v.error is None else str(v.error),
         )
 
     def _cache_secret(self, image: str, image_ref: str, update: ImagePullCredentials) -> None:

@@ -40,11 +40,15 @@ class _LRU(Generic[V]):
         self.authoritative = False
 
     def get(self, key: str) -> V | None:
-        with self._lock:
-            value = self._data.get(key)
-            if value is not None:
+        # Lock-free: each OrderedDict operation is atomic under the GIL.  A key removed between
+        # the two calls only means its recency is not refreshed.
+        value = self._data.get(key)
+        if value is not None:
+            try:  # noqa: SIM105 - contextlib.suppress costs more than the lookup it guards
                 self._data.move_to_end(key)
-            return value
+            except KeyError:
+                pass
+        return value
 
     def put(self, key: str, value: V) -> None:
         with self._lock:
