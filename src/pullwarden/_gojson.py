@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
-__all__ = ["format_rfc3339", "quote", "quote_bytes"]
+__all__ = ["format_rfc3339", "go_bytes", "go_str", "quote", "quote_bytes"]
 
 _SHORT = {
     0x22: b'\\"',
@@ -99,19 +99,33 @@ def quote_bytes(data: bytes) -> bytes:
     return bytes(out)
 
 
+def go_bytes(value: str) -> bytes:
+    """The bytes of the Go string a ``str`` stands for.
+
+    Raw bytes smuggled in through ``surrogateescape`` become those bytes again; any other lone
+    surrogate keeps its (invalid) UTF-8 form, which Go also treats as invalid.
+    """
+    try:
+        return value.encode()
+    except UnicodeEncodeError:
+        try:
+            return value.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "surrogatepass")
+
+
+def go_str(data: bytes) -> str:
+    """A ``str`` standing for arbitrary Go string bytes (invalid UTF-8 kept as surrogates)."""
+    return data.decode("utf-8", "surrogateescape")
+
+
 def quote(value: str | bytes) -> bytes:
     """Encode a string as Go's ``encoding/json`` would; lone surrogates count as invalid UTF-8."""
     if isinstance(value, bytes):
         return quote_bytes(value)
     if _PLAIN.fullmatch(value) is not None:
         return b'"' + value.encode() + b'"'
-    try:
-        # Bytes smuggled through ``surrogateescape`` (how pullwarden keeps Go's arbitrary-byte
-        # strings in a ``str``) become those bytes again; other lone surrogates stay invalid.
-        raw = value.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:
-        raw = value.encode("utf-8", "surrogatepass")
-    return quote_bytes(raw)
+    return quote_bytes(go_bytes(value))
 
 
 def format_rfc3339(t: datetime) -> str:

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final, TypeAlias
 
+from pullwarden._gojson import go_bytes
 from pullwarden.errors import DockerConfigError
 
 __all__ = [
@@ -251,18 +252,11 @@ def _b64decode(src: bytes, *, padded: bool) -> bytes:
     return bytes(out)
 
 
-def _to_bytes(value: str) -> bytes:
-    try:
-        return value.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:
-        return value.encode("utf-8", "surrogatepass")
-
-
 def _decode_auth(auth: str) -> tuple[str, str]:
     """Split a base64 ``username:password`` into its two halves (bytes kept exactly)."""
     padded = auth.rstrip(_GO_SPACE).endswith("=")
     try:
-        decoded = _b64decode(_to_bytes(auth), padded=padded)
+        decoded = _b64decode(go_bytes(auth), padded=padded)
     except _Base64Error as exc:
         raise DockerConfigError(f"illegal base64 data at input byte {exc.offset}") from None
     username, colon, password = decoded.partition(b":")

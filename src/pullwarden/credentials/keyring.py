@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final, Protocol, TypeAlias
 
+from pullwarden._gojson import go_bytes, go_str
 from pullwarden.credentials.dockerconfig import DockerConfig, config_from_secret
 from pullwarden.credentials.hashing import credential_hash
 from pullwarden.errors import DockerConfigError
@@ -107,17 +108,6 @@ class Keyring(Protocol):
 # --------------------------------------------------------------------------------------------
 # Go strings
 # --------------------------------------------------------------------------------------------
-
-
-def _go_bytes(value: str) -> bytes:
-    try:
-        return value.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:
-        return value.encode("utf-8", "surrogatepass")
-
-
-def _go_str(value: bytes) -> str:
-    return value.decode("utf-8", "surrogateescape")
 
 
 # --------------------------------------------------------------------------------------------
@@ -250,14 +240,14 @@ def _index_key(location: str) -> str | None:
     if not value.startswith(("https://", "http://")):
         value = "https://" + value
     try:
-        host, path = _parse_url(_go_bytes(value))
+        host, path = _parse_url(go_bytes(value))
     except _URLError:
         return None
     if path.startswith((b"/v2/", b"/v1/")):
         path = path[3:]
     if path in (b"", b"/"):
-        return _go_str(host)
-    return _go_str(host + path)
+        return go_str(host)
+    return go_str(host + path)
 
 
 def _split_host_port(hostport: bytes) -> tuple[bytes, bytes]:
@@ -426,7 +416,7 @@ class _KeyMatcher:
 
 def _parse_schemeless(value: str) -> tuple[bytes, tuple[bytes, ...], bytes] | None:
     try:
-        host, path = _parse_url(_go_bytes("https://" + value))
+        host, path = _parse_url(go_bytes("https://" + value))
     except _URLError:
         return None
     hostname, port = _split_host_port(host)
@@ -438,7 +428,7 @@ def _target(image: str) -> _Target | None:
     if parsed is None:
         return None
     port, labels, path = parsed
-    return _Target(port, tuple(_go_str(label) for label in labels), path)
+    return _Target(port, tuple(go_str(label) for label in labels), path)
 
 
 def _key_matcher(key: str) -> _KeyMatcher | None:
@@ -446,7 +436,7 @@ def _key_matcher(key: str) -> _KeyMatcher | None:
     if parsed is None:
         return None
     port, labels, path = parsed
-    return _KeyMatcher(port, tuple(_compile_glob(_go_str(label)) for label in labels), path)
+    return _KeyMatcher(port, tuple(_compile_glob(go_str(label)) for label in labels), path)
 
 
 def url_matches(key: str, image: str) -> bool:
@@ -537,7 +527,7 @@ class DockerKeyring:
                     entry.username, entry.password, entry.email, source, digest
                 )
                 creds[key] = (*creds.get(key, ()), tracked)
-            ordered = sorted(creds, key=_go_bytes, reverse=True)
+            ordered = sorted(creds, key=go_bytes, reverse=True)
             self._snapshot = _Snapshot(tuple((key, _key_matcher(key)) for key in ordered), creds)
 
     @property

@@ -37,7 +37,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from pullwarden._gojson import quote
+from pullwarden._gojson import go_bytes, quote
 from pullwarden.errors import RecordDecodeError
 from pullwarden.records.model import (
     ImagePullCredentials,
@@ -60,7 +60,6 @@ __all__ = [
     "decode",
     "decode_versioned",
     "encode",
-    "go_bytes",
 ]
 
 GROUP: Final = "kubelet.config.k8s.io"
@@ -75,21 +74,6 @@ KIND_RECORD: Final = "ImagePulledRecord"
 
 ZERO_TIME: Final = datetime(1, 1, 1, tzinfo=UTC)
 """Go's zero ``time.Time``: what ``lastUpdatedTime: null`` (or a missing one) decodes to."""
-
-
-def go_bytes(value: str) -> bytes:
-    """The bytes of the Go string a ``str`` stands for (see :mod:`pullwarden._gojson`).
-
-    Raw bytes smuggled in via ``surrogateescape`` become those bytes again; any other lone
-    surrogate is kept in its (invalid) UTF-8 form, which Go would also treat as invalid.
-    """
-    try:
-        return value.encode()
-    except UnicodeEncodeError:
-        try:
-            return value.encode("utf-8", "surrogateescape")
-        except UnicodeEncodeError:
-            return value.encode("utf-8", "surrogatepass")
 
 
 # --------------------------------------------------------------------------------------------

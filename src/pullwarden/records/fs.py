@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, TypeVar
 
+from pullwarden._gojson import go_bytes
 from pullwarden.errors import RecordDecodeError, RecordError, RecordReadError, RecordWriteError
 from pullwarden.records.base import Listing
 from pullwarden.records.codec import (
@@ -40,7 +41,6 @@ from pullwarden.records.codec import (
     KIND_RECORD,
     decode_versioned,
     encode,
-    go_bytes,
 )
 from pullwarden.records.model import ImagePulledRecord, ImagePullIntent
 
