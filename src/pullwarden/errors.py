@@ -10,6 +10,7 @@ Every error pullwarden raises on purpose derives from :class:`PullwardenError`::
     │   ├── UnknownPolicyError     not one of the four verification policies (also ValueError)
     │   └── InvalidAllowlistError  an allowlist pattern is rejected (also ValueError)
     ├── ConfigError                a kubelet configuration field combination is invalid
+    ├── ManifestError              a Kubernetes manifest cannot be read (also ValueError)
     └── RecordError                something is wrong with an on-disk pull record
         ├── RecordReadError        the file exists but cannot be read (also OSError)
         ├── RecordDecodeError      not a record this version understands (also ValueError)
@@ -26,6 +27,7 @@ __all__ = [
     "DockerConfigError",
     "InvalidAllowlistError",
     "InvalidReferenceError",
+    "ManifestError",
     "PolicyError",
     "PullwardenError",
     "RecordDecodeError",
@@ -66,6 +68,10 @@ class InvalidAllowlistError(PolicyError, ValueError):
 
 class ConfigError(PullwardenError, ValueError):
     """A kubelet configuration is invalid (for example a field set with the feature gate off)."""
+
+
+class ManifestError(PullwardenError, ValueError):
+    """A Kubernetes manifest (Pod, Secret, ...) cannot be read or lacks a required field."""
 
 
 class RecordError(PullwardenError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -301,3 +302,78 @@ def test_console_script_help() -> None:
     out = subprocess.run([*cmd, "records", "--help"], capture_output=True, text=True, check=True)
     for sub in ("ls", "show", "explain", "check", "migrate", "prune"):
         assert sub in out.stdout
+
+
+# -- explain from Secret manifests ------------------------------------------------------------
+
+
+def secret_manifest(
+    path: Path, registry: str, user: str, password: str, uid: str = "uid-b"
+) -> Path:
+    auth = base64.b64encode(f"{user}:{password}".encode()).decode()
+    config = json.dumps({"auths": {registry: {"auth": auth}}}).encode()
+    meta = {"name": "copied", "namespace": "team-b"} | ({"uid": uid} if uid else {})
+    doc = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": meta,
+        "type": "kubernetes.io/dockerconfigjson",
+        "data": {".dockerconfigjson": base64.b64encode(config).decode()},
+    }
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def test_explain_secret_file_hashes_like_the_kubelet(kubelet: Path, tmp_path: Path) -> None:
+    secret = secret_manifest(tmp_path / "s.yaml", "registry.example", "team-a-robot", "s3cr3t")
+    got = explain(kubelet, "--secret-file", str(secret))
+    assert got["mustPull"] is False and "credential hash" in str(got["reason"])
+
+
+def test_explain_secret_file_for_other_registry_does_not_count(
+    kubelet: Path, tmp_path: Path
+) -> None:
+    secret = secret_manifest(tmp_path / "s.yaml", "other.example", "team-a-robot", "s3cr3t")
+    assert explain(kubelet, "--secret-file", str(secret))["mustPull"] is True
+
+
+def test_explain_secret_file_without_uid(kubelet: Path, tmp_path: Path) -> None:
+    secret = secret_manifest(tmp_path / "s.yaml", "registry.example", "u", "p", uid="")
+    result = CliRunner().invoke(
+        main,
+        [
+            "records",
+            "explain",
+            "-d",
+            str(kubelet),
+            "--image",
+            IMAGE,
+            "--image-ref",
+            REF,
+            "--secret-file",
+            str(secret),
+        ],
+    )
+    assert result.exit_code == 2 and "metadata.uid" in result.output
+    assert "s3cr3t" not in result.output
+
+
+def test_explain_broken_secret_file(kubelet: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("kind: Secret\nmetadata: {name: x, uid: u}\ndata: {a: '%%%'}\n")
+    result = CliRunner().invoke(
+        main,
+        [
+            "records",
+            "explain",
+            "-d",
+            str(kubelet),
+            "--image",
+            IMAGE,
+            "--image-ref",
+            REF,
+            "--secret-file",
+            str(bad),
+        ],
+    )
+    assert result.exit_code == 2 and "not valid base64" in result.output

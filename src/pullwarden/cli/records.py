@@ -17,8 +17,10 @@ import click
 import yaml
 
 from pullwarden._gojson import format_rfc3339
+from pullwarden.credentials import keyring_from_secrets, pod_credentials
 from pullwarden.errors import PullwardenError, RecordDecodeError
 from pullwarden.metrics import Metrics
+from pullwarden.objects import load_secrets
 from pullwarden.policy import DEFAULT_POLICY, PolicyEnforcer, VerificationPolicy
 from pullwarden.pullmanager import Decision, PodCredentials, PullManager
 from pullwarden.records import (
@@ -30,6 +32,7 @@ from pullwarden.records import (
 )
 from pullwarden.records.codec import decode
 from pullwarden.records.fs import FileRecordStore, scan
+from pullwarden.reference import parse_image_name
 
 DEFAULT_KUBELET_DIR = "/var/lib/kubelet"
 
@@ -252,6 +255,24 @@ def parse_service_account(value: str) -> ImagePullServiceAccount:
     return ImagePullServiceAccount(parts[2], parts[0], parts[1])
 
 
+def secrets_from_files(image: str, files: Sequence[Path]) -> list[ImagePullSecret]:
+    """The pod secrets the kubelet would derive for ``image`` from these Secret manifests (§2.6)."""
+    if not files:
+        return []
+    loaded = [s for path in files for s in load_secrets(path)]
+    for s in loaded:
+        if not s.uid:
+            raise click.BadParameter(
+                f"Secret {s.namespace}/{s.name} has no metadata.uid; records match secrets by "
+                "uid (export it with `kubectl get secret NAME -o yaml`)"
+            )
+    keyring = keyring_from_secrets(loaded)
+    if keyring is None:
+        return []
+    repository, _tag, _digest = parse_image_name(image)
+    return pod_credentials(keyring.lookup(repository))[0]
+
+
 @dataclass
 class _Lookup:
     """The pod credentials of the command line, noting whether the decision asked for them."""
@@ -266,7 +287,7 @@ class _Lookup:
 def explain_text(d: Decision) -> list[str]:
     lines = [f"Image:      {d.image}", f"Image ref:  {d.image_ref}"]
     if d.policy:
-        lines.append(f"Policy:     {d.policy_reason}")
+        lines.append(f"Policy:     {d.policy_reason.removeprefix('policy ')}")
     if d.pulled_by_kubelet is not None:
         if d.record_found:
             names = ", ".join(d.mapping_keys) or "no names"
@@ -306,6 +327,14 @@ def explain_text(d: Decision) -> list[str]:
     metavar="NS/NAME/UID=HASH",
     help="A pod pull secret and its credential hash (repeatable, in pod order).",
 )
+@click.option(
+    "--secret-file",
+    "secret_files",
+    multiple=True,
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="A Secret manifest (YAML/JSON, e.g. `kubectl get secret -o yaml`) whose credentials "
+    "for the image are hashed here and used as pod secrets (repeatable, before --secret).",
+)
 @click.option("--service-account", metavar="NS/NAME/UID", help="The pod's service account.")
 @click.option(
     "--policy",
@@ -326,6 +355,7 @@ def explain_command(
     image: str,
     image_ref: str,
     secrets: tuple[str, ...],
+    secret_files: tuple[Path, ...],
     service_account: str | None,
     policy: str,
     allowlist: tuple[str, ...],
@@ -337,10 +367,12 @@ def explain_command(
     KUBELET_DIR/image_manager and writing nothing.
     """
     try:
-        pod_secrets = [parse_secret(s) for s in secrets]
+        pod_secrets = [*secrets_from_files(image, secret_files), *map(parse_secret, secrets)]
         account = parse_service_account(service_account) if service_account else None
     except click.BadParameter as err:
         fail(err.format_message())
+    except PullwardenError as err:
+        fail(str(err))
     try:
         enforcer = PolicyEnforcer(policy, allowlist)
     except PullwardenError as err:

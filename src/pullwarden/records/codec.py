@@ -35,7 +35,7 @@ import json
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from pullwarden._gojson import go_bytes, quote
 from pullwarden.errors import RecordDecodeError
@@ -286,62 +286,35 @@ def _str(value: object, field: str) -> str:
     raise _Invalid("." + field, f"expected a string, got {_json_type(value)}")
 
 
-def _secrets(value: object) -> tuple[ImagePullSecret, ...]:
+_Coordinates = TypeVar("_Coordinates", ImagePullSecret, ImagePullServiceAccount)
+
+# JSON field order of each list element; the constructor takes the fields in the same order.
+_SECRET_ORDER: Final = ("uid", "namespace", "name", "credentialHash")
+_SERVICE_ACCOUNT_ORDER: Final = ("uid", "namespace", "name")
+
+
+def _coordinates(
+    value: object, cls: type[_Coordinates], order: tuple[str, ...], fields: frozenset[str]
+) -> tuple[_Coordinates, ...]:
+    """A ``kubernetesSecrets`` or ``kubernetesServiceAccounts`` array (null elements → zero)."""
     if value is None:
         return ()
     if type(value) is not list:
         raise _Invalid("", f"expected an array, got {_json_type(value)}")
     out = []
     for i, item in enumerate(value):
-        if type(item) is dict:
-            if not item.keys() <= _SECRET_FIELDS:
-                e = _unknown(item, _SECRET_FIELDS)
-                raise _Invalid(f"[{i}]", e.problem)
-            get = item.get
-            try:
-                out.append(
-                    ImagePullSecret(
-                        _str(get("uid"), "uid"),
-                        _str(get("namespace"), "namespace"),
-                        _str(get("name"), "name"),
-                        _str(get("credentialHash"), "credentialHash"),
-                    )
-                )
-            except _Invalid as e:
-                raise _Invalid(f"[{i}]{e.path}", e.problem) from None
-        elif item is None:
-            out.append(ImagePullSecret("", "", ""))
-        else:
+        if item is None:
+            out.append(cls(*("" for _ in order)))
+            continue
+        if type(item) is not dict:
             raise _Invalid(f"[{i}]", f"expected an object, got {_json_type(item)}")
-    return tuple(out)
-
-
-def _service_accounts(value: object) -> tuple[ImagePullServiceAccount, ...]:
-    if value is None:
-        return ()
-    if type(value) is not list:
-        raise _Invalid("", f"expected an array, got {_json_type(value)}")
-    out = []
-    for i, item in enumerate(value):
-        if type(item) is dict:
-            if not item.keys() <= _SERVICE_ACCOUNT_FIELDS:
-                e = _unknown(item, _SERVICE_ACCOUNT_FIELDS)
-                raise _Invalid(f"[{i}]", e.problem)
-            get = item.get
-            try:
-                out.append(
-                    ImagePullServiceAccount(
-                        _str(get("uid"), "uid"),
-                        _str(get("namespace"), "namespace"),
-                        _str(get("name"), "name"),
-                    )
-                )
-            except _Invalid as e:
-                raise _Invalid(f"[{i}]{e.path}", e.problem) from None
-        elif item is None:
-            out.append(ImagePullServiceAccount("", "", ""))
-        else:
-            raise _Invalid(f"[{i}]", f"expected an object, got {_json_type(item)}")
+        if not item.keys() <= fields:
+            raise _Invalid(f"[{i}]", _unknown(item, fields).problem)
+        get = item.get
+        try:
+            out.append(cls(*(_str(get(name), name) for name in order)))
+        except _Invalid as e:
+            raise _Invalid(f"[{i}]{e.path}", e.problem) from None
     return tuple(out)
 
 
@@ -354,11 +327,18 @@ def _credentials(value: object) -> ImagePullCredentials:
         raise _unknown(value, _CREDENTIAL_FIELDS)
     get = value.get
     try:
-        secrets = _secrets(get("kubernetesSecrets"))
+        secrets = _coordinates(
+            get("kubernetesSecrets"), ImagePullSecret, _SECRET_ORDER, _SECRET_FIELDS
+        )
     except _Invalid as e:
         raise _Invalid(".kubernetesSecrets" + e.path, e.problem) from None
     try:
-        accounts = _service_accounts(get("kubernetesServiceAccounts"))
+        accounts = _coordinates(
+            get("kubernetesServiceAccounts"),
+            ImagePullServiceAccount,
+            _SERVICE_ACCOUNT_ORDER,
+            _SERVICE_ACCOUNT_FIELDS,
+        )
     except _Invalid as e:
         raise _Invalid(".kubernetesServiceAccounts" + e.path, e.problem) from None
     node = get("nodePodsAccessible")
