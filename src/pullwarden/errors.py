@@ -11,10 +11,20 @@ Every error pullwarden raises on purpose derives from :class:`PullwardenError`::
     │   └── InvalidAllowlistError  an allowlist pattern is rejected (also ValueError)
     ├── ConfigError                a kubelet configuration field combination is invalid
     ├── ManifestError              a Kubernetes manifest cannot be read (also ValueError)
-    └── RecordError                something is wrong with an on-disk pull record
-        ├── RecordReadError        the file exists but cannot be read (also OSError)
-        ├── RecordDecodeError      not a record this version understands (also ValueError)
-        └── RecordWriteError       a record could not be written or deleted (also OSError)
+    ├── RecordError                something is wrong with an on-disk pull record
+    │   ├── RecordReadError        the file exists but cannot be read (also OSError)
+    │   ├── RecordDecodeError      not a record this version understands (also ValueError)
+    │   └── RecordWriteError       a record could not be written or deleted (also OSError)
+    ├── RegistryError              talking to an OCI registry failed; names registry/repo/ref
+    │   ├── UnauthorizedError      401: no or wrong credentials
+    │   ├── DeniedError            403 or insufficient_scope: the credentials lack access
+    │   ├── NotFoundError          the repository, tag or digest does not exist
+    │   ├── RegistryUnavailableError  connection refused/reset, timeout, 5xx
+    │   ├── DigestMismatchError    content does not match its digest (nothing is committed)
+    │   ├── TooLargeError          a manifest over the size limit, or a blob over its size
+    │   └── UnsupportedMediaTypeError  a manifest type pullwarden cannot pull
+    └── ImageStoreError            the local image store failed (disk, corrupt index)
+        └── ImageNotKnownError     no local image by that name or id
 
 Messages never contain credentials: secrets are identified by namespace/name only.
 """
@@ -24,17 +34,27 @@ from __future__ import annotations
 __all__ = [
     "ConfigError",
     "CredentialError",
+    "DeniedError",
+    "DigestMismatchError",
     "DockerConfigError",
+    "ImageNotKnownError",
+    "ImageStoreError",
     "InvalidAllowlistError",
     "InvalidReferenceError",
     "ManifestError",
+    "NotFoundError",
     "PolicyError",
     "PullwardenError",
     "RecordDecodeError",
     "RecordError",
     "RecordReadError",
     "RecordWriteError",
+    "RegistryError",
+    "RegistryUnavailableError",
+    "TooLargeError",
+    "UnauthorizedError",
     "UnknownPolicyError",
+    "UnsupportedMediaTypeError",
 ]
 
 
@@ -92,3 +112,54 @@ class RecordDecodeError(RecordError, ValueError):
 
 class RecordWriteError(RecordError, OSError):
     """A record file could not be written, renamed or deleted."""
+
+
+class RegistryError(PullwardenError):
+    """Talking to a registry failed.  ``registry``, ``repository`` and ``reference`` say where.
+
+    The message names them and never a credential or token.
+    """
+
+    def __init__(
+        self, message: str, *, registry: str = "", repository: str = "", reference: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.registry = registry
+        self.repository = repository
+        self.reference = reference
+
+
+class UnauthorizedError(RegistryError):
+    """The registry (or its token service) rejected the credentials, or demanded some (401)."""
+
+
+class DeniedError(RegistryError):
+    """The credentials are valid but lack access (403, or 401 with ``insufficient_scope``)."""
+
+
+class NotFoundError(RegistryError):
+    """The repository, tag or digest does not exist in the registry."""
+
+
+class RegistryUnavailableError(RegistryError):
+    """Connection refused or reset, timeout, or a 5xx answer (the kubelet's RegistryUnavailable)."""
+
+
+class DigestMismatchError(RegistryError):
+    """Downloaded content does not match its digest or size; nothing was committed."""
+
+
+class TooLargeError(RegistryError):
+    """A manifest over the size limit, or a blob longer than its descriptor says."""
+
+
+class UnsupportedMediaTypeError(RegistryError):
+    """A manifest media type pullwarden cannot pull (e.g. Docker schema 1)."""
+
+
+class ImageStoreError(PullwardenError):
+    """The local image store failed (disk error, corrupt index)."""
+
+
+class ImageNotKnownError(ImageStoreError, LookupError):
+    """No image in the local store has that name or id."""

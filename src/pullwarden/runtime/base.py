@@ -1,0 +1,135 @@
+"""The seam between the image manager and whatever holds images (spec §1.6, design §2).
+
+:class:`ImageService` is shaped like the CRI ImageService — pull with auth, status, list,
+remove, filesystem usage — so the embedded store and containerd are interchangeable.
+"""
+
+from __future__ import annotations
+
+import platform as _platform
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from pullwarden.errors import InvalidReferenceError
+
+__all__ = [
+    "AuthConfig",
+    "FsUsage",
+    "Image",
+    "ImageService",
+    "Platform",
+    "ProgressCallback",
+    "PullProgress",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    """Credentials for one pull (CRI ``AuthConfig``); ``repr`` never shows a secret."""
+
+    username: str = ""
+    password: str = ""
+    identity_token: str = ""
+    registry_token: str = ""
+
+    def __repr__(self) -> str:
+        shown = [f"username={self.username!r}"] if self.username else []
+        for name in ("password", "identity_token", "registry_token"):
+            if getattr(self, name):
+                shown.append(f"{name}=***")
+        return f"AuthConfig({', '.join(shown)})"
+
+    @property
+    def anonymous(self) -> bool:
+        return not (self.username or self.password or self.identity_token or self.registry_token)
+
+
+@dataclass(frozen=True, slots=True)
+class Image:
+    """An image as the runtime reports it (CRI ``Image``).
+
+    ``id`` is the config digest (``sha256:…``), as containerd reports it; ``repo_tags`` are full
+    references (``registry/repo:tag``); ``repo_digests`` are ``registry/repo@<manifest digest>``.
+    """
+
+    id: str
+    repo_tags: tuple[str, ...] = ()
+    repo_digests: tuple[str, ...] = ()
+    size: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FsUsage:
+    """Space the image filesystem uses (CRI ``ImageFsInfo``)."""
+
+    used_bytes: int
+    inodes_used: int
+
+
+_ARCH_ALIASES = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
+
+
+@dataclass(frozen=True, slots=True)
+class Platform:
+    """An OCI platform: ``os/architecture[/variant]``."""
+
+    os: str = "linux"
+    architecture: str = "amd64"
+    variant: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> Platform:
+        """``linux/arm64/v8`` → Platform; raises InvalidReferenceError on a malformed value."""
+        parts = text.split("/")
+        if not 2 <= len(parts) <= 3 or not all(parts):
+            raise InvalidReferenceError(f"invalid platform {text!r}: expected OS/ARCH[/VARIANT]")
+        return cls(parts[0], parts[1], parts[2] if len(parts) == 3 else "")
+
+    @classmethod
+    def host(cls) -> Platform:
+        """linux and the architecture this machine runs (as OCI spells it)."""
+        machine = _platform.machine().lower()
+        return cls("linux", _ARCH_ALIASES.get(machine, machine))
+
+    def __str__(self) -> str:
+        return "/".join(filter(None, (self.os, self.architecture, self.variant)))
+
+
+@dataclass(frozen=True, slots=True)
+class PullProgress:
+    """One progress report: ``done`` of ``total`` bytes of blob ``digest`` are on disk."""
+
+    digest: str
+    kind: str  # "manifest", "config" or "layer"
+    done: int
+    total: int
+    cached: bool = False  # True when the blob was already present and nothing was downloaded
+
+
+ProgressCallback = Callable[[PullProgress], None]
+
+
+class ImageService(Protocol):
+    """The image half of a container runtime."""
+
+    def pull_image(
+        self,
+        image: str,
+        auth: AuthConfig | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> str:
+        """Pull ``image`` with ``auth`` (None = anonymous); returns the image ref (its id)."""
+        ...
+
+    def image_status(self, image: str) -> Image | None:
+        """The image known by this tag, ``repo@digest``, id or bare hex id; None if absent."""
+        ...
+
+    def list_images(self) -> list[Image]: ...
+
+    def remove_image(self, image: str) -> None:
+        """Remove the image and every name it has; absent is not an error."""
+        ...
+
+    def fs_usage(self) -> FsUsage: ...
