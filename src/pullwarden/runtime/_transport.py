@@ -1,0 +1,514 @@
+"""Requests to one registry: credentials, redirects, retries and typed errors.
+
+:class:`Session` wraps the shared ``httpx.Client``.  It answers ``401`` challenges (Basic, or
+Bearer with a token from the realm), follows redirects itself so that ``Authorization`` only
+goes to the registry's own scheme, host and port, retries connection errors and ``5xx``
+answers, and turns every other failure into a typed :class:`~pullwarden.errors.RegistryError`
+whose message names the operation and image and never a secret.  Where the token realm may
+receive credentials is documented in :mod:`pullwarden.runtime._auth`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import NoReturn, TypeVar
+
+import httpx
+
+from pullwarden.errors import (
+    DeniedError,
+    NotFoundError,
+    RegistryError,
+    RegistryUnavailableError,
+    UnauthorizedError,
+)
+from pullwarden.runtime._auth import (
+    Challenge,
+    TokenCache,
+    TokenKey,
+    basic_authorization,
+    credential_id,
+    is_loopback_host,
+    merge_scopes,
+    parse_challenges,
+    parse_token_reply,
+)
+from pullwarden.runtime.base import AuthConfig
+
+__all__ = ["Content", "ServerError", "Session", "Target", "host_port", "read_capped"]
+
+_T = TypeVar("_T")
+
+USER_AGENT = "pullwarden"
+_MAX_REDIRECTS = 10
+_MAX_ERROR_BODY = 64 * 1024
+_MAX_TOKEN_REPLY = 1024 * 1024
+_MAX_BACKOFF = 30.0
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_NOT_FOUND_CODES = {
+    "MANIFEST_UNKNOWN": "manifest unknown",
+    "NAME_UNKNOWN": "repository name not known to registry",
+    "BLOB_UNKNOWN": "blob unknown",
+    "BLOB_UPLOAD_UNKNOWN": "blob upload unknown",
+}
+
+_WITHHELD = "; credentials were withheld from the cleartext token realm"
+
+Content = Callable[[], bytes | Iterator[bytes]]  # a request body, made afresh for each send
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One operation on one repository: where to send requests and how to word errors."""
+
+    action: str  # "pulling" or "pushing"
+    registry: str  # as in the normalised name, e.g. "docker.io"
+    repository: str
+    name: str  # registry/repository
+    tag: str
+    digest: str
+    base: httpx.URL  # scheme://api-host[:port]
+    auth: AuthConfig
+    insecure_configured: bool
+    scope: str  # the token scope this operation needs
+    secrets: set[str] = field(default_factory=set)  # scrubbed from every message
+
+    @property
+    def reference(self) -> str:
+        return self.digest or self.tag
+
+    @property
+    def what(self) -> str:
+        text = self.name
+        if self.tag:
+            text += ":" + self.tag
+        if self.digest:
+            text += "@" + self.digest
+        return text
+
+    @property
+    def origin(self) -> tuple[str, str, int]:
+        return origin_of(self.base)
+
+    def url(self, path: str) -> httpx.URL:
+        return self.base.copy_with(path=f"/v2/{self.repository}/{path}")
+
+    def message(self, cause: str) -> str:
+        """``<action> <image>: <cause>``, with every known secret replaced by ``***``."""
+        message = f"{self.action} {self.what}: {cause}"
+        for secret in sorted(self.secrets, key=len, reverse=True):
+            if len(secret) >= 3:
+                message = message.replace(secret, "***")
+        return message
+
+    def fail(self, kind: type[RegistryError], cause: str) -> NoReturn:
+        """Raise ``kind`` for this operation."""
+        raise kind(
+            self.message(cause),
+            registry=self.registry,
+            repository=self.repository,
+            reference=self.reference,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Authz:
+    """An ``Authorization`` value and how it was obtained."""
+
+    header: str
+    kind: str  # "basic" or "bearer"
+    fresh: bool  # a refusal is final (not a cached token that may merely have gone stale)
+    key: TokenKey | None = None
+    withheld: bool = False  # credentials were not sent to a cleartext foreign realm
+
+
+class ServerError(Exception):
+    """A retryable answer (5xx); becomes RegistryUnavailableError when retries run out."""
+
+    def __init__(self, cause: str) -> None:
+        super().__init__(cause)
+        self.cause = cause
+
+
+def origin_of(url: httpx.URL) -> tuple[str, str, int]:
+    scheme = url.scheme.lower()
+    return scheme, url.host.lower(), url.port or (443 if scheme == "https" else 80)
+
+
+def host_port(url: httpx.URL) -> str:
+    host = url.host if ":" not in url.host else f"[{url.host}]"
+    return f"{host}:{url.port}" if url.port else host
+
+
+def _status_text(response: httpx.Response) -> str:
+    phrase = response.reason_phrase
+    return f"HTTP {response.status_code}" + (f" {phrase}" if phrase else "")
+
+
+def _describe_transport_error(exc: httpx.HTTPError) -> str:
+    """A short cause for a transport failure, naming the host it happened with."""
+    text = str(exc)
+    lowered = text.lower()
+    if isinstance(exc, httpx.ConnectTimeout):
+        cause = "connection timed out"
+    elif isinstance(exc, httpx.ReadTimeout):
+        cause = "read timed out"
+    elif isinstance(exc, httpx.WriteTimeout):
+        cause = "write timed out"
+    elif isinstance(exc, httpx.PoolTimeout):
+        cause = "timed out waiting for a connection"
+    elif isinstance(exc, httpx.ConnectError):
+        if "refused" in lowered:
+            cause = "connection refused"
+        elif "certificate verify failed" in lowered or "certificate_verify_failed" in lowered:
+            cause = "TLS certificate verification failed"
+        elif "name or service not known" in lowered or "name resolution" in lowered:
+            cause = "host name could not be resolved"
+        else:
+            cause = "connection failed"
+    elif isinstance(exc, httpx.RemoteProtocolError):
+        cause = "connection closed by the server mid-response"
+    elif isinstance(exc, httpx.ReadError):
+        cause = "connection dropped while reading"
+    elif isinstance(exc, httpx.WriteError):
+        cause = "connection dropped while sending"
+    elif isinstance(exc, httpx.UnsupportedProtocol):
+        cause = "unsupported URL scheme"
+    else:
+        cause = type(exc).__name__
+    try:
+        return f"{host_port(exc.request.url)}: {cause}"
+    except RuntimeError:  # no request attached to the exception
+        return cause
+
+
+def _is_retryable(exc: httpx.HTTPError) -> bool:
+    if isinstance(exc, httpx.ConnectError):
+        lowered = str(exc).lower()
+        return "certificate" not in lowered and "ssl" not in lowered
+    return isinstance(exc, httpx.TimeoutException | httpx.NetworkError | httpx.RemoteProtocolError)
+
+
+def read_capped(response: httpx.Response, limit: int) -> bytes:
+    """At most ``limit`` bytes of a streamed body (the rest is dropped with the connection)."""
+    parts: list[bytes] = []
+    size = 0
+    for chunk in response.iter_bytes():
+        parts.append(chunk)
+        size += len(chunk)
+        if size >= limit:
+            break
+    return b"".join(parts)[:limit]
+
+
+def _quotes_secret(text: str, secrets: set[str], window: int = 8) -> bool:
+    """True when ``text`` contains any ``window``-character piece of a secret."""
+    for secret in secrets:
+        if len(secret) < window:
+            if secret and secret in text:
+                return True
+            continue
+        if any(secret[i : i + window] in text for i in range(len(secret) - window + 1)):
+            return True
+    return False
+
+
+def _registry_errors(body: bytes) -> tuple[str, str]:
+    """``(code, message)`` of the first entry of a distribution ``{"errors": [...]}`` body."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return "", ""
+    errors = doc.get("errors") if isinstance(doc, dict) else None
+    if not isinstance(errors, list) or not errors or not isinstance(errors[0], dict):
+        return "", ""
+    code, message = errors[0].get("code"), errors[0].get("message")
+    return (
+        code.upper() if isinstance(code, str) else "",
+        " ".join(message.split())[:200] if isinstance(message, str) else "",
+    )
+
+
+class Session:
+    """Sends requests for :class:`Target` operations over one shared ``httpx.Client``."""
+
+    def __init__(
+        self,
+        client: httpx.Client,
+        *,
+        retries: int,
+        retry_backoff: float,
+        sleep: Callable[[float], None],
+        clock: Callable[[], float],
+    ) -> None:
+        self._client = client
+        self._retries = max(0, retries)
+        self._retry_backoff = retry_backoff
+        self._sleep = sleep
+        self._tokens = TokenCache(clock)
+        self._challenges: dict[tuple[str, str, int], Challenge] = {}
+
+    def retrying(self, target: Target, attempt: Callable[[], _T]) -> _T:
+        """Run ``attempt``; repeat it after connection errors and 5xx with back-off."""
+        failures = 0
+        while True:
+            try:
+                return attempt()
+            except ServerError as exc:
+                cause = exc.cause
+            except httpx.HTTPError as exc:
+                cause = _describe_transport_error(exc)
+                if not _is_retryable(exc):
+                    target.fail(RegistryUnavailableError, f"registry unavailable: {cause}")
+            if failures >= self._retries:
+                tries = f" (after {failures + 1} attempts)" if failures else ""
+                target.fail(RegistryUnavailableError, f"registry unavailable: {cause}{tries}")
+            self._sleep(min(self._retry_backoff * 2**failures, _MAX_BACKOFF))
+            failures += 1
+
+    def _status_error(self, target: Target, response: httpx.Response, subject: str) -> NoReturn:
+        """Raise the typed error for a non-success answer (or ServerError for a 5xx)."""
+        status = response.status_code
+        body = b"" if response.request.method == "HEAD" else read_capped(response, _MAX_ERROR_BODY)
+        response.close()
+        code, detail = _registry_errors(body)
+        if _quotes_secret(detail, target.secrets):
+            detail = "(the registry's message quoted a credential and is not shown)"
+        said = (
+            f": {detail}" if detail and detail.lower() not in _NOT_FOUND_CODES.get(code, "") else ""
+        )
+        if code in _NOT_FOUND_CODES:
+            target.fail(NotFoundError, f"not found: {_NOT_FOUND_CODES[code]}{said}")
+        if code == "DENIED" or (status == 403 and not code):
+            target.fail(DeniedError, f"access denied ({code or _status_text(response)}){said}")
+        if code == "UNAUTHORIZED":
+            target.fail(UnauthorizedError, f"unauthorized{said}")
+        if code == "TOOMANYREQUESTS" or status == 429:
+            target.fail(RegistryUnavailableError, f"registry unavailable: too many requests{said}")
+        if status >= 500:
+            raise ServerError(f"{host_port(response.url)}: {_status_text(response)}")
+        if status == 404:
+            target.fail(NotFoundError, f"not found: {subject} ({_status_text(response)})")
+        reason = f" ({code})" if code else ""
+        target.fail(RegistryError, f"{subject}: unexpected {_status_text(response)}{reason}{said}")
+
+    @contextlib.contextmanager
+    def request(
+        self,
+        target: Target,
+        method: str,
+        url: httpx.URL,
+        subject: str,
+        headers: Mapping[str, str] | None = None,
+        content: Content | None = None,
+        ok: Sequence[int] = (),
+    ) -> Iterator[httpx.Response]:
+        """Send a request and yield the open (streamed) answer when it is a success.
+
+        A success is any 2xx, or a status in ``ok``.  Everything else raises a typed error.
+        The answer is closed when the ``with`` block ends.
+        """
+        response = self._authenticated(target, method, url, headers or {}, content)
+        try:
+            if not ((200 <= response.status_code < 300 and not ok) or response.status_code in ok):
+                self._status_error(target, response, subject)
+            yield response
+        finally:
+            response.close()
+
+    def _authenticated(
+        self,
+        target: Target,
+        method: str,
+        url: httpx.URL,
+        headers: Mapping[str, str],
+        content: Content | None,
+    ) -> httpx.Response:
+        """Send with whatever credentials the registry asks for; never returns a 401."""
+        authz = self._known_authorization(target)
+        for _ in range(4):
+            response = self._follow(target, method, url, headers, authz, content)
+            if response.status_code != 401:
+                return response
+            if origin_of(response.url) != target.origin:
+                response.close()
+                target.fail(
+                    UnauthorizedError,
+                    f"unauthorized: redirect target {host_port(response.url)} asked for "
+                    "credentials, which are never sent to another host",
+                )
+            challenges = parse_challenges(response.headers.get_list("WWW-Authenticate"))
+            if method != "HEAD":
+                read_capped(response, _MAX_ERROR_BODY)
+            response.close()
+            authz = self._answer(target, challenges, authz)
+        target.fail(UnauthorizedError, "unauthorized: the registry keeps asking for credentials")
+
+    def _follow(
+        self,
+        target: Target,
+        method: str,
+        url: httpx.URL,
+        headers: Mapping[str, str],
+        authz: _Authz | None,
+        content: Content | None,
+    ) -> httpx.Response:
+        """Send, following redirects; ``Authorization`` only ever goes to the registry itself."""
+        for _ in range(_MAX_REDIRECTS + 1):
+            sent = dict(headers)
+            if authz is not None and origin_of(url) == target.origin:
+                target.secrets.add(authz.header.partition(" ")[2])  # never echoed in errors
+                sent["Authorization"] = authz.header
+            request = self._client.build_request(
+                method, url, headers=sent, content=content() if content is not None else None
+            )
+            response = self._client.send(request, stream=True)
+            location = response.headers.get("Location")
+            if (
+                response.status_code not in _REDIRECTS
+                or not location
+                or method not in ("GET", "HEAD")
+            ):
+                return response
+            if method != "HEAD":
+                read_capped(response, _MAX_ERROR_BODY)
+            response.close()
+            url = url.join(location)
+        target.fail(RegistryError, f"too many redirects (more than {_MAX_REDIRECTS})")
+
+    def _known_authorization(self, target: Target) -> _Authz | None:
+        """Credentials to send up front, from a challenge this registry sent before."""
+        challenge = self._challenges.get(target.origin)
+        if challenge is None:
+            return None
+        if challenge.scheme == "basic":
+            return self._basic(target)
+        return self._bearer(target, challenge, (target.scope,))
+
+    def _answer(
+        self, target: Target, challenges: Sequence[Challenge], sent: _Authz | None
+    ) -> _Authz:
+        """The credentials to retry with after a 401, or the typed refusal."""
+        bearer = next((c for c in challenges if c.scheme == "bearer" and c.param("realm")), None)
+        basic = next((c for c in challenges if c.scheme == "basic"), None)
+        anonymous = " (anonymous)" if target.auth.anonymous else ""
+        if bearer is not None:
+            self._challenges[target.origin] = bearer
+            error = bearer.param("error")
+            if sent is not None and sent.kind == "bearer":
+                note = _WITHHELD if sent.withheld else ""
+                if error == "insufficient_scope":
+                    target.fail(DeniedError, f"access denied (insufficient_scope){anonymous}{note}")
+                if sent.fresh or sent.key is None:
+                    reason = error or "no reason given"
+                    target.fail(UnauthorizedError, f"unauthorized: token refused ({reason}){note}")
+                self._tokens.discard(sent.key, sent.header.partition(" ")[2])
+            return self._bearer(target, bearer, merge_scopes(bearer.scopes, (target.scope,)))
+        if basic is not None:
+            self._challenges[target.origin] = basic
+            if sent is not None and sent.kind == "basic":
+                target.fail(UnauthorizedError, "unauthorized: credentials rejected")
+            authz = self._basic(target)
+            if authz is None:
+                target.fail(UnauthorizedError, f"unauthorized: authentication required{anonymous}")
+            return authz
+        schemes = ", ".join(sorted({c.scheme for c in challenges})) or "none"
+        target.fail(
+            UnauthorizedError,
+            f"unauthorized: authentication required (unsupported challenge: {schemes})",
+        )
+
+    @staticmethod
+    def _basic(target: Target) -> _Authz | None:
+        auth = target.auth
+        if not (auth.username or auth.password):
+            return None
+        return _Authz(basic_authorization(auth.username, auth.password), "basic", True)
+
+    def _bearer(self, target: Target, challenge: Challenge, scopes: Sequence[str]) -> _Authz:
+        auth = target.auth
+        if auth.registry_token:
+            return _Authz(f"Bearer {auth.registry_token}", "bearer", True)
+        realm = httpx.URL(challenge.param("realm"))
+        key = TokenKey(
+            target.registry,
+            str(realm),
+            challenge.param("service"),
+            tuple(scopes),
+            credential_id(auth),
+        )
+        allowed = self._may_send_credentials(target, realm)
+        withheld = not auth.anonymous and not allowed
+        cached = self._tokens.get(key)
+        if cached is not None:
+            return _Authz(f"Bearer {cached}", "bearer", False, key, withheld)
+        token, lifetime = self._fetch_token(target, realm, key, allowed)
+        target.secrets.add(token)
+        self._tokens.put(key, token, lifetime)
+        return _Authz(f"Bearer {token}", "bearer", True, key, withheld)
+
+    def _may_send_credentials(self, target: Target, realm: httpx.URL) -> bool:
+        """The realm rule of :mod:`pullwarden.runtime._auth`."""
+        if realm.scheme == "https" or is_loopback_host(realm.host):
+            return True
+        return target.insecure_configured and realm.host.lower() == target.base.host.lower()
+
+    def _fetch_token(
+        self, target: Target, realm: httpx.URL, key: TokenKey, allowed: bool
+    ) -> tuple[str, float]:
+        """Ask the realm for a token: refresh-token POST, or GET with Basic or anonymously."""
+        auth = target.auth
+        if realm.scheme not in ("http", "https"):
+            target.fail(UnauthorizedError, "unauthorized: token realm is not an http(s) URL")
+        where = host_port(realm)
+        headers = {"Accept": "application/json"}
+        if allowed and auth.identity_token:
+            form = {
+                "grant_type": "refresh_token",
+                "refresh_token": auth.identity_token,
+                "service": key.service,
+                "scope": " ".join(key.scopes),
+                "client_id": USER_AGENT,
+            }
+            request = self._client.build_request("POST", realm, data=form, headers=headers)
+        else:
+            params: list[tuple[str, str | int | float | bool | None]] = (
+                [("service", key.service)] if key.service else []
+            )
+            params.extend(("scope", scope) for scope in key.scopes)
+            if allowed and (auth.username or auth.password):
+                if auth.username:
+                    params.append(("account", auth.username))
+                headers["Authorization"] = basic_authorization(auth.username, auth.password)
+            request = self._client.build_request(
+                "GET", realm.copy_merge_params(params), headers=headers
+            )
+        response = self._client.send(request, stream=True)
+        try:
+            if response.status_code == 200:
+                body = read_capped(response, _MAX_TOKEN_REPLY)
+            elif response.status_code == 401:
+                target.fail(
+                    UnauthorizedError,
+                    f"unauthorized: token server {where} rejected the credentials"
+                    + (" (anonymous)" if auth.anonymous else "")
+                    + ("" if allowed else _WITHHELD),
+                )
+            elif response.status_code == 403:
+                target.fail(DeniedError, f"access denied by token server {where}")
+            elif response.status_code >= 500:
+                raise ServerError(f"token server {where}: {_status_text(response)}")
+            else:
+                target.fail(
+                    RegistryError,
+                    f"token server {where} answered {_status_text(response)}",
+                )
+        finally:
+            response.close()
+        try:
+            return parse_token_reply(body)
+        except ValueError as exc:
+            target.fail(RegistryError, f"token server {where}: {exc}")

@@ -1,0 +1,600 @@
+"""An OCI distribution client: manifests, blobs and pushes over httpx, with real authentication.
+
+:class:`RegistryClient` resolves an image reference to a platform manifest
+(:meth:`~RegistryClient.get_manifest`), checks a tag cheaply
+(:meth:`~RegistryClient.head_manifest`), streams blobs to disk while hashing them
+(:meth:`~RegistryClient.fetch_blob`, :meth:`~RegistryClient.fetch_blobs`) and pushes blobs and
+manifests (used by tests and tools).
+
+Protocol notes:
+
+* Authentication is lazy: a request goes out bare (or with what this client already learned
+  about the registry), and a ``401`` is answered according to its ``WWW-Authenticate``
+  challenge — Basic, or Bearer with a token from the realm.  Tokens are cached per registry,
+  realm, service, scope and credential until shortly before they expire.
+* Redirects are followed here, not by httpx, so that the ``Authorization`` header is sent only
+  to the registry's own scheme, host and port.  Where the token realm may receive credentials
+  is documented in :mod:`pullwarden.runtime._auth`.
+* Connection errors and ``5xx`` answers are retried with exponential back-off (the sleep is
+  injectable); ``4xx`` answers never are.  A blob download that fails half-way starts again.
+* Every failure is a :class:`~pullwarden.errors.RegistryError` subclass whose message names the
+  operation, the image and the cause, e.g.
+  ``pulling 127.0.0.1:5000/private/alice:v1: access denied (insufficient_scope)``, and never a
+  password, token or ``Authorization`` value.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import ssl
+import stat
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, BinaryIO, TypeVar
+
+import httpx
+
+from pullwarden.errors import (
+    DigestMismatchError,
+    RegistryError,
+    TooLargeError,
+    UnsupportedMediaTypeError,
+)
+from pullwarden.reference import DEFAULT_DOMAIN, DEFAULT_TAG, parse_normalized
+from pullwarden.runtime import oci
+from pullwarden.runtime._auth import basic_authorization, is_loopback_host
+from pullwarden.runtime._transport import USER_AGENT, Session, Target
+from pullwarden.runtime.base import AuthConfig, Platform, ProgressCallback, PullProgress
+
+__all__ = ["HostOptions", "RegistryClient", "ResolvedImage"]
+
+_T = TypeVar("_T")
+
+DOCKER_HUB_HOST = "registry-1.docker.io"
+CHUNK_SIZE = 64 * 1024  # iter_bytes chunk size: the fastest measured on loopback
+_PROGRESS_STEP = 1024 * 1024  # report blob progress at most once per MiB (and at the end)
+_ANONYMOUS = AuthConfig()
+_HASHES = {"sha256": 64, "sha384": 96, "sha512": 128}
+
+
+@dataclass(frozen=True, slots=True)
+class HostOptions:
+    """How to reach one registry host.
+
+    ``insecure``: True means plain HTTP; False means HTTPS always; None (the default) means
+    plain HTTP only for loopback hosts (``localhost``, ``127.0.0.0/8``, ``::1``) that have no
+    ``ca_file``, as containerd does.  ``ca_file`` adds a CA bundle for this host's TLS.
+    """
+
+    insecure: bool | None = None
+    ca_file: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedImage:
+    """An image reference resolved to one platform manifest.
+
+    ``digest`` is the top-level digest (the index's when the reference named an index, else
+    the manifest's); it is what ``repo_digests`` record.  ``tag`` is the reference's tag, empty
+    when the reference carried only a digest.
+    """
+
+    registry: str
+    repository: str
+    name: str
+    tag: str
+    digest: str
+    manifest_digest: str
+    manifest: bytes
+    manifest_media_type: str
+    config: oci.Descriptor
+    layers: tuple[oci.Descriptor, ...]
+    index: bytes | None = None
+    index_media_type: str = ""
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+class _Cancelled(Exception):
+    """A parallel blob fetch was stopped because a sibling failed."""
+
+
+def _hasher(digest: str) -> Any:
+    algorithm, _, hexpart = digest.partition(":")
+    size = _HASHES.get(algorithm)
+    if size is None or len(hexpart) != size or not all(c in "0123456789abcdef" for c in hexpart):
+        return None
+    return hashlib.new(algorithm)
+
+
+def _matches(data: bytes, digest: str) -> bool:
+    hasher = _hasher(digest)
+    if hasher is None:
+        return False
+    hasher.update(data)
+    return f"{digest.partition(':')[0]}:{hasher.hexdigest()}" == digest
+
+
+def _write_rest(out: BinaryIO, rest: memoryview) -> None:
+    while rest:
+        written = out.write(rest)
+        if not written:
+            raise OSError("the blob file accepted no more bytes")
+        rest = rest[written:]
+
+
+def _ssl_context(ca_file: Path) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(ca_file))
+    context.load_default_certs()
+    return context
+
+
+def _remove(path: Path) -> None:
+    """Delete a partly written blob file (never a device such as ``/dev/null``)."""
+    with contextlib.suppress(OSError):
+        if stat.S_ISREG(path.lstat().st_mode):
+            path.unlink()
+
+
+# --- the client ------------------------------------------------------------------------------
+
+
+class RegistryClient:
+    """A thread-safe OCI distribution client with one httpx connection pool.
+
+    ``hosts`` maps a registry (``host[:port]`` as in image names, e.g. ``127.0.0.1:5000`` or
+    ``docker.io``) to its :class:`HostOptions`.  ``transport`` replaces the network (tests pass
+    an ``httpx.MockTransport``); per-host CA files then do not apply.  ``retries`` is the number
+    of extra attempts after a connection error or ``5xx``; attempt *n* waits
+    ``retry_backoff * 2**n`` seconds through ``sleep``.  ``clock`` times token expiry.
+    ``platform`` is the default for manifest lists (``linux`` and the host architecture).
+    """
+
+    def __init__(
+        self,
+        *,
+        hosts: Mapping[str, HostOptions] | None = None,
+        transport: httpx.BaseTransport | None = None,
+        timeout: float = 30.0,
+        max_parallel_blobs: int = 4,
+        retries: int = 3,
+        retry_backoff: float = 0.25,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        platform: Platform | None = None,
+    ) -> None:
+        self._hosts = dict(hosts or {})
+        self._max_parallel = max(1, max_parallel_blobs)
+        self._platform = platform or Platform.host()
+        mounts: dict[str, httpx.BaseTransport | None] = {}
+        if transport is None:
+            for host, options in self._hosts.items():
+                if options.ca_file is not None:
+                    verify = _ssl_context(options.ca_file)
+                    pattern = f"https://{self._api_host(host)}"
+                    mounts[pattern] = httpx.HTTPTransport(verify=verify, http1=True, http2=False)
+        self._client = httpx.Client(
+            transport=transport,
+            mounts=mounts or None,
+            timeout=httpx.Timeout(timeout),
+            follow_redirects=False,
+            http1=True,
+            http2=False,
+            trust_env=False,
+            headers={"User-Agent": USER_AGENT},
+        )
+        self._session = Session(
+            self._client, retries=retries, retry_backoff=retry_backoff, sleep=sleep, clock=clock
+        )
+
+    # -- lifecycle --
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> RegistryClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- public operations --
+
+    def head_manifest(self, ref: str, auth: AuthConfig | None = None) -> str | None:
+        """``Docker-Content-Digest`` of ``ref``'s manifest by HEAD, or None when none is sent.
+
+        This is the cheap re-verification request: one manifest request, no body.
+        """
+        target = self._target(ref, auth, "pulling", "pull")
+
+        def attempt() -> str | None:
+            url = target.url(f"manifests/{target.reference}")
+            with self._session.request(
+                target, "HEAD", url, "manifest", {"Accept": oci.ACCEPT}
+            ) as resp:
+                digest = resp.headers.get("Docker-Content-Digest", "").strip() or None
+            if digest is not None and target.digest and digest != target.digest:
+                target.fail(
+                    DigestMismatchError,
+                    f"registry reports manifest digest {digest}, expected {target.digest}",
+                )
+            return digest
+
+        return self._session.retrying(target, attempt)
+
+    def get_manifest(
+        self, ref: str, auth: AuthConfig | None = None, *, platform: Platform | None = None
+    ) -> ResolvedImage:
+        """Fetch and verify ``ref``'s manifest; for an index, the entry for ``platform``."""
+        target = self._target(ref, auth, "pulling", "pull")
+        want = platform or self._platform
+        top, top_type, top_digest = self._fetch_manifest(target, target.reference)
+        if top_type in oci.INDEX_TYPES:
+            index = self._guard(target, lambda: oci.parse_index(top, top_type))
+            chosen = self._guard(
+                target, lambda: oci.select_platform(index.manifests, want, f"pulling {target.what}")
+            )
+            body, media_type, digest = self._fetch_manifest(target, chosen.digest)
+            index_body: bytes | None = top
+        else:
+            body, media_type, digest = top, top_type, top_digest
+            index_body, top_type = None, ""
+        if media_type not in oci.MANIFEST_TYPES:
+            target.fail(
+                UnsupportedMediaTypeError,
+                f"unsupported manifest media type {media_type!r}",
+            )
+        manifest = self._guard(target, lambda: oci.parse_manifest(body, media_type))
+        return ResolvedImage(
+            registry=target.registry,
+            repository=target.repository,
+            name=target.name,
+            tag=target.tag,
+            digest=top_digest,
+            manifest_digest=digest,
+            manifest=body,
+            manifest_media_type=media_type,
+            config=manifest.config,
+            layers=manifest.layers,
+            index=index_body,
+            index_media_type=top_type,
+        )
+
+    def fetch_blob(
+        self,
+        resolved_or_name: ResolvedImage | str,
+        desc: oci.Descriptor,
+        dest: Path,
+        auth: AuthConfig | None = None,
+        *,
+        kind: str = "layer",
+        on_progress: ProgressCallback | None = None,
+    ) -> None:
+        """Stream blob ``desc`` into ``dest`` while hashing; verify its size and digest.
+
+        On any failure ``dest`` is removed.  A dropped connection or ``5xx`` restarts the blob.
+        """
+        target = self._blob_target(resolved_or_name, auth)
+        self._fetch_blob(target, desc, dest, kind, on_progress, None)
+
+    def fetch_blobs(
+        self,
+        resolved: ResolvedImage,
+        items: Sequence[tuple[oci.Descriptor, Path, str]],
+        auth: AuthConfig | None = None,
+        *,
+        on_progress: ProgressCallback | None = None,
+    ) -> None:
+        """Fetch ``(descriptor, dest, kind)`` items, at most ``max_parallel_blobs`` at a time.
+
+        The first failure stops the others; it is raised once they have all returned.  Files of
+        blobs that did not complete are removed; completed ones are left for the caller.
+        """
+        if not items:
+            return
+        target = self._blob_target(resolved, auth)
+        cancel = threading.Event()
+        workers = min(self._max_parallel, len(items))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pullwarden-blob") as pool:
+            futures: list[Future[None]] = [
+                pool.submit(self._fetch_blob, target, desc, dest, kind, on_progress, cancel)
+                for desc, dest, kind in items
+            ]
+            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            failed = next((f for f in futures if f in done and f.exception() is not None), None)
+            if failed is not None:
+                cancel.set()
+                for future in futures:
+                    future.cancel()
+            wait(futures)
+        if failed is not None:
+            error = failed.exception()
+            assert error is not None
+            raise error
+        for future in futures:
+            future.result()
+
+    def push_blob(
+        self, name: str, data: bytes | Path, auth: AuthConfig | None = None
+    ) -> oci.Descriptor:
+        """Upload ``data`` to ``name``'s repository unless it is already there (monolithic PUT)."""
+        target = self._target(name, auth, "pushing", "pull,push")
+        digest, size = self._digest_and_size(data)
+
+        def content() -> bytes | Iterator[bytes]:
+            return data if isinstance(data, bytes) else self._file_chunks(data)
+
+        def attempt() -> None:
+            blob_url = target.url(f"blobs/{digest}")
+            with self._session.request(
+                target, "HEAD", blob_url, f"blob {digest}", ok=(200, 404)
+            ) as head:
+                if head.status_code == 200:
+                    return
+            upload_url = target.url("blobs/uploads/")
+            with self._session.request(target, "POST", upload_url, "upload", ok=(202,)) as started:
+                location = started.headers.get("Location", "")
+                session = started.url.join(location) if location else None
+            if session is None:
+                target.fail(RegistryError, "upload answer has no Location header")
+            put_url = session.copy_merge_params({"digest": digest})
+            headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
+            with self._session.request(target, "PUT", put_url, f"blob {digest}", headers, content):
+                pass
+
+        self._session.retrying(target, attempt)
+        return oci.Descriptor("application/octet-stream", digest, size)
+
+    def push_manifest(
+        self,
+        name: str,
+        reference: str,
+        data: bytes,
+        media_type: str,
+        auth: AuthConfig | None = None,
+    ) -> str:
+        """PUT ``data`` as ``name``'s manifest ``reference`` (tag or digest); returns its digest."""
+        target = self._target(name, auth, "pushing", "pull,push")
+        digest = oci.digest_of(data)
+
+        def attempt() -> None:
+            url = target.url(f"manifests/{reference}")
+            headers = {"Content-Type": media_type}
+            with self._session.request(
+                target, "PUT", url, "manifest", headers, lambda: data
+            ) as resp:
+                reported = resp.headers.get("Docker-Content-Digest", "").strip()
+            if reported and reported != digest:
+                target.fail(
+                    DigestMismatchError,
+                    f"registry stored manifest as {reported}, expected {digest}",
+                )
+
+        self._session.retrying(target, attempt)
+        return digest
+
+    # -- targets and errors --
+
+    @staticmethod
+    def _api_host(registry: str) -> str:
+        return DOCKER_HUB_HOST if registry == DEFAULT_DOMAIN else registry
+
+    def _options(self, registry: str) -> HostOptions:
+        return (
+            self._hosts.get(registry) or self._hosts.get(self._api_host(registry)) or HostOptions()
+        )
+
+    def _scheme(self, registry: str) -> str:
+        options = self._options(registry)
+        if options.insecure is not None:
+            return "http" if options.insecure else "https"
+        if options.ca_file is None and is_loopback_host(self._api_host(registry)):
+            return "http"
+        return "https"
+
+    def _target(
+        self,
+        ref: str,
+        auth: AuthConfig | None,
+        action: str,
+        actions: str,
+        *,
+        tag_default: bool = True,
+    ) -> Target:
+        parsed = parse_normalized(ref)
+        tag = parsed.tag or ("" if parsed.digest or not tag_default else DEFAULT_TAG)
+        auth = auth or _ANONYMOUS
+        secrets = {s for s in (auth.password, auth.identity_token, auth.registry_token) if s}
+        if auth.username or auth.password:
+            secrets.add(basic_authorization(auth.username, auth.password).partition(" ")[2])
+        return Target(
+            action=action,
+            registry=parsed.domain,
+            repository=parsed.path,
+            name=parsed.name,
+            tag=tag,
+            digest=parsed.digest,
+            base=httpx.URL(f"{self._scheme(parsed.domain)}://{self._api_host(parsed.domain)}"),
+            auth=auth,
+            insecure_configured=self._options(parsed.domain).insecure is True,
+            scope=f"repository:{parsed.path}:{actions}",
+            secrets=secrets,
+        )
+
+    def _blob_target(self, resolved: ResolvedImage | str, auth: AuthConfig | None) -> Target:
+        if isinstance(resolved, str):
+            return self._target(resolved, auth, "pulling", "pull", tag_default=False)
+        ref = resolved.name + (f":{resolved.tag}" if resolved.tag else f"@{resolved.digest}")
+        return self._target(ref, auth, "pulling", "pull")
+
+    @staticmethod
+    def _guard(target: Target, action: Callable[[], _T]) -> _T:
+        """Run an oci parser; re-raise its error with this operation's context."""
+        try:
+            return action()
+        except RegistryError as exc:
+            target.fail(type(exc), str(exc).removeprefix(f"pulling {target.what}: "))
+
+    # -- manifests --
+
+    def _fetch_manifest(self, target: Target, reference: str) -> tuple[bytes, str, str]:
+        """GET one manifest; returns ``(body, media type, sha256 digest)`` after all checks."""
+
+        def attempt() -> tuple[bytes, str, str]:
+            url = target.url(f"manifests/{reference}")
+            with self._session.request(
+                target, "GET", url, "manifest", {"Accept": oci.ACCEPT}
+            ) as resp:
+                body = self._read_manifest(target, resp)
+                header_type = resp.headers.get("Content-Type", "")
+                header_digest = resp.headers.get("Docker-Content-Digest", "").strip()
+            return body, header_type, header_digest
+
+        body, header_type, header_digest = self._session.retrying(target, attempt)
+        digest = oci.digest_of(body)
+        if ":" in reference and not _matches(body, reference):  # by digest (tags have no ":")
+            target.fail(
+                DigestMismatchError,
+                f"manifest content does not match its digest {reference} (got {digest})",
+            )
+        if header_digest and not _matches(body, header_digest):
+            target.fail(
+                DigestMismatchError,
+                f"manifest digest {digest} does not match Docker-Content-Digest {header_digest}",
+            )
+        media_type = self._guard(target, lambda: oci.media_type_of(body, header_type))
+        if media_type not in oci.INDEX_TYPES and media_type not in oci.MANIFEST_TYPES:
+            target.fail(
+                UnsupportedMediaTypeError,
+                f"unsupported manifest media type {media_type!r}",
+            )
+        return body, media_type, digest
+
+    def _read_manifest(self, target: Target, response: httpx.Response) -> bytes:
+        limit = oci.MAX_MANIFEST_BYTES
+        too_large = f"manifest larger than the {limit} byte limit"
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > limit:
+            target.fail(TooLargeError, f"{too_large} (Content-Length {declared})")
+        parts: list[bytes] = []
+        size = 0
+        for chunk in response.iter_bytes():
+            size += len(chunk)
+            if size > limit:
+                target.fail(TooLargeError, too_large)
+            parts.append(chunk)
+        return b"".join(parts)
+
+    # -- blobs --
+
+    def _fetch_blob(
+        self,
+        target: Target,
+        desc: oci.Descriptor,
+        dest: Path,
+        kind: str,
+        on_progress: ProgressCallback | None,
+        cancel: threading.Event | None,
+    ) -> None:
+        if _hasher(desc.digest) is None:
+            target.fail(UnsupportedMediaTypeError, f"{kind} has unsupported digest {desc.digest!r}")
+        reported = [-1]  # highest `done` reported so far: progress never goes backwards
+
+        def report(done: int) -> None:
+            if on_progress is not None and done > reported[0]:
+                reported[0] = done
+                on_progress(PullProgress(desc.digest, kind, done, desc.size))
+
+        report(0)
+        try:
+            self._session.retrying(
+                target, lambda: self._download(target, desc, dest, kind, report, cancel)
+            )
+        except BaseException:
+            _remove(dest)
+            raise
+
+    def _download(
+        self,
+        target: Target,
+        desc: oci.Descriptor,
+        dest: Path,
+        kind: str,
+        report: Callable[[int], None],
+        cancel: threading.Event | None,
+    ) -> None:
+        """One attempt at a blob: stream, hash and write; verify size and digest."""
+        if cancel is not None and cancel.is_set():
+            raise _Cancelled
+        subject = f"{kind} {desc.digest}"
+        url = target.url(f"blobs/{desc.digest}")
+        hasher = _hasher(desc.digest)
+        size = desc.size
+        done = 0
+        next_report = _PROGRESS_STEP
+        headers = {"Accept-Encoding": "identity"}
+        with self._session.request(target, "GET", url, subject, headers) as response:
+            declared = response.headers.get("Content-Length", "")
+            if declared.isdigit() and int(declared) > size:
+                target.fail(
+                    TooLargeError,
+                    f"{subject} is {declared} bytes, more than the {size} its descriptor says",
+                )
+            with open(dest, "wb", buffering=0) as out:
+                for chunk in response.iter_bytes(CHUNK_SIZE):
+                    done += len(chunk)
+                    if done > size:
+                        target.fail(
+                            TooLargeError,
+                            f"{subject} is longer than the {size} bytes its descriptor says",
+                        )
+                    hasher.update(chunk)
+                    written = out.write(chunk)
+                    if written != len(chunk):  # a short write (rare): finish the chunk
+                        _write_rest(out, memoryview(chunk)[written or 0 :])
+                    if done >= next_report:
+                        report(done)
+                        next_report = done + _PROGRESS_STEP
+                        if cancel is not None and cancel.is_set():
+                            raise _Cancelled
+        if done != size:
+            target.fail(
+                DigestMismatchError,
+                f"{subject} is {done} bytes, its descriptor says {size}",
+            )
+        actual = f"{desc.digest.partition(':')[0]}:{hasher.hexdigest()}"
+        if actual != desc.digest:
+            target.fail(DigestMismatchError, f"{subject} content has digest {actual}")
+        report(done)
+
+    # -- pushing helpers --
+
+    @staticmethod
+    def _digest_and_size(data: bytes | Path) -> tuple[str, int]:
+        if isinstance(data, bytes):
+            return oci.digest_of(data), len(data)
+        hasher = hashlib.sha256()
+        size = 0
+        with open(data, "rb") as source:
+            while chunk := source.read(1024 * 1024):
+                hasher.update(chunk)
+                size += len(chunk)
+        return "sha256:" + hasher.hexdigest(), size
+
+    @staticmethod
+    def _file_chunks(path: Path) -> Iterator[bytes]:
+        with open(path, "rb") as source:
+            while chunk := source.read(1024 * 1024):
+                yield chunk
