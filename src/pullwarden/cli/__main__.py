@@ -1,0 +1,3 @@
+from pullwarden.cli import main
+
+main()
