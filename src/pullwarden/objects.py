@@ -17,7 +17,50 @@ import yaml
 
 from pullwarden.errors import ManifestError
 
-__all__ = ["Secret", "iter_documents", "load_secrets", "secret_from_manifest"]
+__all__ = [
+    "Container",
+    "Pod",
+    "Secret",
+    "ServiceAccount",
+    "iter_documents",
+    "load_secrets",
+    "secret_from_manifest",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Container:
+    """One container of a pod spec; ``image_pull_policy`` is already defaulted (§1.1)."""
+
+    name: str
+    image: str
+    image_pull_policy: str  # "Always" | "IfNotPresent" | "Never"
+
+
+@dataclass(frozen=True, slots=True)
+class Pod:
+    """What the image pull path needs of a Pod."""
+
+    uid: str
+    namespace: str
+    name: str
+    containers: tuple[Container, ...] = ()
+    init_containers: tuple[Container, ...] = ()
+    image_pull_secrets: tuple[str, ...] = ()  # Secret names in the pod's namespace, in order
+    service_account_name: str = ""
+    annotations: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceAccount:
+    uid: str
+    namespace: str
+    name: str
+    annotations: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
