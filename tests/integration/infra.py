@@ -490,7 +490,7 @@ def _token_handler(server: TokenServer) -> type[BaseHTTPRequestHandler]:
                 return
             username = form.get("username", [""])[0]
             password = form.get("password", [""])[0]
-            credentials: tuple[str, str] | None = (username, password)
+            credentials: tuple[str, str] | Literal[False] | None = (username, password)
             if not username:
                 credentials = self._basic_credentials()
             self._answer("POST", credentials, scopes, service, grant_type)
