@@ -9,8 +9,10 @@ Every error pullwarden raises on purpose derives from :class:`PullwardenError`::
     ├── PolicyError
     │   ├── UnknownPolicyError     not one of the four verification policies (also ValueError)
     │   └── InvalidAllowlistError  an allowlist pattern is rejected (also ValueError)
-    ├── ConfigError                a kubelet configuration field combination is invalid
-    ├── ManifestError              a Kubernetes manifest cannot be read (also ValueError)
+    ├── ConfigError                a kubelet configuration is invalid; names the field
+    │                              (also ValueError)
+    ├── ManifestError              a Kubernetes manifest cannot be read; names file, document and
+    │                              field (also ValueError)
     ├── RecordError                something is wrong with an on-disk pull record
     │   ├── RecordReadError        the file exists but cannot be read (also OSError)
     │   ├── RecordDecodeError      not a record this version understands (also ValueError)
@@ -87,11 +89,31 @@ class InvalidAllowlistError(PolicyError, ValueError):
 
 
 class ConfigError(PullwardenError, ValueError):
-    """A kubelet configuration is invalid (for example a field set with the feature gate off)."""
+    """A kubelet configuration is invalid (for example a field set with the feature gate off).
+
+    ``source`` names the file (empty when the configuration did not come from one) and
+    ``problems`` lists each problem found; the message joins them all.
+    """
+
+    def __init__(self, message: str, *, source: str = "", problems: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.source = source
+        self.problems = problems or (message,)
 
 
 class ManifestError(PullwardenError, ValueError):
-    """A Kubernetes manifest (Pod, Secret, ...) cannot be read or lacks a required field."""
+    """A Kubernetes manifest (Pod, Secret, ...) cannot be read or lacks a required field.
+
+    ``file`` names the manifest file, ``document`` the 1-based document in it (0 when unknown)
+    and ``field`` the field path inside that document (``spec.containers[1].image``; empty when
+    the problem is not about one field).
+    """
+
+    def __init__(self, message: str, *, file: str = "", document: int = 0, field: str = "") -> None:
+        super().__init__(message)
+        self.file = file
+        self.document = document
+        self.field = field
 
 
 class RecordError(PullwardenError):

@@ -1,4 +1,4 @@
-"""Prometheus metrics with the kubelet's names (spec §7.3, §1.8).
+"""Prometheus metrics with the kubelet's names (spec §7.3, §1.8, §1.3 step 10.7).
 
 Each :class:`Metrics` owns its collectors in its own registry (pass one to share), so several
 managers in one process — tests, benchmarks — never collide.
@@ -14,11 +14,18 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Literal
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-__all__ = ["MUST_PULL_RESULTS", "Metrics", "MustPullResult"]
+__all__ = [
+    "IMAGE_PULL_DURATION_BUCKETS",
+    "IMAGE_SIZE_BUCKETS",
+    "MUST_PULL_RESULTS",
+    "Metrics",
+    "MustPullResult",
+    "image_size_bucket",
+]
 
 MustPullResult = Literal[
     "credentialPolicyAllowed", "credentialRecordFound", "mustAuthenticate", "error"
@@ -30,9 +37,46 @@ MUST_PULL_RESULTS: tuple[MustPullResult, ...] = (
     "error",
 )
 
+# kubelet_image_pull_duration_seconds: the kubelet's buckets (k/k pkg/kubelet/metrics/metrics.go,
+# ``imagePullDurationBuckets``) and its image size labels (``imageSizeBuckets``): an image falls
+# in the last bucket whose lower bound its size exceeds; a size of 0 (unknown) is "N/A".
+IMAGE_PULL_DURATION_BUCKETS: tuple[float, ...] = (
+    1, 5, 10, 20, 30, 60, 120, 180, 240, 300, 360, 480, 600, 900, 1200, 1800, 2700, 3600,
+)  # fmt: skip
+_MIB = 1024 * 1024
+_GIB = 1024 * _MIB
+IMAGE_SIZE_BUCKETS: tuple[tuple[int, str], ...] = (
+    (0, "0-10MB"),
+    (10 * _MIB, "10MB-100MB"),
+    (100 * _MIB, "100MB-500MB"),
+    (500 * _MIB, "500MB-1GB"),
+    (1 * _GIB, "1GB-5GB"),
+    (5 * _GIB, "5GB-10GB"),
+    (10 * _GIB, "10GB-20GB"),
+    (20 * _GIB, "20GB-30GB"),
+    (30 * _GIB, "30GB-40GB"),
+    (40 * _GIB, "40GB-60GB"),
+    (60 * _GIB, "60GB-100GB"),
+    (100 * _GIB, "GT100GB"),
+)
+
+
+def image_size_bucket(size_in_bytes: int) -> str:
+    """The ``image_size_in_bytes`` label for an image of this size (``N/A`` when 0/unknown)."""
+    if size_in_bytes <= 0:
+        return "N/A"
+    for lower_bound, label in reversed(IMAGE_SIZE_BUCKETS):
+        if size_in_bytes > lower_bound:
+            return label
+    return ""  # pragma: no cover - every positive size exceeds the first bound
+
+
+def _bool_label(value: bool | None) -> str:
+    return "unknown" if value is None else ("true" if value else "false")
+
 
 class Metrics:
-    """The ``kubelet_imagemanager_*`` family and ``kubelet_image_manager_ensure_image_requests``."""
+    """The kubelet_imagemanager_* family, ensure-image requests and the pull duration histogram."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
@@ -68,6 +112,25 @@ class Metrics:
             ["pull_policy", "present_locally", "pull_required"],
             registry=r,
         )
+        self.image_pull_duration = Histogram(
+            "kubelet_image_pull_duration_seconds",
+            "Duration in seconds to pull an image.",
+            ["image_size_in_bytes"],
+            buckets=IMAGE_PULL_DURATION_BUCKETS,
+            registry=r,
+        )
+
+    def count_ensure_image_request(
+        self, pull_policy: str, present_locally: bool | None, pull_required: bool | None
+    ) -> None:
+        """Count one EnsureImageExists call; ``None`` is the label value ``unknown`` (§1.8)."""
+        self.ensure_image_requests.labels(
+            pull_policy.lower(), _bool_label(present_locally), _bool_label(pull_required)
+        ).inc()
+
+    def observe_image_pull(self, seconds: float, size_in_bytes: int) -> None:
+        """Observe one successful pull (waiting included) under its image size label."""
+        self.image_pull_duration.labels(image_size_bucket(size_in_bytes)).observe(seconds)
 
     def count_mustpull(self, result: MustPullResult) -> None:
         self.mustpull_checks.inc(result)

@@ -1,31 +1,84 @@
 """Kubernetes objects read from manifests (YAML or JSON, one or many documents, or a ``List``).
 
-Only the fields the image pull path needs are kept.
+Files are read the way ``kubectl apply -f`` reads them: a YAML stream of ``---``-separated
+documents, or one or more JSON objects, where any ``kind: *List`` contributes its ``items``.
+Pods, Secrets and ServiceAccounts (``apiVersion: v1``) are kept, with only the fields the image
+pull path needs; every other kind is counted and skipped.
+
+What the API server would have done before a kubelet sees the object is done here too:
+
+* ``metadata.namespace`` defaults to ``default``.
+* A container's empty ``imagePullPolicy`` is defaulted from its image (spec §1.1): ``Always``
+  when the image's tag is ``latest`` (also when it has neither tag nor digest), otherwise
+  ``IfNotPresent``.  The image itself is not checked against the reference grammar: a pod with an
+  invalid image is accepted and fails later with ``InvalidImageName``, as on a real node.
+* ``spec.serviceAccountName`` defaults to ``spec.serviceAccount``, then to ``default``; a pod
+  without ``imagePullSecrets`` inherits those of its ServiceAccount when that ServiceAccount is
+  among the loaded objects (the ServiceAccount admission plugin's behaviour).
+* Secret ``data`` is strict base64, ``stringData`` wins per key, ``type`` defaults to ``Opaque``;
+  docker config Secrets must hold their key with a JSON object in it.
+
+**Stable UIDs.**  An object keeps its ``metadata.uid`` when the manifest has one.  Without one,
+the UID is derived, so that a later run over the same files sees the same Secret coordinates
+(pull records match Secrets by namespace, name *and* UID)::
+
+    uuid5(UID_NAMESPACE, f"{kind}/{namespace}/{name}")
+
+with ``UID_NAMESPACE = 6a685630-df4f-4bfd-965e-7529937407e0``.  Deleting and re-creating an
+object in a real cluster changes its UID; to model that, give ``metadata.uid`` explicitly.
+
+Every problem raises :class:`~pullwarden.errors.ManifestError` naming the file, the 1-based
+document and the field path, e.g.
+``pods.yaml: document 2 (Pod team-a/web): spec.containers[0].image: required``.
 """
 
 from __future__ import annotations
 
-import base64
 import binascii
 import json
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+import re
+import sys
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, TextIO
 
 import yaml
 
 from pullwarden.errors import ManifestError
+from pullwarden.reference import default_pull_policy
 
 __all__ = [
+    "PULL_POLICIES",
+    "UID_NAMESPACE",
     "Container",
+    "Objects",
     "Pod",
     "Secret",
     "ServiceAccount",
+    "derived_uid",
     "iter_documents",
+    "load_objects",
     "load_secrets",
+    "pod_from_manifest",
     "secret_from_manifest",
+    "service_account_from_manifest",
 ]
+
+UID_NAMESPACE: Final = uuid.UUID("6a685630-df4f-4bfd-965e-7529937407e0")
+"""The uuid5 namespace of derived UIDs (a fixed constant: changing it changes every UID)."""
+
+PULL_POLICIES: Final = ("Always", "IfNotPresent", "Never")
+
+_DOCKERCFG_TYPE: Final = "kubernetes.io/dockercfg"
+_DOCKERCONFIGJSON_TYPE: Final = "kubernetes.io/dockerconfigjson"
+_REQUIRED_KEY: Final[Mapping[str, str]] = {
+    _DOCKERCFG_TYPE: ".dockercfg",
+    _DOCKERCONFIGJSON_TYPE: ".dockerconfigjson",
+}
+_CONFIG_KEY: Final = re.compile(r"[-._a-zA-Z0-9]+")
+_MANIFEST_SUFFIXES: Final = (".yaml", ".yml", ".json")
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,10 +110,13 @@ class Pod:
 
 @dataclass(frozen=True, slots=True)
 class ServiceAccount:
+    """A ServiceAccount's coordinates, plus the pull secrets it hands to pods that have none."""
+
     uid: str
     namespace: str
     name: str
     annotations: Mapping[str, str] = field(default_factory=dict)
+    image_pull_secrets: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,73 +130,498 @@ class Secret:
     data: Mapping[str, bytes] = field(default_factory=dict, repr=False)
 
 
-def iter_documents(text: str, source: str) -> Iterator[Mapping[str, Any]]:
-    """Every object in a manifest: YAML streams, JSON, and the items of ``kind: List``."""
-    try:
-        docs = list(yaml.safe_load_all(text))
-    except yaml.YAMLError as err:
-        raise ManifestError(f"{source}: not valid YAML or JSON: {err}") from None
-    for doc in docs:
-        if doc is None:
-            continue
-        if not isinstance(doc, Mapping):
-            raise ManifestError(f"{source}: expected an object, got {type(doc).__name__}")
-        if str(doc.get("kind", "")).endswith("List") and isinstance(doc.get("items"), list):
-            for item in doc["items"]:
-                if not isinstance(item, Mapping):
-                    raise ManifestError(f"{source}: a List item is not an object")
-                yield item
-        else:
-            yield doc
+@dataclass(frozen=True, slots=True)
+class Objects:
+    """Everything :func:`load_objects` found, keyed the way the kubelet looks objects up."""
+
+    pods: list[Pod] = field(default_factory=list)  # in file order
+    secrets: dict[tuple[str, str], Secret] = field(default_factory=dict)  # (namespace, name)
+    service_accounts: dict[tuple[str, str], ServiceAccount] = field(default_factory=dict)
+    ignored: int = 0  # objects of other kinds, skipped
+    ignored_kinds: dict[str, int] = field(default_factory=dict)  # kind -> how many skipped
 
 
-def secret_from_manifest(doc: Mapping[str, Any], source: str = "manifest") -> Secret:
-    """A :class:`Secret` from its manifest; ``data`` is base64, ``stringData`` wins per key."""
-    if doc.get("kind") != "Secret":
-        raise ManifestError(f"{source}: kind {doc.get('kind')!r} is not a Secret")
-    meta = doc.get("metadata") or {}
-    if not isinstance(meta, Mapping) or not meta.get("name"):
-        raise ManifestError(f"{source}: the Secret has no metadata.name")
-    name = str(meta["name"])
-    namespace = str(meta.get("namespace") or "default")
-    data: dict[str, bytes] = {}
-    raw = doc.get("data") or {}
-    if not isinstance(raw, Mapping):
-        raise ManifestError(f"{source}: Secret {namespace}/{name}: data is not a map")
-    for key, value in raw.items():
-        try:
-            data[str(key)] = base64.b64decode(str(value or ""), validate=True)
-        except (binascii.Error, ValueError):
-            raise ManifestError(
-                f"{source}: Secret {namespace}/{name}: data[{key!r}] is not valid base64"
-            ) from None
-    strings = doc.get("stringData") or {}
-    if not isinstance(strings, Mapping):
-        raise ManifestError(f"{source}: Secret {namespace}/{name}: stringData is not a map")
-    for key, value in strings.items():
-        data[str(key)] = str(value).encode()
-    return Secret(
-        uid=str(meta.get("uid") or ""),
-        namespace=namespace,
-        name=name,
-        type=str(doc.get("type") or "Opaque"),
-        data=data,
+def derived_uid(kind: str, namespace: str, name: str) -> str:
+    """The stable UID given to an object whose manifest has no ``metadata.uid``."""
+    return str(uuid.uuid5(UID_NAMESPACE, f"{kind}/{namespace}/{name}"))
+
+
+# --- where a problem is ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Where:
+    """The file, document, List item path and object a field belongs to, for messages."""
+
+    file: str
+    document: int = 0  # 1-based; 0 when unknown
+    prefix: str = ""  # "items[2]." for an object inside a List
+    label: str = ""  # "Pod team-a/web"
+
+    def error(self, path: str, problem: str) -> ManifestError:
+        head = self.file
+        if self.document:
+            head += f": document {self.document}"
+        if self.label:
+            head += f" ({self.label})"
+        full = self.prefix + path if path else self.prefix.rstrip(".")
+        message = f"{head}: {full}: {problem}" if full else f"{head}: {problem}"
+        return ManifestError(message, file=self.file, document=self.document, field=full)
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"boolean {str(value).lower()}"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, int | float):
+        return f"number {value}"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, Mapping):
+        return "a map"
+    return type(value).__name__
+
+
+def _string(obj: Mapping[str, Any], key: str, where: _Where, path: str) -> str:
+    """``obj[key]`` as a string; missing or null gives ``""``."""
+    value = obj.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise where.error(path, f"expected a string, got {_describe(value)}")
+    return value
+
+
+def _mapping(obj: Mapping[str, Any], key: str, where: _Where, path: str) -> Mapping[Any, Any]:
+    """``obj[key]`` as a map; missing or null gives an empty map."""
+    value = obj.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise where.error(path, f"expected a map, got {_describe(value)}")
+    return value
+
+
+def _list(obj: Mapping[str, Any], key: str, where: _Where, path: str) -> list[Any]:
+    """``obj[key]`` as a list; missing or null gives an empty list."""
+    value = obj.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise where.error(path, f"expected a list, got {_describe(value)}")
+    return value
+
+
+def _string_map(obj: Mapping[str, Any], key: str, where: _Where, path: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for k, v in _mapping(obj, key, where, path).items():
+        if not isinstance(v, str):
+            raise where.error(f"{path}[{k}]", f"expected a string, got {_describe(v)}")
+        out[str(k)] = v
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Meta:
+    name: str
+    namespace: str
+    uid: str
+    annotations: dict[str, str]
+
+
+def _metadata(doc: Mapping[str, Any], kind: str, where: _Where, derive_uid: bool) -> _Meta:
+    """Read ``metadata``; on return ``where`` should be relabelled with the object's name."""
+    meta = _mapping(doc, "metadata", where, "metadata")
+    name = _string(meta, "name", where, "metadata.name")
+    namespace = _string(meta, "namespace", where, "metadata.namespace") or "default"
+    if not name:
+        raise where.error("metadata.name", "required")
+    where = replace(where, label=f"{kind} {namespace}/{name}")
+    uid = _string(meta, "uid", where, "metadata.uid")
+    if not uid and derive_uid:
+        uid = derived_uid(kind, namespace, name)
+    annotations = _string_map(meta, "annotations", where, "metadata.annotations")
+    return _Meta(name, namespace, uid, annotations)
+
+
+def _labelled(where: _Where, kind: str, doc: Mapping[str, Any]) -> _Where:
+    """``where`` labelled with the object's kind and (best effort) namespace/name."""
+    meta = doc.get("metadata")
+    if isinstance(meta, Mapping) and isinstance(meta.get("name"), str) and meta["name"]:
+        ns = meta.get("namespace")
+        namespace = ns if isinstance(ns, str) and ns else "default"
+        return replace(where, label=f"{kind} {namespace}/{meta['name']}")
+    return replace(where, label=kind)
+
+
+# --- Pods ------------------------------------------------------------------------------------
+
+
+def _containers(
+    spec: Mapping[str, Any], key: str, where: _Where, seen: dict[str, str]
+) -> tuple[Container, ...]:
+    out: list[Container] = []
+    for i, raw in enumerate(_list(spec, key, where, f"spec.{key}")):
+        path = f"spec.{key}[{i}]"
+        if not isinstance(raw, Mapping):
+            raise where.error(path, f"expected an object, got {_describe(raw)}")
+        name = _string(raw, "name", where, f"{path}.name")
+        if not name:
+            raise where.error(f"{path}.name", "required")
+        if name in seen:
+            raise where.error(
+                f"{path}.name", f"duplicate value {json.dumps(name)} (see {seen[name]})"
+            )
+        seen[name] = f"{path}.name"
+        image = _string(raw, "image", where, f"{path}.image")
+        if not image:
+            raise where.error(f"{path}.image", "required")
+        if image != image.strip():
+            raise where.error(f"{path}.image", "must not have leading or trailing whitespace")
+        policy = _string(raw, "imagePullPolicy", where, f"{path}.imagePullPolicy")
+        if not policy:
+            policy = default_pull_policy(image)
+        elif policy not in PULL_POLICIES:
+            supported = ", ".join(f'"{p}"' for p in PULL_POLICIES)
+            raise where.error(
+                f"{path}.imagePullPolicy",
+                f"unsupported value {json.dumps(policy)}: supported values: {supported}",
+            )
+        out.append(Container(name=name, image=image, image_pull_policy=policy))
+    return tuple(out)
+
+
+def _pull_secret_names(obj: Mapping[str, Any], where: _Where, path: str) -> tuple[str, ...]:
+    """Names from ``imagePullSecrets: [{name: ...}]``; entries without a name are skipped."""
+    names: list[str] = []
+    for i, ref in enumerate(_list(obj, "imagePullSecrets", where, path)):
+        if not isinstance(ref, Mapping):
+            raise where.error(f"{path}[{i}]", f"expected an object, got {_describe(ref)}")
+        name = _string(ref, "name", where, f"{path}[{i}].name")
+        if name:  # the kubelet ignores empty names, which the API server lets through
+            names.append(name)
+    return tuple(names)
+
+
+def _pod(doc: Mapping[str, Any], where: _Where, derive_uid: bool) -> Pod:
+    where = _labelled(where, "Pod", doc)
+    meta = _metadata(doc, "Pod", where, derive_uid)
+    if not isinstance(doc.get("spec"), Mapping):
+        if doc.get("spec") is None:
+            raise where.error("spec", "required")
+        raise where.error("spec", f"expected a map, got {_describe(doc.get('spec'))}")
+    spec: Mapping[str, Any] = doc["spec"]
+    seen: dict[str, str] = {}
+    init_containers = _containers(spec, "initContainers", where, seen)
+    containers = _containers(spec, "containers", where, seen)
+    if not containers:
+        raise where.error("spec.containers", "required (at least one container)")
+    account = (
+        _string(spec, "serviceAccountName", where, "spec.serviceAccountName")
+        or _string(spec, "serviceAccount", where, "spec.serviceAccount")
+        or "default"
+    )
+    return Pod(
+        uid=meta.uid,
+        namespace=meta.namespace,
+        name=meta.name,
+        containers=containers,
+        init_containers=init_containers,
+        image_pull_secrets=_pull_secret_names(spec, where, "spec.imagePullSecrets"),
+        service_account_name=account,
+        annotations=meta.annotations,
     )
 
 
-def load_secrets(path: Path) -> list[Secret]:
-    """Every Secret in a manifest file (other kinds are skipped)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise ManifestError(f"{path}: cannot read: {err}") from None
-    if path.suffix == ".json":
+def pod_from_manifest(
+    doc: Mapping[str, Any], source: str = "manifest", *, derive_uid: bool = True
+) -> Pod:
+    """A :class:`Pod` from its decoded manifest (see the module notes for the defaulting)."""
+    if doc.get("kind") != "Pod":
+        raise ManifestError(f"{source}: kind {doc.get('kind')!r} is not a Pod", file=source)
+    return _pod(doc, _Where(source), derive_uid)
+
+
+# --- Secrets and ServiceAccounts -------------------------------------------------------------
+
+
+def _decode_base64(value: str) -> bytes:
+    """Strict standard base64, ignoring line breaks as Go's decoder does."""
+    return binascii.a2b_base64(value.replace("\r", "").replace("\n", ""), strict_mode=True)
+
+
+def _secret(doc: Mapping[str, Any], where: _Where, derive_uid: bool) -> Secret:
+    where = _labelled(where, "Secret", doc)
+    meta = _metadata(doc, "Secret", where, derive_uid)
+    secret_type = _string(doc, "type", where, "type") or "Opaque"
+    data: dict[str, bytes] = {}
+    for key, value in _mapping(doc, "data", where, "data").items():
+        path = f"data[{key}]"
+        if not isinstance(key, str) or not _CONFIG_KEY.fullmatch(key):
+            raise where.error(
+                path, "a valid key must consist of alphanumeric characters, '-', '_' or '.'"
+            )
+        if value is None:
+            data[key] = b""
+            continue
+        if not isinstance(value, str):
+            raise where.error(path, f"expected a base64 string, got {_describe(value)}")
         try:
-            json.loads(text)  # a precise message for broken JSON; YAML would accept less clearly
+            data[key] = _decode_base64(value)
+        except (binascii.Error, ValueError) as err:
+            # The message of binascii names the problem, never the data.
+            raise where.error(path, f"not valid base64 ({err})") from None
+    for key, value in _mapping(doc, "stringData", where, "stringData").items():
+        path = f"stringData[{key}]"
+        if not isinstance(key, str) or not _CONFIG_KEY.fullmatch(key):
+            raise where.error(
+                path, "a valid key must consist of alphanumeric characters, '-', '_' or '.'"
+            )
+        if not isinstance(value, str):
+            raise where.error(path, f"expected a string, got {_describe(value)}")
+        data[key] = value.encode("utf-8")
+    required = _REQUIRED_KEY.get(secret_type)
+    if required is not None:
+        path = f"data[{required}]"
+        if required not in data:
+            raise where.error(path, f"required for a Secret of type {secret_type}")
+        try:
+            parsed = json.loads(data[required])
+        except (ValueError, UnicodeDecodeError) as err:
+            detail = err.msg if isinstance(err, json.JSONDecodeError) else "not UTF-8"
+            raise where.error(path, f"not a valid docker config: {detail}") from None
+        if not isinstance(parsed, dict):
+            raise where.error(path, "not a valid docker config: expected a JSON object")
+    return Secret(
+        uid=meta.uid, namespace=meta.namespace, name=meta.name, type=secret_type, data=data
+    )
+
+
+def secret_from_manifest(
+    doc: Mapping[str, Any], source: str = "manifest", derive_uid: bool = True
+) -> Secret:
+    """A :class:`Secret` from its manifest; ``data`` is base64, ``stringData`` wins per key.
+
+    Without ``metadata.uid`` the UID is derived (:func:`derived_uid`), or left empty when
+    ``derive_uid`` is false (for callers that must match a real cluster's UIDs).
+    """
+    if doc.get("kind") != "Secret":
+        raise ManifestError(f"{source}: kind {doc.get('kind')!r} is not a Secret", file=source)
+    return _secret(doc, _Where(source), derive_uid)
+
+
+def _service_account(doc: Mapping[str, Any], where: _Where, derive_uid: bool) -> ServiceAccount:
+    where = _labelled(where, "ServiceAccount", doc)
+    meta = _metadata(doc, "ServiceAccount", where, derive_uid)
+    return ServiceAccount(
+        uid=meta.uid,
+        namespace=meta.namespace,
+        name=meta.name,
+        annotations=meta.annotations,
+        image_pull_secrets=_pull_secret_names(doc, where, "imagePullSecrets"),
+    )
+
+
+def service_account_from_manifest(
+    doc: Mapping[str, Any], source: str = "manifest", *, derive_uid: bool = True
+) -> ServiceAccount:
+    """A :class:`ServiceAccount` from its decoded manifest."""
+    if doc.get("kind") != "ServiceAccount":
+        raise ManifestError(
+            f"{source}: kind {doc.get('kind')!r} is not a ServiceAccount", file=source
+        )
+    return _service_account(doc, _Where(source), derive_uid)
+
+
+# --- reading files ---------------------------------------------------------------------------
+
+try:
+    from yaml import CSafeLoader as _BaseLoader
+except ImportError:  # pragma: no cover - PyYAML built without libyaml
+    from yaml import SafeLoader as _BaseLoader  # type: ignore[assignment]
+
+
+class _ManifestLoader(_BaseLoader):
+    """Safe YAML loading that keeps unquoted dates as the strings Kubernetes would see."""
+
+
+_ManifestLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in _BaseLoader.yaml_implicit_resolvers.items()
+}
+
+
+def _raw_documents(text: str, source: str, json_only: bool) -> Iterator[tuple[int, Any]]:
+    """(1-based number, decoded document) for each document of a file; empty ones skipped."""
+    if text.lstrip().startswith(("{", "[")):
+        decoder = json.JSONDecoder()
+        docs: list[Any] = []
+        pos = 0
+        try:
+            while True:
+                while pos < len(text) and text[pos] in " \t\r\n":
+                    pos += 1
+                if pos >= len(text):
+                    break
+                doc, pos = decoder.raw_decode(text, pos)
+                docs.append(doc)
         except json.JSONDecodeError as err:
-            raise ManifestError(f"{path}: not valid JSON: {err}") from None
+            if json_only:
+                raise ManifestError(
+                    f"{source}: line {err.lineno}, column {err.colno}: not valid JSON: {err.msg}",
+                    file=source,
+                    document=len(docs) + 1,
+                ) from None
+        else:
+            yield from ((n, d) for n, d in enumerate(docs, 1) if d is not None)
+            return
+    number = 0
+    try:
+        for doc in yaml.load_all(text, Loader=_ManifestLoader):
+            number += 1
+            if doc is not None:
+                yield number, doc
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = err.problem or err.context or "malformed"
+        raise ManifestError(
+            f"{source}: document {number + 1}: {where}not valid YAML: {problem}",
+            file=source,
+            document=number + 1,
+        ) from None
+    except yaml.YAMLError as err:
+        raise ManifestError(
+            f"{source}: not valid YAML: {err}", file=source, document=number + 1
+        ) from None
+
+
+def _objects_in(raw: Any, where: _Where) -> Iterator[tuple[_Where, Mapping[str, Any]]]:
+    """The objects of one document: the document itself, or a List's items (recursively)."""
+    if not isinstance(raw, Mapping):
+        raise where.error("", f"expected a Kubernetes object (a map), got {_describe(raw)}")
+    kind = raw.get("kind")
+    if not isinstance(kind, str) or not kind:
+        raise where.error("kind", "required" if kind is None else "expected a non-empty string")
+    if kind.endswith("List"):
+        for i, item in enumerate(_list(raw, "items", where, "items")):
+            yield from _objects_in(item, replace(where, prefix=f"{where.prefix}items[{i}]."))
+        return
+    yield where, raw
+
+
+def _read(path: Path, stdin: TextIO | None) -> tuple[str, str]:
+    """(text, source name) of a manifest file, or of standard input for ``-``."""
+    if str(path) == "-":
+        stream = stdin if stdin is not None else sys.stdin
+        return stream.read(), "<stdin>"
+    try:
+        return path.read_text(encoding="utf-8"), str(path)
+    except (OSError, UnicodeDecodeError) as err:
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        raise ManifestError(f"{path}: cannot read: {reason}", file=str(path)) from None
+
+
+def _expand(paths: Sequence[Path]) -> list[Path]:
+    """Directories stand for their ``.yaml``/``.yml``/``.json`` files, sorted by name."""
+    out: list[Path] = []
+    for path in paths:
+        if str(path) != "-" and path.is_dir():
+            out.extend(
+                sorted(p for p in path.iterdir() if p.suffix in _MANIFEST_SUFFIXES and p.is_file())
+            )
+        else:
+            out.append(path)
+    return out
+
+
+def _file_objects(path: Path, stdin: TextIO | None) -> Iterator[tuple[_Where, Mapping[str, Any]]]:
+    text, source = _read(path, stdin)
+    for number, raw in _raw_documents(text, source, json_only=path.suffix == ".json"):
+        yield from _objects_in(raw, _Where(source, number))
+
+
+def _is_core(doc: Mapping[str, Any]) -> bool:
+    """Whether the object belongs to the core API group (``v1``); a missing apiVersion counts."""
+    return doc.get("apiVersion") in (None, "", "v1")
+
+
+def iter_documents(text: str, source: str) -> Iterator[Mapping[str, Any]]:
+    """Every object in a manifest: YAML streams, JSON, and the items of ``kind: *List``."""
+    for number, raw in _raw_documents(text, source, json_only=False):
+        for _, obj in _objects_in(raw, _Where(source, number)):
+            yield obj
+
+
+def load_objects(
+    paths: Sequence[Path], *, derive_uids: bool = True, stdin: TextIO | None = None
+) -> Objects:
+    """Read Pods, Secrets and ServiceAccounts from manifest files, in order.
+
+    ``-`` reads standard input (or ``stdin``); a directory reads its manifest files.  Other
+    kinds are counted in :attr:`Objects.ignored`.  The same Pod, Secret or ServiceAccount
+    defined twice is an error.  Pods without ``imagePullSecrets`` inherit those of their loaded
+    ServiceAccount.
+    """
+    pods: list[Pod] = []
+    secrets: dict[tuple[str, str], Secret] = {}
+    accounts: dict[tuple[str, str], ServiceAccount] = {}
+    first_seen: dict[tuple[str, str, str], _Where] = {}
+    ignored: dict[str, int] = {}
+
+    def check_unique(kind: str, namespace: str, name: str, where: _Where) -> None:
+        key = (kind, namespace, name)
+        where = replace(where, label=f"{kind} {namespace}/{name}")
+        if key in first_seen:
+            other = first_seen[key]
+            at = f"{other.file}: document {other.document}" if other.document else other.file
+            raise where.error("", f"defined twice (first in {at})")
+        first_seen[key] = where
+
+    for path in _expand(paths):
+        for where, doc in _file_objects(path, stdin):
+            kind = str(doc["kind"])
+            if kind == "Pod" and _is_core(doc):
+                pod = _pod(doc, where, derive_uids)
+                check_unique(kind, pod.namespace, pod.name, where)
+                pods.append(pod)
+            elif kind == "Secret" and _is_core(doc):
+                secret = _secret(doc, where, derive_uids)
+                check_unique(kind, secret.namespace, secret.name, where)
+                secrets[secret.namespace, secret.name] = secret
+            elif kind == "ServiceAccount" and _is_core(doc):
+                account = _service_account(doc, where, derive_uids)
+                check_unique(kind, account.namespace, account.name, where)
+                accounts[account.namespace, account.name] = account
+            else:
+                ignored[kind] = ignored.get(kind, 0) + 1
+
+    resolved: list[Pod] = []
+    for pod in pods:
+        owner = accounts.get((pod.namespace, pod.service_account_name))
+        if not pod.image_pull_secrets and owner is not None and owner.image_pull_secrets:
+            pod = replace(pod, image_pull_secrets=owner.image_pull_secrets)
+        resolved.append(pod)
+    return Objects(
+        pods=resolved,
+        secrets=secrets,
+        service_accounts=accounts,
+        ignored=sum(ignored.values()),
+        ignored_kinds=ignored,
+    )
+
+
+def load_secrets(path: Path, *, derive_uids: bool = True) -> list[Secret]:
+    """Every Secret in a manifest file, in order (other kinds are skipped unread).
+
+    With ``derive_uids=False`` a Secret without ``metadata.uid`` keeps an empty UID, so callers
+    that must match a real cluster's records can insist on the real one.
+    """
     return [
-        secret_from_manifest(doc, str(path))
-        for doc in iter_documents(text, str(path))
-        if doc.get("kind") == "Secret"
+        _secret(doc, where, derive_uids)
+        for where, doc in _file_objects(path, None)
+        if doc["kind"] == "Secret" and _is_core(doc)
     ]

@@ -25,6 +25,7 @@ import functools
 import re
 from dataclasses import dataclass
 
+from pullwarden._gofmt import go_quote
 from pullwarden.errors import InvalidReferenceError
 
 __all__ = [
@@ -165,39 +166,6 @@ def _parse_grammar_split(s: str) -> Reference:
     return Reference(domain=m.group(1) or "", path=m.group(2), tag=tag, digest=digest)
 
 
-_GO_SHORT_ESCAPES = {
-    "\a": "\\a",
-    "\b": "\\b",
-    "\f": "\\f",
-    "\n": "\\n",
-    "\r": "\\r",
-    "\t": "\\t",
-    "\v": "\\v",
-}
-
-
-def _go_quote(s: str) -> str:
-    """Render ``s`` like Go's ``%q`` verb (strconv.Quote)."""
-    out = ['"']
-    for ch in s:
-        if ch in ('"', "\\"):
-            out.append("\\" + ch)
-        elif ch in _GO_SHORT_ESCAPES:
-            out.append(_GO_SHORT_ESCAPES[ch])
-        elif ch.isprintable():
-            out.append(ch)
-        else:
-            cp = ord(ch)
-            if cp < 0x80:
-                out.append(f"\\x{cp:02x}")
-            elif cp <= 0xFFFF:
-                out.append(f"\\u{cp:04x}")
-            else:
-                out.append(f"\\U{cp:08x}")
-    out.append('"')
-    return "".join(out)
-
-
 # --- public parsers --------------------------------------------------------------------------
 
 
@@ -279,7 +247,7 @@ def parse_image_name(image: str) -> tuple[str, str, str]:
     try:
         ref = parse_normalized(image)
     except InvalidReferenceError as err:
-        raise InvalidReferenceError(f"couldn't parse image name {_go_quote(image)}: {err}") from err
+        raise InvalidReferenceError(f"couldn't parse image name {go_quote(image)}: {err}") from err
     tag = ref.tag
     if not tag and not ref.digest:
         tag = DEFAULT_TAG

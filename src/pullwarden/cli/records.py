@@ -259,7 +259,7 @@ def secrets_from_files(image: str, files: Sequence[Path]) -> list[ImagePullSecre
     """The pod secrets the kubelet would derive for ``image`` from these Secret manifests (§2.6)."""
     if not files:
         return []
-    loaded = [s for path in files for s in load_secrets(path)]
+    loaded = [s for path in files for s in load_secrets(path, derive_uids=False)]
     for s in loaded:
         if not s.uid:
             raise click.BadParameter(

@@ -1,0 +1,621 @@
+"""The kubelet configuration fields pullwarden honours, read from a real ``KubeletConfiguration``.
+
+A node's kubelet reads a ``kubelet.config.k8s.io/v1beta1`` ``KubeletConfiguration`` document.
+pullwarden accepts the same file (YAML or JSON) and uses the fields of the image pull path:
+
+==========================================  =================================================
+field                                       default (as the kubelet's v1beta1 defaulting)
+==========================================  =================================================
+``featureGates.KubeletEnsureSecretPulledImages``   on (beta and on by default since v1.35)
+``imagePullCredentialsVerificationPolicy``  ``NeverVerifyPreloadedImages`` (gate on only)
+``preloadedImagesVerificationAllowlist``    empty
+``serializeImagePulls``                     true, unless ``maxParallelImagePulls`` ≥ 2
+``maxParallelImagePulls``                   unset (no limit once pulls are parallel)
+``registryPullQPS`` / ``registryBurst``     5 / 10 (0 QPS means no limit; 0 burst means 10)
+``imageGCHighThresholdPercent`` / ``Low``   85 / 80
+``imageMinimumGCAge``                       2m (0 also means 2m)
+``imageMaximumGCAge``                       0 (disabled)
+``imageServiceEndpoint``                    "" (recorded for the CRI backend)
+``containerRuntimeEndpoint``                "" (recorded for the CRI backend)
+==========================================  =================================================
+
+Every other field of a real configuration is accepted and ignored.  Values are checked with
+the kubelet's own rules and messages; each problem names its field, and all problems found
+are reported together in one :class:`~pullwarden.errors.ConfigError`.
+
+Durations use Go's ``time.ParseDuration`` syntax (``2m``, ``1h30m``, ``300ms``, ``0s``);
+:func:`parse_go_duration` and :func:`format_go_duration` implement it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Final
+
+import yaml
+
+from pullwarden._gofmt import go_duration
+from pullwarden.errors import ConfigError
+from pullwarden.policy import (
+    ALLOWLIST_FIELD,
+    DEFAULT_POLICY,
+    FEATURE_GATE,
+    POLICY_FIELD,
+    VerificationPolicy,
+    validate_kubelet_config,
+)
+
+__all__ = [
+    "API_VERSION",
+    "KIND",
+    "KubeletConfig",
+    "default_kubelet_config",
+    "format_go_duration",
+    "load_kubelet_config",
+    "parse_go_duration",
+    "parse_kubelet_config",
+]
+
+API_VERSION: Final = "kubelet.config.k8s.io/v1beta1"
+KIND: Final = "KubeletConfiguration"
+
+# The feature gate that must be on for ``imageMaximumGCAge`` to be set (beta, on by default).
+_MAX_GC_AGE_GATE: Final = "ImageMaximumGCAge"
+
+_NS_PER_US: Final = 1_000
+_DEFAULT_MIN_GC_AGE_NS: Final = 2 * 60 * 1_000_000_000
+_INT32_MIN: Final = -(2**31)
+_INT32_MAX: Final = 2**31 - 1
+
+
+# --- Go durations ----------------------------------------------------------------------------
+
+_UNIT_NS: Final[Mapping[str, int]] = {
+    "ns": 1,
+    "us": 1_000,
+    "µs": 1_000,  # U+00B5 MICRO SIGN
+    "μs": 1_000,  # U+03BC GREEK SMALL LETTER MU
+    "ms": 1_000_000,
+    "s": 1_000_000_000,
+    "m": 60 * 1_000_000_000,
+    "h": 3600 * 1_000_000_000,
+}
+_LIMIT: Final = 1 << 63  # the magnitude of the most negative int64
+
+
+def _time_quote(text: str) -> str:
+    """Quote ``text`` as Go's time package does in its parse errors."""
+    out = ['"']
+    for ch in text:
+        if " " <= ch < "\x80":
+            if ch in '"\\':
+                out.append("\\")
+            out.append(ch)
+        else:
+            out.extend(f"\\x{b:02x}" for b in ch.encode("utf-8", "surrogatepass"))
+    out.append('"')
+    return "".join(out)
+
+
+def _is_digit(ch: str) -> bool:
+    return "0" <= ch <= "9"
+
+
+def parse_go_duration(text: str) -> int:
+    """Parse a Go duration string (``time.ParseDuration``) into integer nanoseconds.
+
+    Accepts an optional sign, then one or more ``<number><unit>`` pairs where the number may
+    have a fraction and the unit is one of ns, us, µs, ms, s, m, h; ``"0"`` alone needs no unit.
+    Anything else, and values beyond the int64 range, raise :class:`ValueError` with Go's
+    message (``time: invalid duration "abc"``).
+    """
+    invalid = ValueError(f"time: invalid duration {_time_quote(text)}")
+    rest = text
+    negative = False
+    if rest[:1] in ("-", "+"):
+        negative = rest[0] == "-"
+        rest = rest[1:]
+    if rest == "0":
+        return 0
+    if not rest:
+        raise invalid
+    total = 0
+    while rest:
+        if not (rest[0] == "." or _is_digit(rest[0])):
+            raise invalid
+        # Whole part.
+        i = 0
+        whole = 0
+        while i < len(rest) and _is_digit(rest[i]):
+            if whole > _LIMIT // 10:
+                raise invalid
+            whole = whole * 10 + (ord(rest[i]) - 48)
+            if whole > _LIMIT:
+                raise invalid
+            i += 1
+        has_whole = i > 0
+        rest = rest[i:]
+        # Fraction: digits beyond what fits are read but ignored, as Go does.
+        fraction = 0
+        scale = 1.0
+        has_fraction = False
+        if rest[:1] == ".":
+            rest = rest[1:]
+            i = 0
+            saturated = False
+            while i < len(rest) and _is_digit(rest[i]):
+                if not saturated:
+                    if fraction > (_LIMIT - 1) // 10:
+                        saturated = True
+                    else:
+                        candidate = fraction * 10 + (ord(rest[i]) - 48)
+                        if candidate > _LIMIT:
+                            saturated = True
+                        else:
+                            fraction = candidate
+                            scale *= 10
+                i += 1
+            has_fraction = i > 0
+            rest = rest[i:]
+        if not has_whole and not has_fraction:
+            raise invalid
+        # Unit: everything up to the next digit or dot.
+        i = 0
+        while i < len(rest) and not (rest[i] == "." or _is_digit(rest[i])):
+            i += 1
+        if i == 0:
+            raise ValueError(f"time: missing unit in duration {_time_quote(text)}")
+        unit_text, rest = rest[:i], rest[i:]
+        unit = _UNIT_NS.get(unit_text)
+        if unit is None:
+            raise ValueError(
+                f"time: unknown unit {_time_quote(unit_text)} in duration {_time_quote(text)}"
+            )
+        if whole > _LIMIT // unit:
+            raise invalid
+        value = whole * unit
+        if fraction > 0:
+            # Go adds the fraction in float64 arithmetic; Python floats are the same doubles.
+            value += int(float(fraction) * (float(unit) / scale))
+            if value > _LIMIT:
+                raise invalid
+        total += value
+        if total > _LIMIT:
+            raise invalid
+    if negative:
+        return -total
+    if total > _LIMIT - 1:
+        raise invalid
+    return total
+
+
+def format_go_duration(value: int | timedelta) -> str:
+    """Render nanoseconds (or a :class:`timedelta`) as Go's ``Duration.String`` does.
+
+    ``0`` → ``0s``, ``1500000`` → ``1.5ms``, two minutes → ``2m0s``, 90 minutes → ``1h30m0s``.
+    """
+    return go_duration(_timedelta_ns(value) if isinstance(value, timedelta) else value)
+
+
+def _timedelta_ns(value: timedelta) -> int:
+    return ((value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds) * _NS_PER_US
+
+
+# --- the configuration -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class KubeletConfig:
+    """The image-pull part of a kubelet configuration, defaulted and validated.
+
+    Constructing one directly applies the same checks as :func:`parse_kubelet_config` and
+    raises :class:`~pullwarden.errors.ConfigError` for an invalid combination.
+    ``verification_policy`` is normalised: with the feature gate on, None means the default
+    ``NeverVerifyPreloadedImages``; with the gate off the policy is meaningless and becomes None
+    (an explicit policy other than the default, or an allowlist, is rejected as the kubelet does).
+    """
+
+    feature_gate_enabled: bool = True
+    verification_policy: VerificationPolicy | None = DEFAULT_POLICY
+    allowlist: tuple[str, ...] = ()
+    serialize_image_pulls: bool = True
+    max_parallel_image_pulls: int | None = None
+    registry_pull_qps: float = 5.0
+    registry_burst: int = 10
+    image_gc_high_threshold_percent: int = 85
+    image_gc_low_threshold_percent: int = 80
+    image_minimum_gc_age: timedelta = timedelta(minutes=2)
+    image_maximum_gc_age: timedelta = timedelta(0)
+    image_service_endpoint: str = ""
+    container_runtime_endpoint: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.feature_gate_enabled and self.verification_policy is DEFAULT_POLICY:
+            object.__setattr__(self, "verification_policy", None)
+        elif self.feature_gate_enabled and self.verification_policy is None:
+            object.__setattr__(self, "verification_policy", DEFAULT_POLICY)
+        if not isinstance(self.allowlist, tuple):
+            object.__setattr__(self, "allowlist", tuple(self.allowlist))
+        policy = self.verification_policy
+        _, problems = _check(
+            gate_on=self.feature_gate_enabled,
+            policy=policy.value if policy is not None else None,
+            allowlist=self.allowlist,
+            serialize=self.serialize_image_pulls,
+            max_parallel=self.max_parallel_image_pulls,
+            qps=self.registry_pull_qps,
+            burst=self.registry_burst,
+            high=self.image_gc_high_threshold_percent,
+            low=self.image_gc_low_threshold_percent,
+            min_age=_timedelta_ns(self.image_minimum_gc_age),
+            max_age=_timedelta_ns(self.image_maximum_gc_age),
+        )
+        if problems:
+            raise ConfigError(_join(problems), problems=tuple(problems))
+
+    @property
+    def parallel_pull_limit(self) -> int | None:
+        """How many pulls may run at once: 1 when serialized, else the limit (None = no limit)."""
+        if self.serialize_image_pulls:
+            return 1
+        return self.max_parallel_image_pulls
+
+    @property
+    def image_gc_disabled(self) -> bool:
+        """The kubelet skips disk-usage image GC when the high threshold is 100 percent."""
+        return self.image_gc_high_threshold_percent == 100
+
+
+def default_kubelet_config() -> KubeletConfig:
+    """The configuration a kubelet v1.35+ runs with when its config file sets nothing."""
+    return KubeletConfig()
+
+
+def _join(problems: Sequence[str]) -> str:
+    """One message for several problems, bracketed the way Kubernetes' aggregate error is."""
+    if len(problems) == 1:
+        return problems[0]
+    return "[" + ", ".join(problems) + "]"
+
+
+def _check(
+    *,
+    gate_on: bool,
+    policy: str | None,
+    allowlist: Sequence[str],
+    serialize: bool,
+    max_parallel: int | None,
+    qps: float,
+    burst: int,
+    high: int,
+    low: int,
+    min_age: int,
+    max_age: int,
+    max_gc_age_gate: bool = True,
+) -> tuple[VerificationPolicy | None, list[str]]:
+    """Apply the kubelet's validation rules for these fields, in the kubelet's order.
+
+    Durations are in nanoseconds.  Returns the effective verification policy (None when the
+    gate is off or the policy is invalid) and the list of problems (empty when valid).
+    """
+    out: list[str] = []
+    if not 0 <= high <= 100:
+        out.append(
+            "invalid configuration: imageGCHighThresholdPercent (--image-gc-high-threshold) "
+            f"{high} must be between 0 and 100, inclusive"
+        )
+    if not 0 <= low <= 100:
+        out.append(
+            "invalid configuration: imageGCLowThresholdPercent (--image-gc-low-threshold) "
+            f"{low} must be between 0 and 100, inclusive"
+        )
+    if low >= high:
+        out.append(
+            "invalid configuration: imageGCLowThresholdPercent (--image-gc-low-threshold) "
+            f"{low} must be less than imageGCHighThresholdPercent (--image-gc-high-threshold) "
+            f"{high}"
+        )
+    if max_age != 0 and not max_gc_age_gate:
+        out.append(
+            f"invalid configuration: {_MAX_GC_AGE_GATE} feature gate is required for Kubelet "
+            "configuration option imageMaximumGCAge"
+        )
+    if min_age < 0:
+        out.append(
+            f"invalid configuration: imageMinimumGCAge {format_go_duration(min_age)} "
+            "must not be negative"
+        )
+    if max_age < 0:
+        out.append(
+            f"invalid configuration: imageMaximumGCAge {format_go_duration(max_age)} "
+            "must not be negative"
+        )
+    if max_age > 0 and max_age <= min_age:
+        out.append(
+            f"invalid configuration: imageMaximumGCAge {format_go_duration(max_age)} must be "
+            f"greater than imageMinimumGCAge {format_go_duration(min_age)}"
+        )
+    if burst < 0:
+        out.append(
+            f"invalid configuration: registryBurst (--registry-burst) {burst} "
+            "must not be a negative number"
+        )
+    if not qps >= 0:  # also catches NaN
+        out.append(
+            f"invalid configuration: registryPullQPS (--registry-qps) {_number(qps)} "
+            "must not be a negative number"
+        )
+    if max_parallel is not None and max_parallel < 1:
+        out.append(
+            f"invalid configuration: maxParallelImagePulls {max_parallel} must be a positive number"
+        )
+    if serialize and max_parallel is not None and max_parallel > 1:
+        out.append(
+            "invalid configuration: maxParallelImagePulls cannot be larger than 1 unless "
+            "SerializeImagePulls (--serialize-image-pulls) is set to false"
+        )
+    effective: VerificationPolicy | None = None
+    try:
+        effective = validate_kubelet_config(gate_on, policy, list(allowlist))
+    except ConfigError as err:
+        out.extend(_unjoin(str(err)))
+    return effective, out
+
+
+def _unjoin(message: str) -> list[str]:
+    """Undo :func:`_join` for a message from :func:`policy.validate_kubelet_config`.
+
+    Each kubelet message starts with ``invalid configuration:``; a bracketed message holds
+    several, joined with ``", "``.
+    """
+    if message.startswith("[") and message.endswith("]"):
+        return re.split(r", (?=invalid configuration: )", message[1:-1])
+    return [message]
+
+
+def _number(value: float) -> str:
+    number = float(value)
+    return str(int(number)) if math.isfinite(number) and number.is_integer() else repr(number)
+
+
+# --- reading a file --------------------------------------------------------------------------
+
+
+class _Reader:
+    """Typed access to the raw configuration mapping, collecting type errors by field name."""
+
+    def __init__(self, doc: Mapping[str, Any]) -> None:
+        self.doc = doc
+        self.errors: list[str] = []
+
+    def _get(self, name: str) -> Any:
+        return self.doc.get(name)
+
+    def _type_error(self, name: str, expected: str, value: Any) -> None:
+        self.errors.append(f"{name}: expected {expected}, got {_describe(value)}")
+
+    def boolean(self, name: str) -> bool | None:
+        return self._bool(name, self._get(name))
+
+    def _bool(self, name: str, value: Any) -> bool | None:
+        if value is None:
+            return None
+        if isinstance(value, bool):
+            return value
+        self._type_error(name, "a boolean (true or false)", value)
+        return None
+
+    def int32(self, name: str) -> int | None:
+        value = self._get(name)
+        if value is None:
+            return None
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)  # JSON/YAML ``5.0`` is still a whole number
+        if isinstance(value, bool) or not isinstance(value, int):
+            self._type_error(name, "an integer", value)
+            return None
+        if not _INT32_MIN <= value <= _INT32_MAX:
+            self.errors.append(f"{name}: {value} does not fit in a 32-bit integer")
+            return None
+        return value
+
+    def string(self, name: str) -> str | None:
+        value = self._get(name)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            self._type_error(name, "a string", value)
+            return None
+        return value
+
+    def duration(self, name: str) -> int | None:
+        value = self._get(name)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            self._type_error(name, 'a duration string such as "2m" or "1h30m"', value)
+            return None
+        try:
+            return parse_go_duration(value)
+        except ValueError as err:
+            self.errors.append(f"{name}: {err}")
+            return None
+
+    def string_list(self, name: str) -> list[str] | None:
+        value = self._get(name)
+        if value is None:
+            return None
+        if not isinstance(value, list):
+            self._type_error(name, "a list of strings", value)
+            return None
+        out: list[str] = []
+        for i, item in enumerate(value):
+            if not isinstance(item, str):
+                self._type_error(f"{name}[{i}]", "a string", item)
+                return None
+            out.append(item)
+        return out
+
+    def feature_gates(self) -> dict[str, bool]:
+        value = self._get("featureGates")
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            self._type_error("featureGates", "a map of gate names to booleans", value)
+            return {}
+        gates: dict[str, bool] = {}
+        for key, enabled in value.items():
+            flag = self._bool(f"featureGates.{key}", enabled)
+            if flag is not None:
+                gates[str(key)] = flag
+        return gates
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, bool):
+        return f"boolean {str(value).lower()}"
+    if isinstance(value, str):
+        return f"string {json.dumps(value)}"
+    if isinstance(value, int | float):
+        return f"number {value}"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, Mapping):
+        return "a map"
+    return type(value).__name__
+
+
+def parse_kubelet_config(doc: Mapping[str, Any], source: str = "config") -> KubeletConfig:
+    """Build a validated :class:`KubeletConfig` from a decoded ``KubeletConfiguration``.
+
+    ``kind`` and ``apiVersion`` must be ``KubeletConfiguration`` and
+    ``kubelet.config.k8s.io/v1beta1``.  Unknown fields are ignored.  Wrongly typed fields are
+    reported first (the kubelet would fail to decode them); otherwise the kubelet's defaulting
+    and validation rules apply.  Errors are :class:`ConfigError` prefixed with ``source``.
+    """
+    if not isinstance(doc, Mapping):
+        raise _error(source, [f"expected a {KIND} object, got {_describe(doc)}"])
+    kind = doc.get("kind")
+    api_version = doc.get("apiVersion")
+    header: list[str] = []
+    if kind != KIND:
+        header.append(
+            f"kind: expected {KIND}, got {json.dumps(kind) if kind is not None else 'nothing'}"
+        )
+    if api_version != API_VERSION:
+        got = json.dumps(api_version) if api_version is not None else "nothing"
+        header.append(f"apiVersion: expected {API_VERSION}, got {got}")
+    if header:
+        raise _error(source, header)
+
+    r = _Reader(doc)
+    gates = r.feature_gates()
+    gate_on = gates.get(FEATURE_GATE, True)
+    max_gc_age_gate = gates.get(_MAX_GC_AGE_GATE, True)
+    policy_text = r.string(POLICY_FIELD)
+    allowlist = r.string_list(ALLOWLIST_FIELD)
+    serialize = r.boolean("serializeImagePulls")
+    max_parallel = r.int32("maxParallelImagePulls")
+    qps = r.int32("registryPullQPS")
+    burst = r.int32("registryBurst")
+    high = r.int32("imageGCHighThresholdPercent")
+    low = r.int32("imageGCLowThresholdPercent")
+    min_age = r.duration("imageMinimumGCAge")
+    max_age = r.duration("imageMaximumGCAge")
+    image_endpoint = r.string("imageServiceEndpoint")
+    runtime_endpoint = r.string("containerRuntimeEndpoint")
+    if r.errors:
+        raise _error(source, r.errors)
+
+    # The kubelet's v1beta1 defaulting, including its zero-means-default quirks.
+    if serialize is None:
+        serialize = max_parallel is None or max_parallel < 2
+    qps = 5 if qps is None else qps
+    burst = burst or 10
+    high = 85 if high is None else high
+    low = 80 if low is None else low
+    min_age = min_age or _DEFAULT_MIN_GC_AGE_NS
+    max_age = max_age or 0
+    policy, problems = _check(
+        gate_on=gate_on,
+        policy=policy_text,
+        allowlist=allowlist or (),
+        serialize=serialize,
+        max_parallel=max_parallel,
+        qps=qps,
+        burst=burst,
+        high=high,
+        low=low,
+        min_age=min_age,
+        max_age=max_age,
+        max_gc_age_gate=max_gc_age_gate,
+    )
+    if problems:
+        raise _error(source, problems)
+    return KubeletConfig(
+        feature_gate_enabled=gate_on,
+        verification_policy=policy,
+        allowlist=tuple(allowlist or ()),
+        serialize_image_pulls=serialize,
+        max_parallel_image_pulls=max_parallel,
+        registry_pull_qps=float(qps),
+        registry_burst=burst,
+        image_gc_high_threshold_percent=high,
+        image_gc_low_threshold_percent=low,
+        image_minimum_gc_age=_to_timedelta(min_age),
+        image_maximum_gc_age=_to_timedelta(max_age),
+        image_service_endpoint=image_endpoint or "",
+        container_runtime_endpoint=runtime_endpoint or "",
+    )
+
+
+def _to_timedelta(ns: int) -> timedelta:
+    """Nanoseconds to a timedelta (which keeps microseconds; finer parts are truncated)."""
+    return timedelta(microseconds=ns // _NS_PER_US)
+
+
+def _error(source: str, problems: Sequence[str]) -> ConfigError:
+    return ConfigError(f"{source}: {_join(problems)}", source=source, problems=tuple(problems))
+
+
+def load_kubelet_config(path: Path) -> KubeletConfig:
+    """Read, default and validate a ``KubeletConfiguration`` file (YAML or JSON).
+
+    The file must hold exactly one document.  Unreadable files, malformed YAML/JSON (with the
+    line), the wrong kind or apiVersion, and invalid values raise :class:`ConfigError`.
+    """
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        raise _error(source, [f"cannot read: {reason}"]) from None
+    if text.lstrip().startswith("{"):
+        # JSON first (YAML parsers reject some valid JSON, such as tab indentation); a ``.yaml``
+        # file in YAML flow style that is not JSON falls through to the YAML parser.
+        try:
+            return parse_kubelet_config(json.loads(text), source)
+        except json.JSONDecodeError as err:
+            if path.suffix == ".json":
+                raise _error(
+                    source, [f"line {err.lineno}, column {err.colno}: invalid JSON: {err.msg}"]
+                ) from None
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise _error(source, [f"{where}invalid YAML: {err.problem or err}"]) from None
+    except yaml.YAMLError as err:
+        raise _error(source, [f"invalid YAML: {err}"]) from None
+    if not docs:
+        raise _error(source, [f"empty file: expected a {KIND} document"])
+    if len(docs) > 1:
+        raise _error(source, [f"expected one {KIND} document, found {len(docs)}"])
+    return parse_kubelet_config(docs[0], source)

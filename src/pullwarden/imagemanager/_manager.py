@@ -1,0 +1,413 @@
+"""``EnsureImageExists``: get a container's image onto the node, if the pod may have it (spec §1).
+
+:meth:`ImageManager.ensure_image_exists` follows the kubelet step by step (spec §1.3): apply
+the default tag; look for the image unless the policy is ``Always``; with the
+``KubeletEnsureSecretPulledImages`` gate on, ask the pull manager whether the pod's credentials
+must first prove themselves; refuse ``Never`` pods that cannot use what is there without saying
+whether it is there; otherwise pull, with the pod's credentials, through back-off, the rate
+limit and the puller, and record what the pull proved.  Events, error values and messages are
+the kubelet's (spec §1.7), as is the ``ensure_image_requests`` metric (spec §1.8).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from pullwarden._clock import Clock, SystemClock
+from pullwarden._gofmt import MILLISECOND, go_duration, go_quote, seconds_to_ns, truncate
+from pullwarden.credentials import Keyring, TrackedCredential, tracked_to_image_pull_credentials
+from pullwarden.errors import InvalidReferenceError
+from pullwarden.events import (
+    BACK_OFF,
+    ERR_IMAGE_NEVER_PULL_POLICY,
+    FAILED,
+    INSPECT_FAILED,
+    NORMAL,
+    PULLED,
+    PULLING,
+    WARNING,
+    EventRecorder,
+)
+from pullwarden.imagemanager._backoff import Backoff
+from pullwarden.imagemanager._credentials import CredentialLookup, describe_credential, error_text
+from pullwarden.imagemanager._errors import (
+    ERR_IMAGE_INSPECT,
+    ERR_IMAGE_NEVER_PULL,
+    ERR_IMAGE_PULL,
+    ERR_IMAGE_PULL_BACK_OFF,
+    ERR_INVALID_IMAGE_NAME,
+    classify_pull_error,
+)
+from pullwarden.imagemanager._pullers import (
+    ParallelPuller,
+    Puller,
+    PullOutcome,
+    SerialPuller,
+    pull_with_credentials,
+)
+from pullwarden.imagemanager._throttle import TokenBucket
+from pullwarden.metrics import Metrics
+from pullwarden.objects import Container, Pod, Secret
+from pullwarden.pullmanager import Decision, PullManager
+from pullwarden.reference import apply_default_tag, default_pull_policy
+from pullwarden.runtime import ImageService
+
+__all__ = [
+    "PULL_POLICIES",
+    "VERIFIED_BY_FEATURE_DISABLED",
+    "VERIFIED_BY_NODE_WIDE",
+    "VERIFIED_BY_POLICY",
+    "VERIFIED_BY_PULL",
+    "VERIFIED_BY_SECRET_COORDINATES",
+    "VERIFIED_BY_SECRET_HASH",
+    "VERIFIED_BY_SERVICE_ACCOUNT",
+    "EnsureResult",
+    "ImageManager",
+]
+
+log = logging.getLogger("pullwarden.imagemanager")
+
+ALWAYS: Final = "Always"
+IF_NOT_PRESENT: Final = "IfNotPresent"
+NEVER: Final = "Never"
+PULL_POLICIES: Final = (ALWAYS, IF_NOT_PRESENT, NEVER)
+
+# How a container came to have its image (EnsureResult.verified_by).
+VERIFIED_BY_PULL: Final = "pull"
+VERIFIED_BY_SECRET_HASH: Final = "secretHash"
+VERIFIED_BY_SECRET_COORDINATES: Final = "secretCoordinates"
+VERIFIED_BY_SERVICE_ACCOUNT: Final = "serviceAccount"
+VERIFIED_BY_NODE_WIDE: Final = "nodeWide"
+VERIFIED_BY_POLICY: Final = "policy"
+VERIFIED_BY_FEATURE_DISABLED: Final = "featureDisabled"
+
+_VERIFIED_BY_MATCH: Final = {
+    "hash": VERIFIED_BY_SECRET_HASH,
+    "coordinates": VERIFIED_BY_SECRET_COORDINATES,
+    "service-account": VERIFIED_BY_SERVICE_ACCOUNT,
+    "node-wide": VERIFIED_BY_NODE_WIDE,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class EnsureResult:
+    """The outcome of one :meth:`ImageManager.ensure_image_exists` call.
+
+    ``error`` is None on success, else the kubelet's error value (``ErrImagePull``,
+    ``ImagePullBackOff``, ``ErrImageNeverPull``, ``InvalidImageName``, ``ImageInspectError``,
+    ``RegistryUnavailable``, ``SignatureValidationFailed``) with the kubelet's ``message``.
+    ``pulled`` says whether the registry was asked in this call; ``verified_by`` how the pod's
+    access was established (``pull``, ``secretHash``, ``secretCoordinates``, ``serviceAccount``,
+    ``nodeWide``, ``policy``, ``featureDisabled``; "" on failure); ``credential`` who pulled or
+    was verified (``secret ns/name``, ``service account ns/name``, ``node credentials``,
+    ``anonymous``; "" when no credential of the pod was involved).
+    """
+
+    image_ref: str
+    error: str | None
+    message: str
+    pulled: bool
+    verified_by: str
+    credential: str
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def _failure(error: str, message: str, *, pulled: bool = False) -> EnsureResult:
+    return EnsureResult("", error, message, pulled, "", "")
+
+
+class _Request:
+    """The facts of one ensure call the metric and the log prefix need."""
+
+    __slots__ = ("container", "pod", "present", "required")
+
+    def __init__(self, pod: Pod, container: Container) -> None:
+        self.pod = pod
+        self.container = container
+        self.present: bool | None = None
+        self.required: bool | None = None
+
+
+class ImageManager:
+    """The kubelet's image manager for one node.
+
+    ``pull_manager`` None means the ``KubeletEnsureSecretPulledImages`` feature gate is off:
+    a present image is always used and nothing is recorded.  ``node_keyring`` supplies the
+    node's own credentials (docker config files and the like), tried after the pod's Secrets.
+    ``serialize_image_pulls`` picks the serial puller (one pull at a time, a queue of ten),
+    otherwise pulls run in parallel, at most ``max_parallel_image_pulls`` at once (None:
+    unlimited).  ``registry_pull_qps`` > 0 limits pulls to that rate with bursts of
+    ``registry_burst``; 0 means no limit.  Thread-safe: pods may ensure their images from
+    several threads.  :meth:`close` stops the puller threads.
+    """
+
+    def __init__(
+        self,
+        image_service: ImageService,
+        pull_manager: PullManager | None,
+        *,
+        events: EventRecorder | None = None,
+        node_keyring: Keyring | None = None,
+        serialize_image_pulls: bool = True,
+        max_parallel_image_pulls: int | None = None,
+        registry_pull_qps: float = 5.0,
+        registry_burst: int = 10,
+        clock: Clock | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.image_service = image_service
+        self.pull_manager = pull_manager
+        self.events = events
+        self.node_keyring = node_keyring
+        self.clock: Clock = clock or SystemClock()
+        if metrics is None:
+            metrics = pull_manager.metrics if pull_manager is not None else Metrics()
+        self.metrics = metrics
+        self.backoff = Backoff(self.clock)
+        self._throttle = (
+            TokenBucket(registry_pull_qps, registry_burst, self.clock)
+            if registry_pull_qps > 0
+            else None
+        )
+        self._puller: Puller = (
+            SerialPuller() if serialize_image_pulls else ParallelPuller(max_parallel_image_pulls)
+        )
+        self._previous_errors: dict[str, str] = {}
+        self._errors_lock = threading.Lock()
+
+    @property
+    def feature_gate_enabled(self) -> bool:
+        return self.pull_manager is not None
+
+    def close(self) -> None:
+        """Stop the puller threads (pulls already accepted finish first)."""
+        self._puller.close()
+
+    def __enter__(self) -> ImageManager:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- events ------------------------------------------------------------------------------
+
+    def _event(self, req: _Request, type: str, reason: str, message: str) -> None:
+        if self.events is not None:
+            self.events.record(req.pod, type, reason, message)
+            return
+        prefix = f"{req.pod.namespace}/{req.pod.name}/{req.container.image}"
+        level = logging.WARNING if type == WARNING else logging.INFO
+        log.log(level, "%s %s", prefix, message)
+
+    def _never_pull(self, req: _Request) -> EnsureResult:
+        """The answer for ``Never`` whether the image is absent or merely not usable."""
+        message = (
+            f"Container image {go_quote(req.container.image)} is not present with pull policy "
+            "of Never"
+        )
+        self._event(req, WARNING, ERR_IMAGE_NEVER_PULL_POLICY, message)
+        return _failure(ERR_IMAGE_NEVER_PULL, message)
+
+    # -- EnsureImageExists (spec §1.3) -------------------------------------------------------
+
+    def ensure_image_exists(
+        self, pod: Pod, container: Container, pull_secrets: Sequence[Secret]
+    ) -> EnsureResult:
+        """Make ``container``'s image available to ``pod`` as the kubelet would.
+
+        ``pull_secrets`` are the pod's image pull Secrets that could be found, in the pod's
+        order.  Never raises for anything a kubelet reports as a container error.
+        """
+        policy = container.image_pull_policy or default_pull_policy(container.image)
+        if policy not in PULL_POLICIES:
+            raise ValueError(
+                f"container {container.name!r}: unknown imagePullPolicy {policy!r} "
+                f"(expected one of {', '.join(PULL_POLICIES)})"
+            )
+        req = _Request(pod, container)
+        try:
+            return self._ensure(req, policy, pull_secrets)
+        finally:
+            self.metrics.count_ensure_image_request(policy, req.present, req.required)
+
+    def _ensure(self, req: _Request, policy: str, pull_secrets: Sequence[Secret]) -> EnsureResult:
+        requested = req.container.image
+        try:
+            image = apply_default_tag(requested)
+        except InvalidReferenceError as err:
+            message = f"Failed to apply default image tag {go_quote(requested)}: {err}"
+            self._event(req, WARNING, INSPECT_FAILED, message)
+            return _failure(ERR_INVALID_IMAGE_NAME, message)
+
+        image_ref = ""
+        if policy != ALWAYS:
+            try:
+                status = self.image_service.image_status(image)
+            except Exception as err:
+                message = f"Failed to inspect image {go_quote(image_ref)}: {error_text(err)}"
+                self._event(req, WARNING, INSPECT_FAILED, message)
+                return _failure(ERR_IMAGE_INSPECT, message)
+            image_ref = status.id if status is not None else ""
+            req.present = bool(image_ref)
+            if not image_ref and policy == NEVER:
+                return self._never_pull(req)
+
+        lookup = CredentialLookup(
+            image,
+            pull_secrets,
+            self.node_keyring,
+            track_hashes=self.feature_gate_enabled,
+        )
+
+        if image_ref:
+            req.required = False
+            if self.pull_manager is None:
+                self._event(
+                    req,
+                    NORMAL,
+                    PULLED,
+                    f"Container image {go_quote(requested)} already present on machine",
+                )
+                return EnsureResult(image_ref, None, "", False, VERIFIED_BY_FEATURE_DISABLED, "")
+            try:
+                decision = self.pull_manager.decide(requested, image_ref, lookup.pod_credentials)
+            except Exception as err:
+                req.required = None
+                return _failure(ERR_IMAGE_PULL, error_text(err))
+            if not decision.must_pull:
+                self._event(
+                    req,
+                    NORMAL,
+                    PULLED,
+                    f"Container image {go_quote(requested)} already present on machine and can "
+                    "be accessed by the pod",
+                )
+                verified_by, credential = self._verified(decision, lookup)
+                return EnsureResult(image_ref, None, "", False, verified_by, credential)
+        req.required = True
+
+        if policy == NEVER:
+            return self._never_pull(req)
+
+        try:
+            credentials = lookup()
+        except Exception as err:
+            return _failure(ERR_IMAGE_PULL, error_text(err))
+        return self._pull(req, image, credentials)
+
+    @staticmethod
+    def _verified(decision: Decision, lookup: CredentialLookup) -> tuple[str, str]:
+        """(verified_by, credential) for a present image the pull manager let the pod use."""
+        if decision.result == "credentialPolicyAllowed":
+            return VERIFIED_BY_POLICY, ""
+        verified_by = _VERIFIED_BY_MATCH.get(decision.match or "", VERIFIED_BY_POLICY)
+        known = decision.matched_secret
+        if known is not None and lookup.done:
+            # The pod secret that matched is the first one in pod order to match the recorded
+            # secret, by hash or (for a coordinate match) by uid, namespace and name.
+            pod_secrets, _ = lookup.pod_credentials()
+            for secret in pod_secrets:
+                by_hash = (
+                    decision.match == "hash" and secret.credential_hash == known.credential_hash
+                )
+                by_coordinates = decision.match == "coordinates" and secret.same_coordinates(known)
+                if by_hash or by_coordinates:
+                    return verified_by, f"secret {secret.namespace}/{secret.name}"
+        account = decision.matched_service_account
+        if account is not None:
+            return verified_by, f"service account {account.namespace}/{account.name}"
+        return verified_by, ""
+
+    # -- pullImage (spec §1.3 step 10) -------------------------------------------------------
+
+    def _pull(
+        self, req: _Request, image: str, credentials: Sequence[TrackedCredential]
+    ) -> EnsureResult:
+        requested = req.container.image
+        pm = self.pull_manager
+        if pm is not None:
+            try:
+                pm.record_pull_intent(requested)
+            except Exception as err:
+                return _failure(
+                    ERR_IMAGE_PULL,
+                    f"Failed to record image pull intent for container image "
+                    f"{go_quote(requested)}: {error_text(err)}",
+                )
+        outcome: PullOutcome | None = None
+        try:
+            result, outcome = self._pull_once(req, image, credentials)
+            return result
+        finally:
+            if pm is not None:
+                if outcome is not None and outcome.error is None:
+                    pm.record_image_pulled(
+                        requested,
+                        outcome.image_ref,
+                        tracked_to_image_pull_credentials(outcome.credential),
+                    )
+                else:
+                    pm.record_image_pull_failed(requested)
+
+    def _pull_once(
+        self, req: _Request, image: str, credentials: Sequence[TrackedCredential]
+    ) -> tuple[EnsureResult, PullOutcome | None]:
+        requested = req.container.image
+        key = f"{req.pod.uid}_{requested}"
+        if self.backoff.in_backoff(key):
+            message = f"Back-off pulling image {go_quote(requested)}"
+            self._event(req, NORMAL, BACK_OFF, message)
+            with self._errors_lock:
+                previous = self._previous_errors.get(key)
+            if previous is not None:
+                message = f"{message}: {previous}"
+            return _failure(ERR_IMAGE_PULL_BACK_OFF, message), None
+        with self._errors_lock:
+            self._previous_errors.pop(key, None)
+
+        self._event(req, NORMAL, PULLING, f"Pulling image {go_quote(requested)}")
+        start = self.clock.monotonic()
+        service, clock, throttle = self.image_service, self.clock, self._throttle
+        outcome = self._puller.pull(
+            lambda: pull_with_credentials(
+                service, image, credentials, clock=clock, throttle=throttle
+            )
+        )
+        if outcome.error is not None:
+            self._event(
+                req,
+                WARNING,
+                FAILED,
+                f"Failed to pull image {go_quote(requested)}: {outcome.error}",
+            )
+            self.backoff.next(key)
+            value, message = classify_pull_error(
+                requested, outcome.error, outcome.registry_unavailable
+            )
+            with self._errors_lock:
+                self._previous_errors[key] = f"{value}: {message}"
+            return _failure(value, message, pulled=outcome.attempted), outcome
+
+        total_ns = truncate(seconds_to_ns(self.clock.monotonic() - start), MILLISECOND)
+        pull_ns = truncate(outcome.duration_ns, MILLISECOND)
+        self._event(
+            req,
+            NORMAL,
+            PULLED,
+            f"Successfully pulled image {go_quote(requested)} in {go_duration(pull_ns)} "
+            f"({go_duration(total_ns)} including waiting). Image size: {outcome.size} bytes.",
+        )
+        self.metrics.observe_image_pull(total_ns / 1e9, outcome.size)
+        self.backoff.gc()
+        credential = describe_credential(outcome.credential)
+        return (
+            EnsureResult(outcome.image_ref, None, "", True, VERIFIED_BY_PULL, credential),
+            outcome,
+        )

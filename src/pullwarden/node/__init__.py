@@ -1,0 +1,6 @@
+"""A node image manager: pods from manifests, images ensured and verified, state kept on disk."""
+
+from pullwarden.node._gc import DiskStats, GCReport, ImageGC
+from pullwarden.node._node import ContainerOutcome, Node, PodOutcome
+
+__all__ = ["ContainerOutcome", "DiskStats", "GCReport", "ImageGC", "Node", "PodOutcome"]

@@ -1,0 +1,174 @@
+"""Image garbage collection on the kubelet's thresholds, then record pruning (spec §5.6).
+
+When the image filesystem is fuller than ``imageGCHighThresholdPercent``, unused images are
+removed, least recently used first, until usage is back under ``imageGCLowThresholdPercent``.
+Independently, images unused for longer than ``imageMaximumGCAge`` (when set) are removed.
+Images used more recently than ``imageMinimumGCAge`` are never removed.  Afterwards the pull
+records of images no longer present are pruned, with the GC start time as the ``until`` guard
+so that a record written during the collection survives.
+
+Usage times are kept in ``<root>/image_gc_state.json`` (the kubelet keeps them in memory only,
+which forgets them at every restart; a command-line node restarts at every invocation).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from pullwarden._clock import Clock
+from pullwarden.errors import ImageStoreError
+from pullwarden.pullmanager import PullManager
+from pullwarden.runtime.base import Image, ImageService
+
+__all__ = ["DiskStats", "GCReport", "ImageGC", "disk_stats_of"]
+
+_STATE_FILE = "image_gc_state.json"
+
+
+@dataclass(frozen=True, slots=True)
+class DiskStats:
+    capacity: int
+    available: int
+
+    @property
+    def usage_percent(self) -> float:
+        return 100.0 - self.available * 100.0 / self.capacity if self.capacity else 0.0
+
+
+def disk_stats_of(path: Path) -> Callable[[], DiskStats]:
+    """Capacity and free space of the filesystem holding ``path``."""
+
+    def stats() -> DiskStats:
+        usage = shutil.disk_usage(path)
+        return DiskStats(usage.total, usage.free)
+
+    return stats
+
+
+@dataclass(slots=True)
+class GCReport:
+    started: datetime
+    usage_percent_before: float
+    removed: list[Image] = field(default_factory=list)
+    freed_bytes: int = 0
+    pruned_records: list[str] = field(default_factory=list)
+    reasons: dict[str, str] = field(default_factory=dict)  # image id → why it was removed
+
+
+class ImageGC:
+    """Decides which images to remove and removes them; remembers when each image was used."""
+
+    def __init__(
+        self,
+        root: Path,
+        image_service: ImageService,
+        pull_manager: PullManager | None,
+        *,
+        clock: Clock,
+        high_threshold: int = 85,
+        low_threshold: int = 80,
+        minimum_age: timedelta = timedelta(minutes=2),
+        maximum_age: timedelta = timedelta(0),
+        disk_stats: Callable[[], DiskStats] | None = None,
+    ) -> None:
+        self._state_path = Path(root) / _STATE_FILE
+        self._images = image_service
+        self._pull_manager = pull_manager
+        self._clock = clock
+        self.high_threshold = high_threshold
+        self.low_threshold = low_threshold
+        self.minimum_age = minimum_age
+        self.maximum_age = maximum_age
+        self._disk_stats = disk_stats or disk_stats_of(Path(root))
+        self._last_used: dict[str, datetime] = self._load()
+
+    # -- usage bookkeeping -----------------------------------------------------------------------
+
+    def _load(self) -> dict[str, datetime]:
+        try:
+            raw = json.loads(self._state_path.read_text())
+            return {k: datetime.fromisoformat(v) for k, v in raw.get("lastUsed", {}).items()}
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError, AttributeError, TypeError):
+            # A damaged state file only costs usage history: every image counts as just seen.
+            return {}
+
+    def _save(self) -> None:
+        data = {"lastUsed": {k: v.isoformat() for k, v in sorted(self._last_used.items())}}
+        tmp = self._state_path.with_name(self._state_path.name + ".tmp")
+        tmp.write_text(json.dumps(data, indent=1) + "\n")
+        os.replace(tmp, self._state_path)
+
+    def mark_used(self, image_ids: Iterable[str]) -> None:
+        now = self._clock.now()
+        for image_id in image_ids:
+            if image_id:
+                self._last_used[image_id] = now
+        self._save()
+
+    # -- collection ------------------------------------------------------------------------------
+
+    def collect(self, in_use: Iterable[str] = (), *, force_all_unused: bool = False) -> GCReport:
+        """One GC pass.  ``in_use``: image ids of running containers (never removed)."""
+        started = self._clock.now()
+        stats = self._disk_stats()
+        report = GCReport(started, stats.usage_percent)
+        busy = set(in_use)
+        images = self._images.list_images()
+        for image in images:  # first sighting counts as a use, as the kubelet's detection time does
+            self._last_used.setdefault(image.id, started)
+        candidates = sorted(
+            (i for i in images if i.id not in busy),
+            key=lambda i: (self._last_used[i.id], i.id),
+        )
+        eligible = [i for i in candidates if started - self._last_used[i.id] >= self.minimum_age]
+
+        doomed: dict[str, str] = {}
+        if self.maximum_age > timedelta(0):
+            for image in candidates:
+                idle = started - self._last_used[image.id]
+                if idle > self.maximum_age:
+                    doomed[image.id] = f"unused for {idle} (> imageMaximumGCAge)"
+        to_free = 0
+        if force_all_unused:
+            for image in eligible:
+                doomed.setdefault(image.id, "unused (gc --all)")
+        elif stats.capacity and stats.usage_percent >= self.high_threshold:
+            to_free = int(stats.capacity * (100 - self.low_threshold) / 100) - stats.available
+            freed = sum(i.size for i in images if i.id in doomed)
+            for image in eligible:
+                if freed >= to_free:
+                    break
+                if image.id not in doomed:
+                    doomed[image.id] = (
+                        f"disk {stats.usage_percent:.0f}% ≥ imageGCHighThresholdPercent "
+                        f"{self.high_threshold}%"
+                    )
+                    freed += image.size
+
+        for image in images:
+            reason = doomed.get(image.id)
+            if reason is None:
+                continue
+            try:
+                self._images.remove_image(image.id)
+            except ImageStoreError as err:
+                report.reasons[image.id] = f"could not be removed: {err}"
+                continue
+            report.removed.append(image)
+            report.reasons[image.id] = reason
+            report.freed_bytes += image.size
+            self._last_used.pop(image.id, None)
+
+        if self._pull_manager is not None:
+            remaining = [i.id for i in self._images.list_images()]
+            report.pruned_records = self._pull_manager.prune_unknown_records(remaining, started)
+        self._save()
+        return report
