@@ -153,10 +153,9 @@ class ImageGC:
                     )
                     freed += image.size
 
-        for image in images:
-            reason = doomed.get(image.id)
-            if reason is None:
-                continue
+        by_id = {i.id: i for i in images}
+        for image_id, reason in doomed.items():  # least recently used first
+            image = by_id[image_id]
             try:
                 self._images.remove_image(image.id)
             except ImageStoreError as err:

@@ -9,7 +9,7 @@ start-up housekeeping runs against the store's images.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -92,7 +92,7 @@ class Node:
         metrics: Metrics | None = None,
         registry_hosts: dict[str, HostOptions] | None = None,
         node_credentials: bool = True,
-        disk_stats: DiskStats | None = None,
+        disk_stats: Callable[[], DiskStats] | None = None,
     ) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -140,7 +140,7 @@ class Node:
             low_threshold=config.image_gc_low_threshold_percent,
             minimum_age=config.image_minimum_gc_age,
             maximum_age=config.image_maximum_gc_age,
-            disk_stats=(lambda: disk_stats) if disk_stats is not None else None,
+            disk_stats=disk_stats,
         )
 
     def close(self) -> None:

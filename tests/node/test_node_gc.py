@@ -1,0 +1,168 @@
+"""Image GC on the kubelet's thresholds, then record pruning (the node's ``collect_garbage``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from pullwarden._clock import FakeClock
+from pullwarden.cli import main
+from pullwarden.config import KubeletConfig
+from pullwarden.devregistry import DevRegistry
+from pullwarden.node import DiskStats, Node
+from pullwarden.objects import Container, Objects, Pod
+from pullwarden.records import FileRecordStore
+from pullwarden.runtime.layout import build_image
+from tests.support import T0
+
+MB = 1_000_000
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[DevRegistry]:
+    layout = tmp_path / "layout"
+    with DevRegistry() as reg:
+        for i in range(4):
+            build_image(layout, f"img{i}", files={f"f{i}.txt": f"image {i}\n".encode() * (i + 1)})
+            reg.add_image(f"ns/img{i}", "v1", layout, f"img{i}")
+        yield reg
+
+
+def pods(registry: DevRegistry, *indexes: int) -> Objects:
+    return Objects(
+        pods=[
+            Pod(
+                uid=f"uid-{i}",
+                namespace="default",
+                name=f"p{i}",
+                containers=(Container("c", f"{registry.host}/ns/img{i}:v1", "IfNotPresent"),),
+            )
+            for i in indexes
+        ]
+    )
+
+
+class Disk:
+    """The image filesystem's fill level, set by the test."""
+
+    def __init__(self, stats: DiskStats) -> None:
+        self.stats = stats
+
+    def __call__(self) -> DiskStats:
+        return self.stats
+
+
+def make_node(root: Path, clock: FakeClock, disk: Disk | DiskStats, **config: object) -> Node:
+    cfg = KubeletConfig(**config)  # type: ignore[arg-type]
+    stats = disk if isinstance(disk, Disk) else Disk(disk)
+    return Node(root, cfg, clock=clock, node_credentials=False, disk_stats=stats)
+
+
+QUIET_DISK = DiskStats(capacity=100 * MB, available=90 * MB)  # 10 % used
+FULL_DISK = DiskStats(capacity=100 * MB, available=10 * MB)  # 90 % used
+
+
+def image_ids(node: Node) -> set[str]:
+    return {i.id for i in node.images.list_images()}
+
+
+def test_below_threshold_nothing_is_removed(registry: DevRegistry, tmp_path: Path) -> None:
+    clock = FakeClock(T0)
+    with make_node(tmp_path / "n", clock, QUIET_DISK) as node:
+        node.run(pods(registry, 0, 1))
+        clock.advance(3600)
+        report = node.collect_garbage()
+        assert report.removed == [] and len(image_ids(node)) == 2
+
+
+def test_above_threshold_oldest_unused_first_then_records_pruned(
+    registry: DevRegistry, tmp_path: Path
+) -> None:
+    clock = FakeClock(T0)
+    root = tmp_path / "n"
+    # high 85 %, low 80 %: at 90 % used, 10 MB must be freed; each test image is tiny, so every
+    # eligible unused image goes, oldest use first, and the in-use one stays.
+    disk = Disk(QUIET_DISK)
+    with make_node(root, clock, disk) as node:
+        node.run(pods(registry, 0))
+        clock.advance(600)
+        node.run(pods(registry, 1))
+        clock.advance(600)
+        node.run(pods(registry, 2))
+        by_name = {i.repo_tags[0].rsplit("/", 1)[1]: i.id for i in node.images.list_images()}
+        clock.advance(60)  # img2 was used 60 s ago: younger than imageMinimumGCAge (2 min)
+        disk.stats = FULL_DISK
+        report = node.collect_garbage(in_use=[by_name["img1:v1"]])
+        removed = [i.repo_tags[0].rsplit("/", 1)[1] for i in report.removed]
+        assert removed == ["img0:v1"]
+        assert image_ids(node) == {by_name["img1:v1"], by_name["img2:v1"]}
+        assert report.pruned_records == [by_name["img0:v1"]]
+        store = FileRecordStore(root, migrate=False)
+        assert store.get_pulled_record(by_name["img0:v1"]) is None
+        assert store.get_pulled_record(by_name["img1:v1"]) is not None
+
+
+def test_maximum_age(registry: DevRegistry, tmp_path: Path) -> None:
+    clock = FakeClock(T0)
+    with make_node(
+        tmp_path / "n", clock, QUIET_DISK, image_maximum_gc_age=timedelta(hours=1)
+    ) as node:
+        node.run(pods(registry, 0))
+        clock.advance(1800)
+        node.run(pods(registry, 1))
+        clock.advance(1900)  # img0 idle 62 min, img1 idle 32 min
+        report = node.collect_garbage()
+        assert [i.repo_tags[0].rsplit("/", 1)[1] for i in report.removed] == ["img0:v1"]
+        assert "imageMaximumGCAge" in report.reasons[report.removed[0].id]
+
+
+def test_usage_survives_restart(registry: DevRegistry, tmp_path: Path) -> None:
+    clock = FakeClock(T0)
+    root = tmp_path / "n"
+    with make_node(root, clock, QUIET_DISK) as node:
+        node.run(pods(registry, 0))
+    clock.advance(600)
+    with make_node(root, clock, QUIET_DISK) as node:
+        node.run(pods(registry, 1))
+    clock.advance(300)
+    with make_node(root, clock, FULL_DISK) as node:
+        report = node.collect_garbage()
+        assert [i.repo_tags[0].rsplit("/", 1)[1] for i in report.removed] == ["img0:v1", "img1:v1"]
+
+
+def test_record_written_during_gc_survives_prune(registry: DevRegistry, tmp_path: Path) -> None:
+    clock = FakeClock(T0)
+    root = tmp_path / "n"
+    with make_node(root, clock, QUIET_DISK) as node:
+        node.run(pods(registry, 0))
+        assert node.pull_manager is not None
+        # a record for an image the store does not hold, written "after" the GC started
+        node.pull_manager.record_pull_intent("elsewhere/x:v1")
+        clock.advance(10)
+        node.pull_manager.record_image_pulled("elsewhere/x:v1", "sha256:" + "9" * 64, None)
+        clock.advance(-20)
+        report = node.collect_garbage()
+        assert report.pruned_records == []
+        clock.advance(30)
+        report = node.collect_garbage()
+        assert report.pruned_records == ["sha256:" + "9" * 64]
+
+
+def test_gc_command_all(registry: DevRegistry, tmp_path: Path) -> None:
+    root = tmp_path / "n"
+    clock = FakeClock(T0)
+    with make_node(root, clock, QUIET_DISK) as node:
+        node.run(pods(registry, 0, 1))
+    cfg = tmp_path / "kubelet.yaml"
+    cfg.write_text(
+        "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n"
+        "imageMinimumGCAge: 1ns\n"
+    )
+    result = CliRunner().invoke(main, ["gc", "--root", str(root), "--config", str(cfg), "--all"])
+    assert result.exit_code == 0, result.output
+    assert "2 image(s) removed" in result.output
+    assert "pruned the pull record" in result.output
