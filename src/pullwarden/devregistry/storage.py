@@ -30,12 +30,13 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import tempfile
 import threading
 import uuid
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import BinaryIO
+
+from pullwarden._files import write_atomically
 
 __all__ = ["DirectoryStorage", "MemoryStorage", "Storage", "Upload"]
 
@@ -257,18 +258,6 @@ class _FileUpload(Upload):
         self.path.unlink(missing_ok=True)
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
 class DirectoryStorage(Storage):
     """Content under ``root`` (created if missing); survives a restart of the server."""
 
@@ -307,7 +296,7 @@ class DirectoryStorage(Storage):
         path = self._blob_path(digest)
         with self._lock:
             if not path.exists():
-                _write_atomic(path, data)
+                write_atomically(path, data)
         return digest
 
     def begin_upload(self, repository: str) -> Upload:
@@ -328,7 +317,7 @@ class DirectoryStorage(Storage):
         path = self._repo_path(repository) / "_layers" / _hex(digest)
         with self._lock:
             if not path.exists():
-                _write_atomic(path, b"")
+                write_atomically(path, b"")
 
     def blob_linked(self, repository: str, digest: str) -> bool:
         try:
@@ -339,7 +328,7 @@ class DirectoryStorage(Storage):
 
     def add_manifest(self, repository: str, digest: str, media_type: str) -> None:
         with self._lock:
-            _write_atomic(
+            write_atomically(
                 self._repo_path(repository) / "_manifests" / _hex(digest), media_type.encode()
             )
 
@@ -352,7 +341,7 @@ class DirectoryStorage(Storage):
 
     def set_tag(self, repository: str, tag: str, digest: str) -> None:
         with self._lock:
-            _write_atomic(self._repo_path(repository) / "_tags" / tag, digest.encode())
+            write_atomically(self._repo_path(repository) / "_tags" / tag, digest.encode())
 
     def resolve_tag(self, repository: str, tag: str) -> str | None:
         try:

@@ -14,7 +14,6 @@ which forgets them at every restart; a command-line node restarts at every invoc
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from pullwarden._clock import Clock
+from pullwarden._files import write_atomically
 from pullwarden.errors import ImageStoreError
 from pullwarden.pullmanager import PullManager
 from pullwarden.runtime.base import Image, ImageService
@@ -102,9 +102,7 @@ class ImageGC:
 
     def _save(self) -> None:
         data = {"lastUsed": {k: v.isoformat() for k, v in sorted(self._last_used.items())}}
-        tmp = self._state_path.with_name(self._state_path.name + ".tmp")
-        tmp.write_text(json.dumps(data, indent=1) + "\n")
-        os.replace(tmp, self._state_path)
+        write_atomically(self._state_path, (json.dumps(data, indent=1) + "\n").encode())
 
     def mark_used(self, image_ids: Iterable[str]) -> None:
         now = self._clock.now()

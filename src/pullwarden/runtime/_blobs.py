@@ -25,10 +25,11 @@ import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from pullwarden._files import write_atomically
 from pullwarden.errors import ImageStoreError
 from pullwarden.runtime.oci import is_digest
 
-__all__ = ["LEASE_SUFFIX", "BlobDir", "Lease", "sweep_temp", "write_file_atomically"]
+__all__ = ["LEASE_SUFFIX", "BlobDir", "Lease", "sweep_temp"]
 
 LEASE_SUFFIX = ".lease"
 _ALGORITHM = "sha256"
@@ -75,7 +76,7 @@ class BlobDir:
         """Store ``data`` (already checked against ``digest``) unless an intact copy exists."""
         if self.has(digest, len(data)):
             return
-        write_file_atomically(self.path(digest), data, workdir, sync=False)
+        write_atomically(self.path(digest), data, workdir=workdir)
 
     def entries(self) -> Iterator[tuple[str, Path]]:
         """(digest, path) of every blob file; names that are not 64 hex digits are skipped."""
@@ -159,23 +160,6 @@ def sweep_temp(tmp: Path) -> frozenset[str]:
         else:
             _remove_quietly(path)
     return frozenset(held)
-
-
-def write_file_atomically(target: Path, data: bytes, workdir: Path, *, sync: bool) -> None:
-    """Write ``data`` to a unique file in ``workdir``, then rename it over ``target``."""
-    draft = workdir / f"{target.name}.{uuid.uuid4().hex}.part"
-    fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, _FILE_MODE)
-    try:
-        try:
-            _write_all(fd, data)
-            if sync:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(draft, target)
-    except BaseException:
-        _remove_quietly(draft)
-        raise
 
 
 def _probe_lease(path: Path) -> list[str] | None:

@@ -14,15 +14,14 @@ from __future__ import annotations
 import gzip
 import io
 import json
-import os
 import random
 import tarfile
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
+from pullwarden._files import write_atomically
 from pullwarden.runtime.base import AuthConfig, Platform
 from pullwarden.runtime.oci import (
     DOCKER_CONFIG,
@@ -345,7 +344,7 @@ def _init_layout(layout_dir: Path) -> None:
     (layout_dir / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
     marker = layout_dir / _LAYOUT_FILE
     if not marker.exists():
-        _atomic_write(marker, _encode(_LAYOUT_VERSION))
+        write_atomically(marker, _encode(_LAYOUT_VERSION))
 
 
 def _blob_path(layout_dir: Path, digest: str) -> Path:
@@ -357,7 +356,7 @@ def _write_blob(layout_dir: Path, data: bytes, media_type: str) -> Descriptor:
     digest = digest_of(data)
     path = _blob_path(layout_dir, digest)
     if not path.exists():
-        _atomic_write(path, data)
+        write_atomically(path, data)
     return Descriptor(media_type, digest, len(data))
 
 
@@ -382,16 +381,4 @@ def _tag(layout_dir: Path, ref_name: str, descriptor: Descriptor) -> None:
     )
     entries.append(named.to_json())
     document = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}
-    _atomic_write(index_path, _encode(document))
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    write_atomically(index_path, _encode(document))

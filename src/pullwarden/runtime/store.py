@@ -73,9 +73,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from pullwarden._clock import Clock, SystemClock
+from pullwarden._files import write_atomically
 from pullwarden.errors import DigestMismatchError, ImageStoreError, PullwardenError
 from pullwarden.reference import parse_image_name
-from pullwarden.runtime._blobs import BlobDir, Lease, sweep_temp, write_file_atomically
+from pullwarden.runtime._blobs import BlobDir, Lease, sweep_temp
 from pullwarden.runtime.base import (
     AuthConfig,
     FsUsage,
@@ -661,7 +662,7 @@ class LocalImageService:
     def _write_index(self, state: _State) -> None:
         """Replace ``index.json`` (caller holds the lock); the commit point of every change."""
         with self._disk_errors(f"cannot write {self._index_path}"):
-            write_file_atomically(self._index_path, _encode_index(state), self._tmp, sync=True)
+            write_atomically(self._index_path, _encode_index(state), workdir=self._tmp, sync=True)
             _fsync_dir(self._root)
         self._snapshot()
 
