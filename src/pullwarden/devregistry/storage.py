@@ -356,7 +356,7 @@ class DirectoryStorage(Storage):
         tag_dir = repo / "_tags"
         if not tag_dir.is_dir():
             return []
-        return sorted(p.name for p in tag_dir.iterdir() if not p.name.startswith(".tmp-"))
+        return sorted(p.name for p in tag_dir.iterdir() if not p.name.startswith("."))
 
     def repositories(self) -> list[str]:
         found: list[str] = []
