@@ -42,6 +42,7 @@ import yaml
 
 from pullwarden._gofmt import go_duration
 from pullwarden.errors import ConfigError
+from pullwarden.objects import describe_value
 from pullwarden.policy import (
     ALLOWLIST_FIELD,
     DEFAULT_POLICY,
@@ -398,7 +399,9 @@ class _Reader:
         return self.doc.get(name)
 
     def _type_error(self, name: str, expected: str, value: Any) -> None:
-        self.errors.append(f"{name}: expected {expected}, got {_describe(value)}")
+        self.errors.append(
+            f"{name}: expected {expected}, got {describe_value(value, show_strings=True)}"
+        )
 
     def boolean(self, name: str) -> bool | None:
         return self._bool(name, self._get(name))
@@ -477,20 +480,6 @@ class _Reader:
         return gates
 
 
-def _describe(value: Any) -> str:
-    if isinstance(value, bool):
-        return f"boolean {str(value).lower()}"
-    if isinstance(value, str):
-        return f"string {json.dumps(value)}"
-    if isinstance(value, int | float):
-        return f"number {value}"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, Mapping):
-        return "a map"
-    return type(value).__name__
-
-
 def parse_kubelet_config(doc: Mapping[str, Any], source: str = "config") -> KubeletConfig:
     """Build a validated :class:`KubeletConfig` from a decoded ``KubeletConfiguration``.
 
@@ -500,7 +489,9 @@ def parse_kubelet_config(doc: Mapping[str, Any], source: str = "config") -> Kube
     and validation rules apply.  Errors are :class:`ConfigError` prefixed with ``source``.
     """
     if not isinstance(doc, Mapping):
-        raise _error(source, [f"expected a {KIND} object, got {_describe(doc)}"])
+        raise _error(
+            source, [f"expected a {KIND} object, got {describe_value(doc, show_strings=True)}"]
+        )
     kind = doc.get("kind")
     api_version = doc.get("apiVersion")
     header: list[str] = []

@@ -169,13 +169,17 @@ class _Where:
         return ManifestError(message, file=self.file, document=self.document, field=full)
 
 
-def _describe(value: Any) -> str:
+def describe_value(value: Any, *, show_strings: bool = False) -> str:
+    """How an error message names a YAML/JSON value of the wrong type.
+
+    Strings are shown only when asked: in manifests they may be secret data.
+    """
     if value is None:
         return "null"
     if isinstance(value, bool):
         return f"boolean {str(value).lower()}"
     if isinstance(value, str):
-        return "a string"
+        return f"string {json.dumps(value)}" if show_strings else "a string"
     if isinstance(value, int | float):
         return f"number {value}"
     if isinstance(value, list):
@@ -191,7 +195,7 @@ def _string(obj: Mapping[str, Any], key: str, where: _Where, path: str) -> str:
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise where.error(path, f"expected a string, got {_describe(value)}")
+        raise where.error(path, f"expected a string, got {describe_value(value)}")
     return value
 
 
@@ -201,7 +205,7 @@ def _mapping(obj: Mapping[str, Any], key: str, where: _Where, path: str) -> Mapp
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        raise where.error(path, f"expected a map, got {_describe(value)}")
+        raise where.error(path, f"expected a map, got {describe_value(value)}")
     return value
 
 
@@ -211,7 +215,7 @@ def _list(obj: Mapping[str, Any], key: str, where: _Where, path: str) -> list[An
     if value is None:
         return []
     if not isinstance(value, list):
-        raise where.error(path, f"expected a list, got {_describe(value)}")
+        raise where.error(path, f"expected a list, got {describe_value(value)}")
     return value
 
 
@@ -219,7 +223,7 @@ def _string_map(obj: Mapping[str, Any], key: str, where: _Where, path: str) -> d
     out: dict[str, str] = {}
     for k, v in _mapping(obj, key, where, path).items():
         if not isinstance(v, str):
-            raise where.error(f"{path}[{k}]", f"expected a string, got {_describe(v)}")
+            raise where.error(f"{path}[{k}]", f"expected a string, got {describe_value(v)}")
         out[str(k)] = v
     return out
 
@@ -267,7 +271,7 @@ def _containers(
     for i, raw in enumerate(_list(spec, key, where, f"spec.{key}")):
         path = f"spec.{key}[{i}]"
         if not isinstance(raw, Mapping):
-            raise where.error(path, f"expected an object, got {_describe(raw)}")
+            raise where.error(path, f"expected an object, got {describe_value(raw)}")
         name = _string(raw, "name", where, f"{path}.name")
         if not name:
             raise where.error(f"{path}.name", "required")
@@ -299,7 +303,7 @@ def _pull_secret_names(obj: Mapping[str, Any], where: _Where, path: str) -> tupl
     names: list[str] = []
     for i, ref in enumerate(_list(obj, "imagePullSecrets", where, path)):
         if not isinstance(ref, Mapping):
-            raise where.error(f"{path}[{i}]", f"expected an object, got {_describe(ref)}")
+            raise where.error(f"{path}[{i}]", f"expected an object, got {describe_value(ref)}")
         name = _string(ref, "name", where, f"{path}[{i}].name")
         if name:  # the kubelet ignores empty names, which the API server lets through
             names.append(name)
@@ -312,7 +316,7 @@ def _pod(doc: Mapping[str, Any], where: _Where, derive_uid: bool) -> Pod:
     if not isinstance(doc.get("spec"), Mapping):
         if doc.get("spec") is None:
             raise where.error("spec", "required")
-        raise where.error("spec", f"expected a map, got {_describe(doc.get('spec'))}")
+        raise where.error("spec", f"expected a map, got {describe_value(doc.get('spec'))}")
     spec: Mapping[str, Any] = doc["spec"]
     seen: dict[str, str] = {}
     init_containers = _containers(spec, "initContainers", where, seen)
@@ -368,7 +372,7 @@ def _secret(doc: Mapping[str, Any], where: _Where, derive_uid: bool) -> Secret:
             data[key] = b""
             continue
         if not isinstance(value, str):
-            raise where.error(path, f"expected a base64 string, got {_describe(value)}")
+            raise where.error(path, f"expected a base64 string, got {describe_value(value)}")
         try:
             data[key] = _decode_base64(value)
         except (binascii.Error, ValueError) as err:
@@ -381,7 +385,7 @@ def _secret(doc: Mapping[str, Any], where: _Where, derive_uid: bool) -> Secret:
                 path, "a valid key must consist of alphanumeric characters, '-', '_' or '.'"
             )
         if not isinstance(value, str):
-            raise where.error(path, f"expected a string, got {_describe(value)}")
+            raise where.error(path, f"expected a string, got {describe_value(value)}")
         data[key] = value.encode("utf-8")
     required = _REQUIRED_KEY.get(secret_type)
     if required is not None:
@@ -502,7 +506,7 @@ def _raw_documents(text: str, source: str, json_only: bool) -> Iterator[tuple[in
 def _objects_in(raw: Any, where: _Where) -> Iterator[tuple[_Where, Mapping[str, Any]]]:
     """The objects of one document: the document itself, or a List's items (recursively)."""
     if not isinstance(raw, Mapping):
-        raise where.error("", f"expected a Kubernetes object (a map), got {_describe(raw)}")
+        raise where.error("", f"expected a Kubernetes object (a map), got {describe_value(raw)}")
     kind = raw.get("kind")
     if not isinstance(kind, str) or not kind:
         raise where.error("kind", "required" if kind is None else "expected a non-empty string")
