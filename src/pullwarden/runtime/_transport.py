@@ -25,6 +25,7 @@ from pullwarden.errors import (
     RegistryUnavailableError,
     UnauthorizedError,
 )
+from pullwarden.reference import Reference
 from pullwarden.runtime._auth import (
     Challenge,
     TokenCache,
@@ -82,12 +83,7 @@ class Target:
 
     @property
     def what(self) -> str:
-        text = self.name
-        if self.tag:
-            text += ":" + self.tag
-        if self.digest:
-            text += "@" + self.digest
-        return text
+        return str(Reference("", self.name, self.tag, self.digest))
 
     @property
     def origin(self) -> tuple[str, str, int]:
