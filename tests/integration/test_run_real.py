@@ -267,8 +267,13 @@ def test_table_output_says_why(seeded: Seeded, tmp_path: Path) -> None:
             "spec: {containers: [{name: c, image: 'Bad/Image:v1'}]}\n",
             "image",
         ),
+        (
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\ntype: kubernetes.io/dockercfg\n"
+            "stringData: {.dockerconfigjson: '{\"auths\": {}}'}\n",
+            "kubernetes.io/dockercfg",
+        ),
     ],
-    ids=["malformed-yaml", "bad-base64", "invalid-image"],
+    ids=["malformed-yaml", "bad-base64", "invalid-image", "secret-of-wrong-type"],
 )
 def test_bad_input_exit_2_and_nothing_written(tmp_path: Path, content: str, words: str) -> None:
     manifest = tmp_path / "bad.yaml"
