@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import NoReturn
 
 import click
 from rich.console import Console
@@ -22,6 +20,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from pullwarden.cli._common import default_store, die
 from pullwarden.credentials import parse_config_json
 from pullwarden.credentials.keyring import DockerKeyring
 from pullwarden.errors import (
@@ -53,26 +52,13 @@ denied); 4 image not found; 5 registry unavailable; 6 other registry failure
 (digest mismatch, too large, unsupported type); 7 local store failure."""
 
 
-def default_store() -> Path:
-    env = os.environ.get("PULLWARDEN_STORE")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "pullwarden" / "images"
-
-
 store_option = click.option(
     "--store",
     type=click.Path(file_okay=False, path_type=Path),
     default=default_store,
-    show_default="$PULLWARDEN_STORE or ~/.local/share/pullwarden/images",
+    show_default="$PULLWARDEN_STORE, or the images/ of the default `run --root`",
     help="Root directory of the embedded image store.",
 )
-
-
-def die(message: str, code: int) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
 
 
 def exit_code_for(err: PullwardenError) -> int:

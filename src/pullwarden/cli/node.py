@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 
+from pullwarden.cli._common import default_root, die
 from pullwarden.config import KubeletConfig, default_kubelet_config, load_kubelet_config
 from pullwarden.errors import InvalidReferenceError, PullwardenError
 from pullwarden.events import StreamRecorder
@@ -17,15 +17,7 @@ from pullwarden.node import Node, PodOutcome
 from pullwarden.objects import Objects, load_objects
 from pullwarden.reference import apply_default_tag
 
-EXIT_OK, EXIT_NOT_READY, EXIT_USAGE = 0, 1, 2
-
-
-def default_root() -> Path:
-    env = os.environ.get("PULLWARDEN_ROOT")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "pullwarden" / "node"
+EXIT_OK, EXIT_NOT_READY = 0, 1
 
 
 root_option = click.option(
@@ -42,11 +34,6 @@ config_option = click.option(
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     help="A KubeletConfiguration (kubelet.config.k8s.io/v1beta1) YAML or JSON file.",
 )
-
-
-def die(message: str, code: int = EXIT_USAGE) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
 
 
 def load_config(path: Path | None) -> KubeletConfig:

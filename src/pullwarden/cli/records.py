@@ -11,12 +11,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 import yaml
 
 from pullwarden._gojson import format_rfc3339
+from pullwarden.cli._common import die
 from pullwarden.credentials import keyring_from_secrets, pod_credentials
 from pullwarden.errors import PullwardenError, RecordDecodeError
 from pullwarden.metrics import Metrics
@@ -57,14 +58,9 @@ def output_option(*choices: str) -> Callable[[Callable[..., Any]], Callable[...,
     )
 
 
-def fail(message: str, code: int = 2) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
-
-
 def open_store(kubelet_dir: Path) -> FileRecordStore:
     if not (kubelet_dir / "image_manager").is_dir():
-        fail(f"{kubelet_dir}/image_manager does not exist (is --kubelet-dir the kubelet root?)")
+        die(f"{kubelet_dir}/image_manager does not exist (is --kubelet-dir the kubelet root?)")
     return FileRecordStore(kubelet_dir, migrate=False, create=False)
 
 
@@ -200,7 +196,7 @@ def show_command(ref_or_file: str, kubelet_dir: Path, output: str) -> None:
         try:
             obj = decode(path.read_bytes())
         except (OSError, PullwardenError) as err:
-            fail(f"{path}: {err}", 1)
+            die(f"{path}: {err}", 1)
         where = str(path)
     else:
         store = open_store(kubelet_dir)
@@ -210,9 +206,9 @@ def show_command(ref_or_file: str, kubelet_dir: Path, output: str) -> None:
             if obj is None and store.intent_exists(ref_or_file):
                 obj, where = ImagePullIntent(ref_or_file), store.intent_path(ref_or_file)
         except PullwardenError as err:
-            fail(str(err), 1)
+            die(str(err), 1)
         if obj is None:
-            fail(f"no pulled record or pull intent for {ref_or_file!r} in {kubelet_dir}", 1)
+            die(f"no pulled record or pull intent for {ref_or_file!r} in {kubelet_dir}", 1)
     if isinstance(obj, ImagePullIntent):
         view: dict[str, Any] = {"file": where, "kind": "ImagePullIntent", "image": obj.image}
     else:
@@ -370,13 +366,13 @@ def explain_command(
         pod_secrets = [*secrets_from_files(image, secret_files), *map(parse_secret, secrets)]
         account = parse_service_account(service_account) if service_account else None
     except click.BadParameter as err:
-        fail(err.format_message())
+        die(err.format_message())
     except PullwardenError as err:
-        fail(str(err))
+        die(str(err))
     try:
         enforcer = PolicyEnforcer(policy, allowlist)
     except PullwardenError as err:
-        fail(str(err))
+        die(str(err))
     store = open_store(kubelet_dir)
     manager = PullManager(store, enforcer, None, cache=False, metrics=Metrics())
     decision = manager.decide(image, image_ref, _Lookup(pod_secrets, account), write=False)
@@ -486,7 +482,7 @@ def prune_command(
     try:
         until_time = parse_until(until)
     except click.BadParameter as err:
-        fail(err.format_message())
+        die(err.format_message())
     refs = set(keep)
     if keep_from is not None:
         refs.update(line.strip() for line in keep_from if line.strip())

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import signal
-import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
-from typing import NoReturn
 
 import click
 
+from pullwarden.cli._common import die
 from pullwarden.devregistry import AccessRule, DevRegistry
 from pullwarden.devregistry.auth import AuthMode
 
@@ -23,20 +22,15 @@ _ACTION_WORDS = frozenset({"pull", "push"})
 _MODES: dict[str, AuthMode] = {"none": "none", "basic": "basic", "token": "token"}
 
 
-def _fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
-
-
 def parse_users(values: Sequence[str]) -> dict[str, str]:
     """``NAME:PASSWORD`` items → {name: password}; errors never quote the password."""
     users: dict[str, str] = {}
     for value in values:
         name, sep, password = value.partition(":")
         if not sep or not name or not password:
-            _fail(f"--user {name or '?'}:…: expected NAME:PASSWORD with both parts non-empty")
+            die(f"--user {name or '?'}:…: expected NAME:PASSWORD with both parts non-empty")
         if name in users:
-            _fail(f"--user {name} is given twice")
+            die(f"--user {name} is given twice")
         users[name] = password
     return users
 
@@ -45,13 +39,13 @@ def parse_allow(value: str) -> AccessRule:
     """``USER=REPOGLOB[:pull|:push|:pull,push]`` → an AccessRule (default action: pull)."""
     subject, sep, rest = value.partition("=")
     if not sep or not subject or not rest:
-        _fail(f"--allow {value!r}: expected USER=REPOGLOB[:pull|:pull,push]")
+        die(f"--allow {value!r}: expected USER=REPOGLOB[:pull|:pull,push]")
     glob, colon, actions_text = rest.rpartition(":")
     if not colon:
         glob, actions_text = rest, "pull"
     actions = frozenset(a.strip() for a in actions_text.split(","))
     if not glob or not actions or not actions <= _ACTION_WORDS:
-        _fail(f"--allow {value!r}: actions must be pull, push or pull,push")
+        die(f"--allow {value!r}: actions must be pull, push or pull,push")
     return AccessRule(subject, glob, actions)
 
 
@@ -61,7 +55,7 @@ def parse_import(value: str) -> tuple[Path, str, str, str]:
     layout, colon1, ref_name = source.rpartition(":")
     repository, colon2, tag = target.rpartition(":")
     if not (sep and colon1 and colon2 and layout and ref_name and repository and tag):
-        _fail(f"--import {value!r}: expected LAYOUT_DIR:REF_NAME=REPO:TAG")
+        die(f"--import {value!r}: expected LAYOUT_DIR:REF_NAME=REPO:TAG")
     return Path(layout), ref_name, repository, tag
 
 
@@ -157,13 +151,13 @@ def serve(
             anonymous_pull=anonymous,
         )
     except (ValueError, OSError) as exc:
-        _fail(str(exc))
+        die(str(exc))
     imported: list[tuple[str, str, str]] = []
     for layout, ref_name, repository, tag in imports:
         try:
             digest = server.add_image(repository, tag, layout, ref_name)
         except (ValueError, KeyError, OSError) as exc:
-            _fail(f"--import {layout}:{ref_name}: {exc}")
+            die(f"--import {layout}:{ref_name}: {exc}")
         imported.append((repository, tag, digest))
 
     stop = threading.Event()
@@ -177,7 +171,7 @@ def serve(
         try:
             server.start()
         except OSError as exc:
-            _fail(
+            die(
                 f"cannot listen on {host}:{port}: {exc.strerror or exc} "
                 "(--port 0 picks a free port)",
                 EXIT_FAILED,
