@@ -17,15 +17,9 @@ from pullwarden.cli.registry import registry
 def main() -> None:
     """pullwarden: the kubelet's image pull path with KEP-2535 credential verification.
 
-    \b
-    demo      the KEP-2535 story, run for real on this machine, step by step
-    run       ensure (and verify) the images of pods from manifests, as a kubelet does
-    gc        garbage-collect unused images and prune their pull records
-    pull      pull an image into the embedded store (real registry, real auth)
-    images    list the embedded store's images
-    rmi       remove images from the embedded store
-    records   read, explain, audit, migrate and prune a kubelet's pull records
-    registry  an embedded OCI registry on 127.0.0.1 for experiments
+    A node image manager (run, gc), an image store (pull, images, rmi), an operator tool for
+    a kubelet's pull records (records) and a registry for experiments (registry).  New here?
+    Try `pullwarden demo`.
     """
 
 
