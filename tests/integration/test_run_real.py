@@ -21,7 +21,8 @@ import yaml
 from pullwarden.records import FileRecordStore
 from pullwarden.runtime.base import AuthConfig
 from pullwarden.runtime.store import LocalImageService
-from tests.integration.infra import ALICE, BOB, Seeded
+from tests.integration.conftest import RegistryFactory
+from tests.integration.infra import ALICE, BOB, Seeded, Skopeo, TestImages, seed_one
 
 IMAGE = "private/alice:v1"
 
@@ -145,21 +146,21 @@ def test_upstream_e2e_scenarios(seeded: Seeded, tmp_path: Path, policy: str) -> 
     assert names == {"alice-cred", "copy-of-alice"}
 
 
-def test_restart_keeps_records(seeded: Seeded, tmp_path: Path) -> None:
-    registry = seeded.registries["token"]
-    image = seeded.ref("token", IMAGE)
+def test_restart_keeps_records(
+    registry_factory: RegistryFactory, skopeo: Skopeo, test_images: TestImages, tmp_path: Path
+) -> None:
+    registry = registry_factory(auth="token")  # our own: this test stops it
+    seed_one(skopeo, test_images, registry, "alice", IMAGE, ALICE)
+    image = registry.ref(IMAGE)
     root = tmp_path / "node"
     docs = [secret("a", "alice-cred", registry.host, ALICE)]
     code, _, _ = run(root, [*docs, pod("a", "p1", image, "IfNotPresent", "alice-cred")])
     assert code == 0
     registry.stop()
-    try:
-        code, data, _ = run(root, [*docs, pod("a", "p2", image, "IfNotPresent", "alice-cred")])
-        assert code == 0 and outcomes(data)["p2"]["verifiedBy"] == "secretHash"
-        code, data, _ = run(root, [pod("z", "stranger", image, "IfNotPresent")])
-        assert code == 1 and outcomes(data)["stranger"]["outcome"] == "RegistryUnavailable"
-    finally:
-        registry.start()
+    code, data, _ = run(root, [*docs, pod("a", "p2", image, "IfNotPresent", "alice-cred")])
+    assert code == 0 and outcomes(data)["p2"]["verifiedBy"] == "secretHash"
+    code, data, _ = run(root, [pod("z", "stranger", image, "IfNotPresent")])
+    assert code == 1 and outcomes(data)["stranger"]["outcome"] == "RegistryUnavailable"
 
 
 def preload(root: Path, image: str) -> str:
