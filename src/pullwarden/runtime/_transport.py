@@ -375,6 +375,18 @@ class Session:
             url = url.join(location)
         target.fail(RegistryError, f"too many redirects (more than {_MAX_REDIRECTS})")
 
+    def authorization(self, target: Target) -> str | None:
+        """The ``Authorization`` value to send up front to the registry itself, if any.
+
+        For requests made outside httpx (the lean blob reader); the value is added to the
+        target's secrets so that no error message can quote it.
+        """
+        authz = self._known_authorization(target)
+        if authz is None:
+            return None
+        target.secrets.add(authz.header.partition(" ")[2])
+        return authz.header
+
     def _known_authorization(self, target: Target) -> _Authz | None:
         """Credentials to send up front, from a challenge this registry sent before."""
         challenge = self._challenges.get(target.origin)
