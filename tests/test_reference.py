@@ -286,7 +286,7 @@ def test_trim_tag_digest_is_cached() -> None:
     trim_tag_digest("cached.example/app:v1")
     trim_tag_digest("cached.example/app:v1")
     info = trim_tag_digest.cache_info()
-    assert info.maxsize == 4096
+    assert info.maxsize == 65536
     assert (info.hits, info.misses) == (1, 1)
 
 
