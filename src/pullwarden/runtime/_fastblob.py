@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import socket
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from types import TracebackType
 
 import httpx
@@ -58,6 +58,11 @@ class BlobBody:
             )
         self._received += n
         return n
+
+    def chunks(self, buffer: memoryview) -> Iterator[memoryview]:
+        """The whole body, one filled slice of ``buffer`` at a time (valid until the next)."""
+        while (n := self.readinto(buffer)) > 0:
+            yield buffer[:n]
 
     def close(self) -> None:
         self._sock.close()

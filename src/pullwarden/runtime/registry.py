@@ -32,7 +32,7 @@ import ssl
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -557,39 +557,53 @@ class RegistryClient:
             target, desc, dest, url, subject, report, cancel
         ):
             return
-        hasher = _hasher(desc.digest)
-        size = desc.size
-        done = 0
-        next_report = _PROGRESS_STEP
         headers = {"Accept-Encoding": "identity"}
         with self._session.request(target, "GET", url, subject, headers) as response:
             declared = response.headers.get("Content-Length", "")
-            if declared.isdigit() and int(declared) > size:
-                target.fail(
-                    TooLargeError,
-                    f"{subject} is {declared} bytes, more than the {size} its descriptor says",
-                )
-            with open(dest, "wb", buffering=0) as out:
-                for chunk in response.iter_bytes(CHUNK_SIZE):
-                    done += len(chunk)
-                    if done > size:
-                        target.fail(
-                            TooLargeError,
-                            f"{subject} is longer than the {size} bytes its descriptor says",
-                        )
-                    hasher.update(chunk)
-                    written = out.write(chunk)
-                    if written != len(chunk):  # a short write (rare): finish the chunk
-                        _write_rest(out, memoryview(chunk)[written or 0 :])
-                    if done >= next_report:
-                        report(done)
-                        next_report = done + _PROGRESS_STEP
-                        if cancel is not None and cancel.is_set():
-                            raise _Cancelled
+            length = int(declared) if declared.isdigit() else None
+            self._store_blob(
+                target, desc, subject, length, response.iter_bytes(CHUNK_SIZE), dest, report, cancel
+            )
+
+    def _store_blob(
+        self,
+        target: Target,
+        desc: oci.Descriptor,
+        subject: str,
+        length: int | None,
+        chunks: Iterable[bytes | memoryview],
+        dest: Path,
+        report: Callable[[int], None],
+        cancel: threading.Event | None,
+    ) -> None:
+        """Hash and write ``chunks`` to ``dest``; verify size and digest against ``desc``."""
+        size = desc.size
+        if length is not None and length > size:
+            target.fail(
+                TooLargeError,
+                f"{subject} is {length} bytes, more than the {size} its descriptor says",
+            )
+        hasher = _hasher(desc.digest)
+        done = 0
+        next_report = _PROGRESS_STEP
+        with open(dest, "wb", buffering=0) as out:
+            for chunk in chunks:
+                done += len(chunk)
+                if done > size:
+                    target.fail(
+                        TooLargeError,
+                        f"{subject} is longer than the {size} bytes its descriptor says",
+                    )
+                hasher.update(chunk)
+                _write_rest(out, memoryview(chunk))
+                if done >= next_report:
+                    report(done)
+                    next_report = done + _PROGRESS_STEP
+                    if cancel is not None and cancel.is_set():
+                        raise _Cancelled
         if done != size:
             target.fail(
-                DigestMismatchError,
-                f"{subject} is {done} bytes, its descriptor says {size}",
+                DigestMismatchError, f"{subject} is {done} bytes, its descriptor says {size}"
             )
         actual = f"{desc.digest.partition(':')[0]}:{hasher.hexdigest()}"
         if actual != desc.digest:
@@ -618,36 +632,11 @@ class RegistryClient:
         )
         if body is None:
             return False
-        size = desc.size
-        hasher = _hasher(desc.digest)
         buffer = memoryview(bytearray(_LEAN_BUFFER))
-        done = 0
-        next_report = _PROGRESS_STEP
-        with body, open(dest, "wb", buffering=0) as out:
-            if body.length > size:
-                target.fail(
-                    TooLargeError,
-                    f"{subject} is {body.length} bytes, more than the {size} its descriptor says",
-                )
-            while done < body.length:
-                n = body.readinto(buffer)
-                chunk = buffer[:n]
-                hasher.update(chunk)
-                _write_rest(out, chunk)
-                done += n
-                if done >= next_report:
-                    report(done)
-                    next_report = done + _PROGRESS_STEP
-                    if cancel is not None and cancel.is_set():
-                        raise _Cancelled
-        if done != size:
-            target.fail(
-                DigestMismatchError, f"{subject} is {done} bytes, its descriptor says {size}"
+        with body:
+            self._store_blob(
+                target, desc, subject, body.length, body.chunks(buffer), dest, report, cancel
             )
-        actual = f"{desc.digest.partition(':')[0]}:{hasher.hexdigest()}"
-        if actual != desc.digest:
-            target.fail(DigestMismatchError, f"{subject} content has digest {actual}")
-        report(done)
         with self._tls_lock:
             self.lean_blob_count += 1
         return True
