@@ -40,7 +40,7 @@ from typing import Any, Final
 
 import yaml
 
-from pullwarden._gofmt import go_duration
+from pullwarden._gofmt import go_duration, parse_go_duration
 from pullwarden.errors import ConfigError
 from pullwarden.objects import describe_value
 from pullwarden.policy import (
@@ -76,124 +76,6 @@ _INT32_MAX: Final = 2**31 - 1
 
 
 # --- Go durations ----------------------------------------------------------------------------
-
-_UNIT_NS: Final[Mapping[str, int]] = {
-    "ns": 1,
-    "us": 1_000,
-    "µs": 1_000,  # U+00B5 MICRO SIGN
-    "μs": 1_000,  # U+03BC GREEK SMALL LETTER MU
-    "ms": 1_000_000,
-    "s": 1_000_000_000,
-    "m": 60 * 1_000_000_000,
-    "h": 3600 * 1_000_000_000,
-}
-_LIMIT: Final = 1 << 63  # the magnitude of the most negative int64
-
-
-def _time_quote(text: str) -> str:
-    """Quote ``text`` as Go's time package does in its parse errors."""
-    out = ['"']
-    for ch in text:
-        if " " <= ch < "\x80":
-            if ch in '"\\':
-                out.append("\\")
-            out.append(ch)
-        else:
-            out.extend(f"\\x{b:02x}" for b in ch.encode("utf-8", "surrogatepass"))
-    out.append('"')
-    return "".join(out)
-
-
-def _is_digit(ch: str) -> bool:
-    return "0" <= ch <= "9"
-
-
-def parse_go_duration(text: str) -> int:
-    """Parse a Go duration string (``time.ParseDuration``) into integer nanoseconds.
-
-    Accepts an optional sign, then one or more ``<number><unit>`` pairs where the number may
-    have a fraction and the unit is one of ns, us, µs, ms, s, m, h; ``"0"`` alone needs no unit.
-    Anything else, and values beyond the int64 range, raise :class:`ValueError` with Go's
-    message (``time: invalid duration "abc"``).
-    """
-    invalid = ValueError(f"time: invalid duration {_time_quote(text)}")
-    rest = text
-    negative = False
-    if rest[:1] in ("-", "+"):
-        negative = rest[0] == "-"
-        rest = rest[1:]
-    if rest == "0":
-        return 0
-    if not rest:
-        raise invalid
-    total = 0
-    while rest:
-        if not (rest[0] == "." or _is_digit(rest[0])):
-            raise invalid
-        # Whole part.
-        i = 0
-        whole = 0
-        while i < len(rest) and _is_digit(rest[i]):
-            if whole > _LIMIT // 10:
-                raise invalid
-            whole = whole * 10 + (ord(rest[i]) - 48)
-            if whole > _LIMIT:
-                raise invalid
-            i += 1
-        has_whole = i > 0
-        rest = rest[i:]
-        # Fraction: digits beyond what fits are read but ignored, as Go does.
-        fraction = 0
-        scale = 1.0
-        has_fraction = False
-        if rest[:1] == ".":
-            rest = rest[1:]
-            i = 0
-            saturated = False
-            while i < len(rest) and _is_digit(rest[i]):
-                if not saturated:
-                    if fraction > (_LIMIT - 1) // 10:
-                        saturated = True
-                    else:
-                        candidate = fraction * 10 + (ord(rest[i]) - 48)
-                        if candidate > _LIMIT:
-                            saturated = True
-                        else:
-                            fraction = candidate
-                            scale *= 10
-                i += 1
-            has_fraction = i > 0
-            rest = rest[i:]
-        if not has_whole and not has_fraction:
-            raise invalid
-        # Unit: everything up to the next digit or dot.
-        i = 0
-        while i < len(rest) and not (rest[i] == "." or _is_digit(rest[i])):
-            i += 1
-        if i == 0:
-            raise ValueError(f"time: missing unit in duration {_time_quote(text)}")
-        unit_text, rest = rest[:i], rest[i:]
-        unit = _UNIT_NS.get(unit_text)
-        if unit is None:
-            raise ValueError(
-                f"time: unknown unit {_time_quote(unit_text)} in duration {_time_quote(text)}"
-            )
-        if whole > _LIMIT // unit:
-            raise invalid
-        value = whole * unit
-        if fraction > 0:
-            # Go adds the fraction in float64 arithmetic; Python floats are the same doubles.
-            value += int(float(fraction) * (float(unit) / scale))
-            if value > _LIMIT:
-                raise invalid
-        total += value
-        if total > _LIMIT:
-            raise invalid
-    if negative:
-        return -total
-    if total > _LIMIT - 1:
-        raise invalid
-    return total
 
 
 def format_go_duration(value: int | timedelta) -> str:
