@@ -1,4 +1,5 @@
-"""Go's text renderings that kubelet messages carry: ``%q`` quoting and ``time.Duration``.
+"""Go's text renderings that kubelet messages carry (``%q`` quoting, ``time.Duration``), and
+``time.ParseDuration`` for the kubelet configuration's duration fields.
 
 Kubelet events quote image names with ``%q`` and print pull times with ``%v`` of a
 ``time.Duration``; matching them byte for byte keeps our events greppable with the same patterns

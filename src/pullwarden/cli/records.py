@@ -18,8 +18,8 @@ import yaml
 
 from pullwarden._gojson import format_rfc3339
 from pullwarden.cli._common import die
-from pullwarden.credentials import keyring_from_secrets, pod_credentials
 from pullwarden.errors import PullwardenError, RecordDecodeError
+from pullwarden.imagemanager import CredentialLookup
 from pullwarden.metrics import Metrics
 from pullwarden.objects import load_secrets
 from pullwarden.policy import DEFAULT_POLICY, PolicyEnforcer, VerificationPolicy
@@ -33,7 +33,6 @@ from pullwarden.records import (
 )
 from pullwarden.records.codec import decode
 from pullwarden.records.fs import FileRecordStore, scan
-from pullwarden.reference import parse_image_name
 
 DEFAULT_KUBELET_DIR = "/var/lib/kubelet"
 
@@ -262,11 +261,8 @@ def secrets_from_files(image: str, files: Sequence[Path]) -> list[ImagePullSecre
                 f"Secret {s.namespace}/{s.name} has no metadata.uid; records match secrets by "
                 "uid (export it with `kubectl get secret NAME -o yaml`)"
             )
-    keyring = keyring_from_secrets(loaded)
-    if keyring is None:
-        return []
-    repository, _tag, _digest = parse_image_name(image)
-    return pod_credentials(keyring.lookup(repository))[0]
+    secrets, _account = CredentialLookup(image, loaded, None, track_hashes=True).pod_credentials()
+    return list(secrets)
 
 
 @dataclass
