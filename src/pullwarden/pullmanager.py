@@ -370,33 +370,6 @@ class PullManager:
         policy_reason = ""
         if v.pulled_by_kubelet is not None:
             policy_reason = self.enforcer.explain(v.image, v.pulled_by_kubelet)
-        key = repr(v.key)
-        secret, pod = v.known_secret, v.pod_secret
-        reasons = {
-            "no-ref": "the image is not present on the node (no imageRef)",
-            "read-error": f"the pull records could not be read, so credentials must be verified: "
-            f"{v.error}",
-            "policy": policy_reason,
-            "no-record": "a pull of this image is in flight or was interrupted (pull intent) and "
-            "no credentials are recorded for it yet"
-            if v.pulled_by_kubelet
-            else "nothing is recorded for this image (it counts as preloaded)",
-            "bad-name": f"the image name cannot be trimmed: {v.error}",
-            "no-name": f"the record of {v.image_ref} has no credentials for the name {key}",
-            "node-wide": f"the record says {key} was pulled with node-wide or anonymous access",
-            "no-credentials": f"the record holds no credentials for {key}",
-            "pod-credentials": f"the pod's credentials could not be looked up: {v.error}",
-            "secret": ""
-            if secret is None or pod is None
-            else f"pod secret {pod.namespace}/{pod.name} matches the recorded secret "
-            f"{secret.namespace}/{secret.name} by "
-            + ("credential hash" if v.by_hash else "coordinates (the secret was rotated)"),
-            "service-account": ""
-            if v.account is None
-            else f"the pod's service account {v.account.namespace}/{v.account.name} pulled it",
-            "no-match": f"none of the pod's credentials is recorded for {key}; a pull (manifest "
-            "only) must prove they can access the image",
-        }
         match: MatchKind | None = {
             "node-wide": "node-wide",
             "secret": "hash" if v.by_hash else "coordinates",
@@ -405,7 +378,7 @@ class PullManager:
         return Decision(
             must_pull=v.must_pull,
             result=v.result,
-            reason=reasons[v.step],
+            reason=_reason(v, policy_reason),
             image=v.image,
             image_ref=v.image_ref,
             policy=self.enforcer.policy.value,
@@ -414,7 +387,7 @@ class PullManager:
             record_found=v.record is not None,
             mapping_key=v.key,
             mapping_keys=tuple(v.record.credential_mapping) if v.record is not None else (),
-            matched_secret=secret,
+            matched_secret=v.known_secret,
             matched_service_account=v.account,
             match=match,
             credentials_requested=v.asked,
@@ -482,6 +455,47 @@ class PullManager:
                     )
                     continue
                 wanted.discard(name)
+
+
+def _reason(v: _Verdict, policy_reason: str) -> str:
+    """The verdict's step in words."""
+    key = repr(v.key)
+    step = v.step
+    if step == "policy":
+        return policy_reason
+    if step == "no-ref":
+        return "the image is not present on the node (no imageRef)"
+    if step == "read-error":
+        return f"the pull records could not be read, so credentials must be verified: {v.error}"
+    if step == "no-record":
+        if v.pulled_by_kubelet:
+            return (
+                "a pull of this image is in flight or was interrupted (pull intent) and no "
+                "credentials are recorded for it yet"
+            )
+        return "nothing is recorded for this image (it counts as preloaded)"
+    if step == "bad-name":
+        return f"the image name cannot be trimmed: {v.error}"
+    if step == "no-name":
+        return f"the record of {v.image_ref} has no credentials for the name {key}"
+    if step == "node-wide":
+        return f"the record says {key} was pulled with node-wide or anonymous access"
+    if step == "no-credentials":
+        return f"the record holds no credentials for {key}"
+    if step == "pod-credentials":
+        return f"the pod's credentials could not be looked up: {v.error}"
+    if step == "secret" and v.known_secret is not None and v.pod_secret is not None:
+        how = "credential hash" if v.by_hash else "coordinates (the secret was rotated)"
+        return (
+            f"pod secret {v.pod_secret.namespace}/{v.pod_secret.name} matches the recorded "
+            f"secret {v.known_secret.namespace}/{v.known_secret.name} by {how}"
+        )
+    if step == "service-account" and v.account is not None:
+        return f"the pod's service account {v.account.namespace}/{v.account.name} pulled it"
+    return (
+        f"none of the pod's credentials is recorded for {key}; a pull (manifest only) must "
+        "prove they can access the image"
+    )
 
 
 def merge_credentials(
