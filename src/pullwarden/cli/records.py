@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from pullwarden.imagemanager import CredentialLookup
 from pullwarden.metrics import Metrics
 from pullwarden.objects import load_secrets
 from pullwarden.policy import DEFAULT_POLICY, PolicyEnforcer, VerificationPolicy
-from pullwarden.pullmanager import Decision, PodCredentials, PullManager
+from pullwarden.pullmanager import Decision, PullManager
 from pullwarden.records import (
     ImagePullCredentials,
     ImagePulledRecord,
@@ -265,17 +264,6 @@ def secrets_from_files(image: str, files: Sequence[Path]) -> list[ImagePullSecre
     return list(secrets)
 
 
-@dataclass
-class _Lookup:
-    """The pod credentials of the command line, noting whether the decision asked for them."""
-
-    secrets: list[ImagePullSecret]
-    account: ImagePullServiceAccount | None
-
-    def __call__(self) -> PodCredentials:
-        return self.secrets, self.account
-
-
 def explain_text(d: Decision) -> list[str]:
     lines = [f"Image:      {d.image}", f"Image ref:  {d.image_ref}"]
     if d.policy:
@@ -371,7 +359,7 @@ def explain_command(
         die(str(err))
     store = open_store(kubelet_dir)
     manager = PullManager(store, enforcer, None, cache=False, metrics=Metrics())
-    decision = manager.decide(image, image_ref, _Lookup(pod_secrets, account), write=False)
+    decision = manager.decide(image, image_ref, lambda: (pod_secrets, account), write=False)
     if output == "json":
         click.echo(
             json.dumps(
