@@ -9,6 +9,7 @@ operators (``pullwarden records explain``) and for logs.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -28,7 +29,7 @@ from pullwarden.records.model import (
     ImagePullSecret,
     ImagePullServiceAccount,
 )
-from pullwarden.reference import trim_tag_digest
+from pullwarden.reference import parse_image_name, trim_tag_digest
 
 __all__ = [
     "MAX_SECRETS_PER_IMAGE",
@@ -36,6 +37,7 @@ __all__ = [
     "ImageLister",
     "ListedImage",
     "PodCredentials",
+    "Protections",
     "PullManager",
     "merge_credentials",
 ]
@@ -67,6 +69,46 @@ class ImageLister(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class Protections:
+    """Protections stricter than the kubelet's; each only ever turns "allowed" into "must verify".
+
+    A :class:`PullManager` built with defaults has none and decides exactly as the kubelet does
+    (so ``records explain`` predicts a real kubelet); :class:`~pullwarden.node.Node` turns them
+    all on (:meth:`all`).
+
+    ``any_spelling``
+        The evidence that this node pulled an image -- a pull intent in flight or on disk --
+        counts for every spelling of the intent's repository (``app:v1``, ``app@sha256:…``,
+        ``docker.io/org/app``, ``index.docker.io/org/app`` are one repository) and for every
+        name the runtime lists for the imageRef being checked (which covers a pod naming the
+        image by its id).  An intent file that cannot be read makes every image without a
+        record count as pulled.  Start-up housekeeping matches intents to the runtime's images
+        by normalised name (``nginx`` is ``docker.io/library/nginx:latest``).  The kubelet
+        compares raw strings only, so between the runtime's commit and the record write -- and
+        for good after a crash in that window -- other spellings of a private image count as
+        preloaded, which the default policy lets any pod use.
+
+    ``keep_inherited_intents``
+        An intent file this manager did not write (found on disk at start-up, or when a pull
+        of the same image began) is never deleted because a pull failed, and a successful pull
+        deletes it only once every image known to have carried its name has a record.  The
+        kubelet deletes it at the end of any pull of that image, after which what the
+        interrupted pull committed counts as preloaded.
+    """
+
+    any_spelling: bool = False
+    keep_inherited_intents: bool = False
+
+    @classmethod
+    def all(cls) -> Protections:
+        """Every protection: what a node that must not leak images wants."""
+        return cls(any_spelling=True, keep_inherited_intents=True)
+
+
+_UNREADABLE_INTENT = "<an unreadable pull intent file>"
+
+
+@dataclass(frozen=True, slots=True)
 class Decision:
     """The answer of :meth:`PullManager.decide` and every fact it rests on."""
 
@@ -87,6 +129,9 @@ class Decision:
     credentials_requested: bool = False
     record_update: ImagePullCredentials | None = None  # what was (or would be) merged in
     error: str = ""
+    # The intent, under another spelling, that made the image count as pulled by this node
+    # (Protections.any_spelling); "" when the kubelet's own evidence decided.
+    intent_image: str = ""
 
 
 class _Verdict:
@@ -99,6 +144,7 @@ class _Verdict:
         "error",
         "image",
         "image_ref",
+        "intent_image",
         "key",
         "known_secret",
         "must_pull",
@@ -117,6 +163,7 @@ class _Verdict:
         self.result: MustPullResult | None = None
         self.step = "no-ref"
         self.pulled_by_kubelet: bool | None = None
+        self.intent_image = ""
         self.record: ImagePulledRecord | None = None
         self.key = ""
         self.asked = False
@@ -138,8 +185,11 @@ class PullManager:
     """Keeps the pull records of one node and decides when credentials must be verified.
 
     ``store`` is wrapped in a :class:`~pullwarden.records.cache.CachedRecordStore` unless
-    ``cache=False`` or it already is one.  ``image_service`` is only used once, for start-up
-    housekeeping (pass ``None`` to skip it, as an operator tool reading someone else's node does).
+    ``cache=False`` or it already is one.  ``image_service`` is used for start-up housekeeping
+    (pass ``None`` to skip it, as an operator tool reading someone else's node does) and, with
+    ``protections.keep_inherited_intents``, to settle an inherited intent.  ``protections``
+    (default: none, exactly the kubelet) are described in :class:`Protections`; they assume this
+    manager is the only writer of the store's intents while it runs (one node per root).
     """
 
     def __init__(
@@ -152,6 +202,7 @@ class PullManager:
         lock_stripes: int = 10,
         clock: Clock | None = None,
         metrics: Metrics | None = None,
+        protections: Protections | None = None,
     ) -> None:
         if cache and not isinstance(store, CachedRecordStore):
             store = CachedRecordStore(store)
@@ -159,12 +210,22 @@ class PullManager:
         self.enforcer = enforcer
         self.clock: Clock = clock or SystemClock()
         self.metrics = metrics or Metrics()
+        self.protections = protections or Protections()
+        self._lister = image_service
         self._intent_locks = StripedLocks(lock_stripes)
         self._pulled_locks = StripedLocks(lock_stripes)
         self._intent_counts: dict[str, int] = {}
+        # Protections only: raw images with an intent in flight or on disk, by repository;
+        # inherited intent files with the imageRefs known to carry their names.
+        self._evidence: dict[str, set[str]] = {}
+        self._evidence_lock = threading.Lock()
+        self._intents_unreadable = False
+        self._inherited: dict[str, set[str]] = {}
         self._watch_store()
         if image_service is not None:
             self._initialize(image_service)
+        if self.protections.any_spelling or self.protections.keep_inherited_intents:
+            self._load_intents()
 
     def _watch_store(self) -> None:
         disk = self.store.delegate if isinstance(self.store, CachedRecordStore) else self.store
@@ -184,21 +245,37 @@ class PullManager:
     def record_pull_intent(self, image: str) -> None:
         """Note that a pull of ``image`` starts; pair it with one pulled/failed call."""
         with self._intent_locks.lock(image):
+            if (
+                self.protections.keep_inherited_intents
+                and not self._intent_counts.get(image)
+                and image not in self._inherited
+                and self._intent_on_disk(image)
+            ):
+                self._inherited[image] = set()
             try:
                 self.store.write_intent(ImagePullIntent(image=image))
             except RecordError as err:
                 raise RecordWriteError(f"failed to record image pull intent: {err}") from err
             self._intent_counts[image] = self._intent_counts.get(image, 0) + 1
+            self._add_evidence(image)
 
     def record_image_pull_failed(self, image: str) -> None:
-        """The pull of ``image`` failed (or was skipped): forget one in-flight intent."""
-        self._decrement(image)
+        """The pull of ``image`` failed (or was skipped): forget one in-flight intent.
 
-    def _decrement(self, image: str) -> None:
+        Call it only when the pull is known not to have committed anything; when that is not
+        known, leave the intent alone: it keeps the image counted as pulled by this node, and
+        the next start-up turns it into a record if the image is there.
+        """
+        self._decrement(image, settled=False)
+
+    def _decrement(self, image: str, *, settled: bool) -> None:
         with self._intent_locks.lock(image):
             count = self._intent_counts.get(image, 0)
             if count > 1:
                 self._intent_counts[image] = count - 1
+                return
+            if image in self._inherited and not settled:
+                self._intent_counts.pop(image, None)  # ours ends; the inherited file stays
                 return
             try:
                 self.store.delete_intent(image)
@@ -206,9 +283,59 @@ class PullManager:
                 log.error("failed to remove the pull intent for %r: %s", image, err)
                 return
             self._intent_counts.pop(image, None)
+            self._inherited.pop(image, None)
+            self._drop_evidence(image)
 
     def intents_in_flight(self, image: str) -> int:
         return self._intent_counts.get(image, 0)
+
+    def _intent_on_disk(self, image: str) -> bool:
+        try:
+            return self.store.intent_exists(image)
+        except RecordError:
+            return True  # unreadable: it is not ours, and it may stand for a pull
+
+    # -- evidence under other spellings (Protections.any_spelling) ---------------------------
+
+    def _load_intents(self) -> None:
+        """Index the intents on disk after housekeeping; unreadable ones make doubt."""
+        listing = self.store.list_intents()
+        self._intents_unreadable = not listing.ok
+        for intent in listing.items:
+            self._add_evidence(intent.image)
+            if self.protections.keep_inherited_intents:
+                self._inherited.setdefault(intent.image, set())
+
+    def _add_evidence(self, image: str) -> None:
+        repository = _repository(image)
+        if repository is None or not self.protections.any_spelling:
+            return
+        with self._evidence_lock:
+            self._evidence.setdefault(repository, set()).add(image)
+
+    def _drop_evidence(self, image: str) -> None:
+        repository = _repository(image)
+        if repository is None:
+            return
+        with self._evidence_lock:
+            images = self._evidence.get(repository)
+            if images is not None:
+                images.discard(image)
+                if not images:
+                    del self._evidence[repository]
+
+    def _evidence_for(self, image: str, image_names: Sequence[str]) -> str:
+        """An intent (or doubt) that makes ``image`` count as pulled by this node; "" if none."""
+        if self._intents_unreadable:
+            return _UNREADABLE_INTENT
+        with self._evidence_lock:
+            if not self._evidence:
+                return ""
+            for name in (image, *image_names):
+                images = self._evidence.get(_repository(name) or "")
+                if images:
+                    return min(images)
+        return ""
 
     # -- pulled records (§5.2, §5.5) ---------------------------------------------------------
 
@@ -225,7 +352,7 @@ class PullManager:
         except PullwardenError as err:
             log.error("failed to record the pull of %r as %s: %s", image, image_ref, err)
             return
-        self._decrement(image)
+        self._decrement(image, settled=image not in self._inherited or self._settle(image))
 
     def _write_pulled_record_if_changed(
         self, image: str, image_ref: str, credentials: ImagePullCredentials | None
@@ -263,9 +390,10 @@ class PullManager:
         get_pod_credentials: Callable[[], PodCredentials],
         *,
         write: bool = True,
+        image_names: Sequence[str] = (),
     ) -> Decision:
         """:meth:`must_attempt_image_pull` with its reasoning; ``write=False`` never writes."""
-        v = self._evaluate(image, image_ref, get_pod_credentials, write)
+        v = self._evaluate(image, image_ref, get_pod_credentials, write, image_names)
         if v.result is not None:
             self.metrics.count_mustpull(v.result)
         if v.error is not None and v.asked:
@@ -277,13 +405,17 @@ class PullManager:
         image: str,
         image_ref: str,
         get_pod_credentials: Callable[[], PodCredentials],
+        *,
+        image_names: Sequence[str] = (),
     ) -> bool:
         """True when the pod's credentials must be verified by pulling ``image`` again.
 
         ``get_pod_credentials`` is called at most once and only when the answer depends on it;
         an exception it raises is counted and re-raised (the caller fails the request).
+        ``image_names`` are the names the runtime lists for ``image_ref`` (its repo tags and
+        digests); only :attr:`Protections.any_spelling` looks at them.
         """
-        v = self._evaluate(image, image_ref, get_pod_credentials, True)
+        v = self._evaluate(image, image_ref, get_pod_credentials, True, image_names)
         if v.result is not None:
             self.metrics.count_mustpull(v.result)
         if v.error is not None and v.asked:
@@ -296,6 +428,7 @@ class PullManager:
         image_ref: str,
         get_pod_credentials: Callable[[], PodCredentials],
         write: bool,
+        image_names: Sequence[str],
     ) -> _Verdict:
         """The decision tree of spec §5.4, in order; every exit names its step."""
         v = _Verdict(image, image_ref)
@@ -309,6 +442,9 @@ class PullManager:
                     or self._intent_counts.get(image, 0) > 0
                     or self.store.intent_exists(image)
                 )
+                if not pulled_by_kubelet and self.protections.any_spelling:
+                    v.intent_image = self._evidence_for(image, image_names)
+                    pulled_by_kubelet = bool(v.intent_image)
             except RecordError as err:
                 log.warning("cannot read the records of %s, verifying: %s", image_ref, err)
                 v.error = err
@@ -393,6 +529,7 @@ class PullManager:
             credentials_requested=v.asked,
             record_update=v.update,
             error="" if v.error is None else str(v.error),
+            intent_image=v.intent_image,
         )
 
     def _cache_secret(self, image: str, image_ref: str, update: ImagePullCredentials) -> None:
@@ -431,30 +568,90 @@ class PullManager:
         return removed
 
     def _initialize(self, image_service: ImageLister) -> None:
+        """Start-up housekeeping (§5.7): intents whose image is present become records.
+
+        Every listed image carrying an intent's name gets a record without credentials (so it
+        counts as pulled by this node and every pod must verify), then the intent goes.  Names
+        match exactly, as in the kubelet, or by normalised name with ``any_spelling``.
+        """
         intents = self.store.list_intents()
         for err in intents.errors:
             log.warning("start-up: skipping an unreadable pull intent: %s", err)
         if not intents.items:
             return
+        images = self._list_images(image_service)
+        for intent in intents.items:
+            refs = self._carrying(images, intent.image)
+            failed = self._record_unverified(intent.image, refs)
+            if self.protections.keep_inherited_intents and (failed or not refs):
+                self._inherited[intent.image] = failed
+                continue
+            if len(failed) == len(refs):  # nothing matched, or no record could be written
+                continue
+            try:
+                self.store.delete_intent(intent.image)
+            except PullwardenError as err:
+                log.error("start-up: cannot remove the intent for %r: %s", intent.image, err)
+
+    def _settle(self, image: str) -> bool:
+        """Record every image known to carry an inherited intent's name; True when all did."""
+        refs = set(self._inherited.get(image, ()))
+        if self._lister is not None:
+            refs.update(self._carrying(self._list_images(self._lister), image))
+        failed = self._record_unverified(image, sorted(refs))
+        if failed:
+            self._inherited[image] = failed
+        return not failed
+
+    @staticmethod
+    def _list_images(image_service: ImageLister) -> Sequence[ListedImage]:
         try:
-            images = image_service.list_images()
+            return image_service.list_images()
         except Exception as err:
-            log.error("start-up: cannot list the runtime's images: %s", err)
-            images = []
-        wanted = {intent.image for intent in intents.items}
-        for img in images:
-            for name in (*img.repo_digests, *img.repo_tags):
-                if name not in wanted:
-                    continue
-                try:
-                    self._write_pulled_record_if_changed(name, img.id, None)
-                    self.store.delete_intent(name)
-                except PullwardenError as err:
-                    log.error(
-                        "start-up: cannot turn the intent for %r into a record: %s", name, err
-                    )
-                    continue
-                wanted.discard(name)
+            log.error("cannot list the runtime's images: %s", err)
+            return []
+
+    def _carrying(self, images: Sequence[ListedImage], image: str) -> list[str]:
+        """The ids of the listed images that carry the name ``image``."""
+        if not self.protections.any_spelling:
+            return [i.id for i in images if image in (*i.repo_digests, *i.repo_tags)]
+        wanted = _name_keys(image)
+        return [
+            i.id
+            for i in images
+            if any(wanted & _name_keys(name) for name in (*i.repo_digests, *i.repo_tags))
+        ]
+
+    def _record_unverified(self, image: str, image_refs: Sequence[str]) -> set[str]:
+        """A record without credentials for each imageRef; returns those that failed."""
+        failed: set[str] = set()
+        for ref in image_refs:
+            try:
+                self._write_pulled_record_if_changed(image, ref, None)
+            except PullwardenError as err:
+                log.error("cannot turn the intent for %r into a record of %s: %s", image, ref, err)
+                failed.add(ref)
+        return failed
+
+
+def _repository(image: str) -> str | None:
+    """The normalised repository of ``image`` (``nginx`` → ``docker.io/library/nginx``)."""
+    try:
+        return parse_image_name(image)[0]
+    except PullwardenError:
+        return None
+
+
+def _name_keys(image: str) -> frozenset[str]:
+    """The normalised names ``image`` stands for: ``repo:tag`` and/or ``repo@digest``."""
+    try:
+        repository, tag, digest = parse_image_name(image)
+    except PullwardenError:
+        return frozenset()
+    keys = {f"{repository}:{tag}"} if tag else set()
+    if digest:
+        keys.add(f"{repository}@{digest}")
+    return frozenset(keys)
 
 
 def _reason(v: _Verdict, policy_reason: str) -> str:
@@ -468,6 +665,16 @@ def _reason(v: _Verdict, policy_reason: str) -> str:
     if step == "read-error":
         return f"the pull records could not be read, so credentials must be verified: {v.error}"
     if step == "no-record":
+        if v.intent_image == _UNREADABLE_INTENT:
+            return (
+                "a pull intent file cannot be read, so any image may have been pulled by this "
+                "node, and nothing is recorded for this one"
+            )
+        if v.intent_image:
+            return (
+                f"a pull of {v.intent_image!r} (the same repository or image) is in flight or "
+                "was interrupted, and no credentials are recorded for this image yet"
+            )
         if v.pulled_by_kubelet:
             return (
                 "a pull of this image is in flight or was interrupted (pull intent) and no "
