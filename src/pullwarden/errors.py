@@ -25,8 +25,11 @@ Every error pullwarden raises on purpose derives from :class:`PullwardenError`::
     │   ├── DigestMismatchError    content does not match its digest (nothing is committed)
     │   ├── TooLargeError          a manifest over the size limit, or a blob over its size
     │   └── UnsupportedMediaTypeError  a manifest type pullwarden cannot pull
-    └── ImageStoreError            the local image store failed (disk, corrupt index)
-        └── ImageNotKnownError     no local image by that name or id
+    ├── ImageStoreError            the local image store failed (disk, corrupt index)
+    │   └── ImageNotKnownError     no local image by that name or id
+    ├── PullCancelledError         a pull was stopped on request (Ctrl-C, SIGTERM, a caller)
+    │                              before it committed anything
+    └── NodeBusyError              another process holds the node's root directory
 
 Messages never contain credentials: secrets are identified by namespace/name only.
 """
@@ -44,8 +47,10 @@ __all__ = [
     "InvalidAllowlistError",
     "InvalidReferenceError",
     "ManifestError",
+    "NodeBusyError",
     "NotFoundError",
     "PolicyError",
+    "PullCancelledError",
     "PullwardenError",
     "RecordDecodeError",
     "RecordError",
@@ -185,3 +190,11 @@ class ImageStoreError(PullwardenError):
 
 class ImageNotKnownError(ImageStoreError, LookupError):
     """No image in the local store has that name or id."""
+
+
+class PullCancelledError(PullwardenError):
+    """A pull was stopped on request before it committed: nothing of it is on the node."""
+
+
+class NodeBusyError(PullwardenError):
+    """Another process holds the node's root directory (one node per root)."""

@@ -1,15 +1,20 @@
-"""What every command shares: the one-line error exit and the default data locations."""
+"""What every command shares: the one-line error exit, the default data locations, Ctrl-C."""
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import click
 
-__all__ = ["EXIT_USAGE", "default_root", "default_store", "die"]
+from pullwarden._cancel import CancelToken
+from pullwarden.errors import PullCancelledError
+
+__all__ = ["EXIT_USAGE", "Interrupts", "default_root", "default_store", "die"]
 
 EXIT_USAGE = 2
 
@@ -33,3 +38,67 @@ def default_store() -> Path:
     """``$PULLWARDEN_STORE``, else the default node's image store (so `pull` preloads `run`)."""
     env = os.environ.get("PULLWARDEN_STORE")
     return Path(env) if env else default_root() / "images"
+
+
+class Interrupts:
+    """SIGINT and SIGTERM, while installed, cancel ``token`` instead of killing the process.
+
+    The first signal cancels the token (the work stops at its next safe point and says what it
+    left undone); a second one exits at once with ``128 + signal``, which is safe too: nothing
+    this process leaves half done grants access (a pull intent stays on disk and the next
+    start-up turns it into a record).  Use as a context manager around the work; afterwards
+    :attr:`exit_status` is 130 after SIGINT, 143 after SIGTERM, None when no signal came.
+
+    The handler itself only writes the signal number to a pipe (no locks are taken in signal
+    context); a watcher thread reads it and cancels the token.
+    """
+
+    def __init__(self, token: CancelToken) -> None:
+        self.token = token
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+        self._pipe: tuple[int, int] | None = None
+        self._watcher: threading.Thread | None = None
+
+    @property
+    def exit_status(self) -> int | None:
+        return None if self.signum is None else 128 + self.signum
+
+    def _handle(self, signum: int, _frame: object) -> None:
+        if self.signum is not None:
+            os._exit(128 + self.signum)
+        self.signum = signum
+        if self._pipe is not None:
+            os.write(self._pipe[1], bytes([signum]))
+
+    def _watch(self, read_fd: int) -> None:
+        data = os.read(read_fd, 1)
+        if data and data[0]:
+            name = signal.Signals(data[0]).name
+            self.token.cancel(PullCancelledError(f"interrupted by {name}"))
+
+    def __enter__(self) -> Interrupts:
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        self._pipe = os.pipe()
+        self._watcher = threading.Thread(
+            target=self._watch, args=(self._pipe[0],), name="pullwarden-signals", daemon=True
+        )
+        self._watcher.start()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+        if self._pipe is not None:
+            read_fd, write_fd = self._pipe
+            self._pipe = None
+            if self.signum is None:
+                os.write(write_fd, b"\0")  # let the watcher end
+            if self._watcher is not None:
+                self._watcher.join(1.0)
+            os.close(write_fd)
+            os.close(read_fd)
