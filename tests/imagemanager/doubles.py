@@ -8,6 +8,7 @@ them go, and can move a fake clock to make pulls take time.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import threading
@@ -15,6 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pullwarden._cancel import CancelToken
 from pullwarden._clock import FakeClock
 from pullwarden.credentials import Keyring, TrackedCredential
 from pullwarden.events import ListRecorder
@@ -55,6 +57,9 @@ class FakeImageService:
     pull_seconds: float = 0.0  # fake time each pull takes
     size_seconds: float = 0.0  # fake time the size lookup after a pull takes
     blocking: bool = False
+    # A held pull stops when its cancel token is cancelled, unless this is set (a runtime that
+    # ignores cancellation and finishes the pull anyway).
+    ignore_cancel: bool = False
 
     def __post_init__(self) -> None:
         self._lock = threading.Condition()
@@ -76,6 +81,10 @@ class FakeImageService:
             self._permits += n
             self._lock.notify_all()
 
+    def _wake(self) -> None:
+        with self._lock:
+            self._lock.notify_all()
+
     def wait_started(self, n: int, timeout: float = 5.0) -> None:
         """Wait until ``n`` pulls in total have reached the service."""
         with self._lock:
@@ -93,6 +102,8 @@ class FakeImageService:
         image: str,
         auth: AuthConfig | None = None,
         on_progress: ProgressCallback | None = None,
+        *,
+        cancel: CancelToken | None = None,
     ) -> str:
         with self._lock:
             self.calls.append("pull")
@@ -103,9 +114,17 @@ class FakeImageService:
             self._lock.notify_all()
         try:
             if self.blocking:
-                with self._lock:
-                    if not self._lock.wait_for(lambda: self._permits > 0, 10.0):
+                watch = cancel if cancel is not None and not self.ignore_cancel else None
+                with self._lock, contextlib.ExitStack() as stack:
+                    if watch is not None:
+                        stack.enter_context(watch.on_cancel(self._wake))
+                    if not self._lock.wait_for(
+                        lambda: self._permits > 0 or (watch is not None and watch.cancelled),
+                        10.0,
+                    ):
                         raise AssertionError("a pull was held for 10 s")
+                    if watch is not None:
+                        watch.raise_if_cancelled()
                     self._permits -= 1
             if self.clock is not None and self.pull_seconds:
                 self.clock.advance(self.pull_seconds)
@@ -246,6 +265,8 @@ def make_rig(
     policy: str = "NeverVerifyPreloadedImages",
     allowlist: Iterable[str] = (),
     service: FakeImageService | None = None,
+    cancel: CancelToken | None = None,
+    stop_grace: float = 1.0,
 ) -> Rig:
     service = service or FakeImageService(clock=clock)
     metrics = Metrics()
@@ -270,5 +291,7 @@ def make_rig(
         registry_burst=burst,
         clock=clock,
         metrics=metrics,
+        cancel=cancel,
+        stop_grace=stop_grace,
     )
     return Rig(manager, service, events, metrics, pm, clock)

@@ -34,6 +34,7 @@ from pullwarden.imagemanager._manager import (
 )
 from pullwarden.imagemanager._pullers import (
     MAX_IMAGE_PULL_REQUESTS,
+    STOP_GRACE,
     ParallelPuller,
     PullOutcome,
     SerialPuller,
@@ -55,6 +56,7 @@ __all__ = [
     "MAX_IMAGE_PULL_REQUESTS",
     "PULL_POLICIES",
     "QPS_EXCEEDED",
+    "STOP_GRACE",
     "VERIFIED_BY_FEATURE_DISABLED",
     "VERIFIED_BY_NODE_WIDE",
     "VERIFIED_BY_POLICY",

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from pullwarden._cancel import CancelToken
 from pullwarden._clock import Clock, SystemClock
 from pullwarden._gofmt import MILLISECOND, go_duration, go_quote, seconds_to_ns, truncate
 from pullwarden.credentials import Keyring, TrackedCredential, tracked_to_image_pull_credentials
@@ -43,6 +44,7 @@ from pullwarden.imagemanager._errors import (
     classify_pull_error,
 )
 from pullwarden.imagemanager._pullers import (
+    STOP_GRACE,
     ParallelPuller,
     Puller,
     PullOutcome,
@@ -104,7 +106,9 @@ class EnsureResult:
     access was established (``pull``, ``secretHash``, ``secretCoordinates``, ``serviceAccount``,
     ``nodeWide``, ``policy``, ``featureDisabled``; "" on failure); ``credential`` who pulled or
     was verified (``secret ns/name``, ``service account ns/name``, ``node credentials``,
-    ``anonymous``; "" when no credential of the pod was involved).
+    ``anonymous``; "" when no credential of the pod was involved).  ``interrupted`` marks a
+    request the manager's cancel token stopped (or never started): ``error`` is then
+    ``ErrImagePull`` and ``message`` says what was left undone.
     """
 
     image_ref: str
@@ -113,14 +117,17 @@ class EnsureResult:
     pulled: bool
     verified_by: str
     credential: str
+    interrupted: bool = False
 
     @property
     def ok(self) -> bool:
         return self.error is None
 
 
-def _failure(error: str, message: str, *, pulled: bool = False) -> EnsureResult:
-    return EnsureResult("", error, message, pulled, "", "")
+def _failure(
+    error: str, message: str, *, pulled: bool = False, interrupted: bool = False
+) -> EnsureResult:
+    return EnsureResult("", error, message, pulled, "", "", interrupted)
 
 
 class _Request:
@@ -146,6 +153,12 @@ class ImageManager:
     unlimited).  ``registry_pull_qps`` > 0 limits pulls to that rate with bursts of
     ``registry_burst``; 0 means no limit.  Thread-safe: pods may ensure their images from
     several threads.  :meth:`close` stops the puller threads.
+
+    ``cancel`` stops the manager: pulls in flight abort (one that already committed still gets
+    its record; one that did not ends its intent), queued ones never start, and later calls
+    return at once; every such result is ``interrupted``.  A caller waits at most
+    ``stop_grace`` seconds for its pull to stop, after which its intent is left in place (the
+    pull's outcome is unknown) until the pull really ends.
     """
 
     def __init__(
@@ -161,8 +174,11 @@ class ImageManager:
         registry_burst: int = 10,
         clock: Clock | None = None,
         metrics: Metrics | None = None,
+        cancel: CancelToken | None = None,
+        stop_grace: float = STOP_GRACE,
     ) -> None:
         self.image_service = image_service
+        self.cancel = cancel or CancelToken()
         self.pull_manager = pull_manager
         self.events = events
         self.node_keyring = node_keyring
@@ -177,7 +193,9 @@ class ImageManager:
             else None
         )
         self._puller: Puller = (
-            SerialPuller() if serialize_image_pulls else ParallelPuller(max_parallel_image_pulls)
+            SerialPuller(stop_grace=stop_grace)
+            if serialize_image_pulls
+            else ParallelPuller(max_parallel_image_pulls, stop_grace=stop_grace)
         )
         self._previous_errors: dict[str, str] = {}
         self._errors_lock = threading.Lock()
@@ -186,9 +204,9 @@ class ImageManager:
     def feature_gate_enabled(self) -> bool:
         return self.pull_manager is not None
 
-    def close(self) -> None:
-        """Stop the puller threads (pulls already accepted finish first)."""
-        self._puller.close()
+    def close(self, timeout: float | None = None) -> None:
+        """Stop the puller threads (pulls already accepted finish first, or are cancelled)."""
+        self._puller.close(timeout)
 
     def __enter__(self) -> ImageManager:
         return self
@@ -239,6 +257,8 @@ class ImageManager:
 
     def _ensure(self, req: _Request, policy: str, pull_secrets: Sequence[Secret]) -> EnsureResult:
         requested = req.container.image
+        if self.cancel.cancelled:
+            return _failure(ERR_IMAGE_PULL, f"not started: {self.cancel.error}", interrupted=True)
         try:
             image = apply_default_tag(requested)
         except InvalidReferenceError as err:
@@ -255,6 +275,7 @@ class ImageManager:
                 self._event(req, WARNING, INSPECT_FAILED, message)
                 return _failure(ERR_IMAGE_INSPECT, message)
             image_ref = status.id if status is not None else ""
+            names = (*status.repo_tags, *status.repo_digests) if status is not None else ()
             req.present = bool(image_ref)
             if not image_ref and policy == NEVER:
                 return self._never_pull(req)
@@ -277,7 +298,9 @@ class ImageManager:
                 )
                 return EnsureResult(image_ref, None, "", False, VERIFIED_BY_FEATURE_DISABLED, "")
             try:
-                decision = self.pull_manager.decide(requested, image_ref, lookup.pod_credentials)
+                decision = self.pull_manager.decide(
+                    requested, image_ref, lookup.pod_credentials, image_names=names
+                )
             except Exception as err:
                 req.required = None
                 return _failure(ERR_IMAGE_PULL, error_text(err))
@@ -330,6 +353,12 @@ class ImageManager:
     def _pull(
         self, req: _Request, image: str, credentials: Sequence[TrackedCredential]
     ) -> EnsureResult:
+        """Record the intent, then pull; the pull settles the intent when it really ends.
+
+        The intent ends (:meth:`PullManager.record_image_pull_failed`) only when the pull is
+        known not to have committed: skipped by back-off, refused by the runtime, stopped
+        before committing.  A pull whose end is unknown keeps its intent.
+        """
         requested = req.container.image
         pm = self.pull_manager
         if pm is not None:
@@ -341,24 +370,37 @@ class ImageManager:
                     f"Failed to record image pull intent for container image "
                     f"{go_quote(requested)}: {error_text(err)}",
                 )
-        outcome: PullOutcome | None = None
-        try:
-            result, outcome = self._pull_once(req, image, credentials)
-            return result
-        finally:
-            if pm is not None:
-                if outcome is not None and outcome.error is None:
-                    pm.record_image_pulled(
-                        requested,
-                        outcome.image_ref,
-                        tracked_to_image_pull_credentials(outcome.credential),
-                    )
-                else:
-                    pm.record_image_pull_failed(requested)
+        token = self.cancel.child()
 
-    def _pull_once(
-        self, req: _Request, image: str, credentials: Sequence[TrackedCredential]
-    ) -> tuple[EnsureResult, PullOutcome | None]:
+        def settle(outcome: PullOutcome) -> None:
+            token.release()
+            if pm is None:
+                return
+            if outcome.error is None:
+                pm.record_image_pulled(
+                    requested,
+                    outcome.image_ref,
+                    tracked_to_image_pull_credentials(outcome.credential),
+                )
+            elif outcome.committed is False:
+                pm.record_image_pull_failed(requested)
+            else:
+                log.warning("the end of the pull of %r is unknown; its intent stays", requested)
+
+        try:
+            skipped = self._skip_for_backoff(req)
+            if skipped is None:
+                self._event(req, NORMAL, PULLING, f"Pulling image {go_quote(requested)}")
+        except BaseException:
+            settle(PullOutcome(error="not pulled"))
+            raise
+        if skipped is not None:
+            settle(PullOutcome(error=skipped.message))
+            return skipped
+        return self._pull_once(req, image, credentials, token, settle)
+
+    def _skip_for_backoff(self, req: _Request) -> EnsureResult | None:
+        """The back-off answer when the pod's last pull of this image failed too recently."""
         requested = req.container.image
         key = f"{req.pod.uid}_{requested}"
         if self.backoff.in_backoff(key):
@@ -368,17 +410,30 @@ class ImageManager:
                 previous = self._previous_errors.get(key)
             if previous is not None:
                 message = f"{message}: {previous}"
-            return _failure(ERR_IMAGE_PULL_BACK_OFF, message), None
+            return _failure(ERR_IMAGE_PULL_BACK_OFF, message)
         with self._errors_lock:
             self._previous_errors.pop(key, None)
+        return None
 
-        self._event(req, NORMAL, PULLING, f"Pulling image {go_quote(requested)}")
+    def _pull_once(
+        self,
+        req: _Request,
+        image: str,
+        credentials: Sequence[TrackedCredential],
+        token: CancelToken,
+        settle: Callable[[PullOutcome], None],
+    ) -> EnsureResult:
+        """Hand the pull to the puller (which settles it) and turn its outcome into a result."""
+        requested = req.container.image
+        key = f"{req.pod.uid}_{requested}"
         start = self.clock.monotonic()
         service, clock, throttle = self.image_service, self.clock, self._throttle
         outcome = self._puller.pull(
             lambda: pull_with_credentials(
-                service, image, credentials, clock=clock, throttle=throttle
-            )
+                service, image, credentials, clock=clock, throttle=throttle, cancel=token
+            ),
+            settle,
+            self.cancel,
         )
         if outcome.error is not None:
             self._event(
@@ -387,13 +442,16 @@ class ImageManager:
                 FAILED,
                 f"Failed to pull image {go_quote(requested)}: {outcome.error}",
             )
+            if outcome.cancelled:
+                message = f"pull of {go_quote(requested)} stopped: {outcome.error}"
+                return _failure(ERR_IMAGE_PULL, message, pulled=outcome.attempted, interrupted=True)
             self.backoff.next(key)
             value, message = classify_pull_error(
                 requested, outcome.error, outcome.registry_unavailable
             )
             with self._errors_lock:
                 self._previous_errors[key] = f"{value}: {message}"
-            return _failure(value, message, pulled=outcome.attempted), outcome
+            return _failure(value, message, pulled=outcome.attempted)
 
         total_ns = truncate(seconds_to_ns(self.clock.monotonic() - start), MILLISECOND)
         pull_ns = truncate(outcome.duration_ns, MILLISECOND)
@@ -407,7 +465,4 @@ class ImageManager:
         self.metrics.observe_image_pull(total_ns / 1e9, outcome.size)
         self.backoff.gc()
         credential = describe_credential(outcome.credential)
-        return (
-            EnsureResult(outcome.image_ref, None, "", True, VERIFIED_BY_PULL, credential),
-            outcome,
-        )
+        return EnsureResult(outcome.image_ref, None, "", True, VERIFIED_BY_PULL, credential)

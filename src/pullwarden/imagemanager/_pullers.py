@@ -7,17 +7,29 @@ success wins, and when all fail their errors are aggregated (no anonymous fallba
 A puller runs such requests: :class:`SerialPuller` one at a time on a single worker thread
 behind a queue of ten that blocks callers when full; :class:`ParallelPuller` on a thread per
 request, at most ``max_parallel`` at once.  Either way the caller waits for its own result.
+
+**Settling.** Each request comes with a ``settle`` callback that receives the final outcome in
+whichever thread finishes the request -- after it ran, or when it was dropped without running.
+The image manager records the pull there (a pulled record, or the end of the intent), so the
+bookkeeping always matches what the runtime did, even when the caller stopped waiting.
+
+**Cancellation.** With a :class:`~pullwarden._cancel.CancelToken`, a caller whose token is
+cancelled waits at most ``stop_grace`` seconds more for its request to stop (pulls abort
+within about a second), then returns a ``cancelled`` outcome whose ``committed`` is unknown;
+the request still settles when it really ends.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol
 
+from pullwarden._cancel import CancelToken
 from pullwarden._clock import Clock
 from pullwarden._gofmt import seconds_to_ns
 from pullwarden.credentials import TrackedCredential
@@ -33,6 +45,7 @@ __all__ = [
     "PullOutcome",
     "Puller",
     "SerialPuller",
+    "Settle",
     "pull_with_credentials",
 ]
 
@@ -42,6 +55,11 @@ MAX_IMAGE_PULL_REQUESTS: Final = 10
 """How many requests the serial puller queues before callers block (``maxImagePullRequests``)."""
 
 CLOSED: Final = "image puller is closed"
+
+_SLOT_POLL: Final = 0.2  # how often a request waiting for a parallel slot looks at its token
+
+STOP_GRACE: Final = 1.0
+"""Seconds a cancelled caller still waits for its pull to stop before giving up on it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,9 +73,15 @@ class PullOutcome:
     error: str | None = None  # the runtime's error text; None on success
     registry_unavailable: bool = False  # every attempt found the registry unreachable
     attempted: bool = False  # the image service was asked to pull (a registry round-trip)
+    # True: the image is in the runtime; False: the runtime holds nothing of this pull (an
+    # ImageService that raises committed nothing); None: unknown (the request is still running
+    # or failed in an unexpected way).
+    committed: bool | None = False
+    cancelled: bool = False  # stopped by a cancel token before it could finish
 
 
 PullJob = Callable[[], PullOutcome]
+Settle = Callable[[PullOutcome], None]
 
 
 def pull_with_credentials(
@@ -67,22 +91,28 @@ def pull_with_credentials(
     *,
     clock: Clock,
     throttle: TokenBucket | None = None,
+    cancel: CancelToken | None = None,
 ) -> PullOutcome:
     """Pull ``image`` with the first of ``credentials`` that works; never raises.
 
     A rate-limited request that finds no token fails with ``pull QPS exceeded`` without
-    contacting anyone.  On success the image's size is looked up (best effort).
+    contacting anyone.  On success the image's size is looked up (best effort).  Once
+    ``cancel`` is cancelled no further credential is tried and the outcome is ``cancelled``.
     """
+    start = clock.monotonic()
+    if cancel is not None and cancel.cancelled:
+        return _cancelled(cancel, attempted=False)
     if throttle is not None and not throttle.try_accept():
         return PullOutcome(error=QPS_EXCEEDED)
-    start = clock.monotonic()
     attempts: list[TrackedCredential | None] = list(credentials) or [None]
     failures: list[BaseException] = []
     for cred in attempts:
         auth = None if cred is None else AuthConfig(cred.username, cred.password)
         try:
-            image_ref = service.pull_image(image, auth)
+            image_ref = service.pull_image(image, auth, cancel=cancel)
         except Exception as err:
+            if cancel is not None and cancel.cancelled:
+                return _cancelled(cancel, attempted=True)
             failures.append(err)
             continue
         size = 0
@@ -99,6 +129,7 @@ def pull_with_credentials(
             duration_ns=seconds_to_ns(clock.monotonic() - start),
             credential=cred,
             attempted=True,
+            committed=True,
         )
     return PullOutcome(
         error=aggregate_error_text(str(err) or type(err).__name__ for err in failures),
@@ -108,33 +139,64 @@ def pull_with_credentials(
     )
 
 
+def _cancelled(cancel: CancelToken, *, attempted: bool) -> PullOutcome:
+    return PullOutcome(error=str(cancel.error), attempted=attempted, cancelled=True)
+
+
 class _Ticket:
-    """One request waiting for its outcome."""
+    """One request: run (or dropped) once, settled once, waited for by its caller."""
 
-    __slots__ = ("done", "job", "outcome")
+    __slots__ = ("_finished", "_wake", "job", "outcome", "settle")
 
-    def __init__(self, job: PullJob) -> None:
+    def __init__(self, job: PullJob, settle: Settle | None) -> None:
         self.job = job
-        self.done = threading.Event()
+        self.settle = settle
         self.outcome = PullOutcome(error=CLOSED)
+        self._finished = threading.Event()
+        self._wake = threading.Event()  # finished, or the caller's token was cancelled
 
     def run(self) -> None:
         try:
             self.outcome = self.job()
         except Exception as err:  # a job is not supposed to raise; never leave a caller hanging
             log.exception("image pull job failed")
-            self.outcome = PullOutcome(error=str(err) or type(err).__name__)
+            self.outcome = PullOutcome(error=str(err) or type(err).__name__, committed=None)
         finally:
-            self.done.set()
+            self._finish()
 
-    def wait(self) -> PullOutcome:
-        self.done.wait()
-        return self.outcome
+    def drop(self, outcome: PullOutcome) -> None:
+        """End the request without running it."""
+        self.outcome = outcome
+        self._finish()
+
+    def _finish(self) -> None:
+        try:
+            if self.settle is not None:
+                self.settle(self.outcome)
+        except Exception:
+            log.exception("recording the end of an image pull failed")
+        finally:
+            self._finished.set()
+            self._wake.set()
+
+    def wait(self, cancel: CancelToken | None, grace: float) -> PullOutcome:
+        if cancel is None:
+            self._finished.wait()
+            return self.outcome
+        with cancel.on_cancel(self._wake.set):
+            self._wake.wait()
+        if self._finished.wait(grace):
+            return self.outcome
+        return PullOutcome(
+            error=f"{cancel.error} (the pull is still stopping)", committed=None, cancelled=True
+        )
 
 
 class Puller(Protocol):
-    def pull(self, job: PullJob) -> PullOutcome:
-        """Run ``job`` when the puller's rules allow it and return its outcome."""
+    def pull(
+        self, job: PullJob, settle: Settle | None = None, cancel: CancelToken | None = None
+    ) -> PullOutcome:
+        """Run ``job`` when the puller's rules allow it, settle it, and return its outcome."""
         ...
 
     def close(self, timeout: float | None = None) -> None:
@@ -145,8 +207,11 @@ class Puller(Protocol):
 class SerialPuller:
     """One worker thread; up to ``capacity`` requests wait in line, further callers block."""
 
-    def __init__(self, capacity: int = MAX_IMAGE_PULL_REQUESTS) -> None:
+    def __init__(
+        self, capacity: int = MAX_IMAGE_PULL_REQUESTS, *, stop_grace: float = STOP_GRACE
+    ) -> None:
         self._capacity = max(capacity, 1)
+        self._grace = stop_grace
         self._cond = threading.Condition()
         self._pending: collections.deque[_Ticket] = collections.deque()
         self._closed = False
@@ -155,16 +220,33 @@ class SerialPuller:
         )
         self._worker.start()
 
-    def pull(self, job: PullJob) -> PullOutcome:
-        ticket = _Ticket(job)
+    def pull(
+        self, job: PullJob, settle: Settle | None = None, cancel: CancelToken | None = None
+    ) -> PullOutcome:
+        ticket = _Ticket(job, settle)
+        with contextlib.ExitStack() as stack:
+            if cancel is not None:
+                stack.enter_context(cancel.on_cancel(self._wake_all))
+            with self._cond:
+                while (
+                    len(self._pending) >= self._capacity
+                    and not self._closed
+                    and not (cancel is not None and cancel.cancelled)
+                ):
+                    self._cond.wait()
+                if cancel is not None and cancel.cancelled:
+                    ticket.drop(_cancelled(cancel, attempted=False))
+                    return ticket.outcome
+                if self._closed:
+                    ticket.drop(PullOutcome(error=CLOSED))
+                    return ticket.outcome
+                self._pending.append(ticket)
+                self._cond.notify_all()
+        return ticket.wait(cancel, self._grace)
+
+    def _wake_all(self) -> None:
         with self._cond:
-            while len(self._pending) >= self._capacity and not self._closed:
-                self._cond.wait()
-            if self._closed:
-                return PullOutcome(error=CLOSED)
-            self._pending.append(ticket)
             self._cond.notify_all()
-        return ticket.wait()
 
     def queued(self) -> int:
         """How many requests wait for the worker (not counting the one it runs)."""
@@ -192,35 +274,45 @@ class SerialPuller:
 class ParallelPuller:
     """A thread per request; with ``max_parallel`` ≥ 1 at most that many pull at once."""
 
-    def __init__(self, max_parallel: int | None = None) -> None:
+    def __init__(self, max_parallel: int | None = None, *, stop_grace: float = STOP_GRACE) -> None:
         self._slots = (
             threading.BoundedSemaphore(max_parallel)
             if max_parallel is not None and max_parallel >= 1
             else None
         )
+        self._grace = stop_grace
         self._lock = threading.Lock()
         self._closed = False
         self._threads: set[threading.Thread] = set()
 
-    def pull(self, job: PullJob) -> PullOutcome:
-        ticket = _Ticket(job)
+    def pull(
+        self, job: PullJob, settle: Settle | None = None, cancel: CancelToken | None = None
+    ) -> PullOutcome:
+        ticket = _Ticket(job, settle)
         with self._lock:
             if self._closed:
-                return PullOutcome(error=CLOSED)
+                ticket.drop(PullOutcome(error=CLOSED))
+                return ticket.outcome
             thread = threading.Thread(
-                target=self._run, args=(ticket,), name="pullwarden-puller", daemon=True
+                target=self._run, args=(ticket, cancel), name="pullwarden-puller", daemon=True
             )
             self._threads.add(thread)
             thread.start()
-        return ticket.wait()
+        return ticket.wait(cancel, self._grace)
 
-    def _run(self, ticket: _Ticket) -> None:
+    def _run(self, ticket: _Ticket, cancel: CancelToken | None) -> None:
         try:
             if self._slots is None:
                 ticket.run()
-            else:
-                with self._slots:
-                    ticket.run()
+                return
+            while not self._slots.acquire(timeout=_SLOT_POLL):
+                if cancel is not None and cancel.cancelled:
+                    ticket.drop(_cancelled(cancel, attempted=False))
+                    return
+            try:
+                ticket.run()
+            finally:
+                self._slots.release()
         finally:
             with self._lock:
                 self._threads.discard(threading.current_thread())
