@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.integration.infra import ALICE, BOB, Registry, Seeded
 
 
@@ -110,3 +112,46 @@ def test_tls_registry_with_ca_file(seeded: Seeded, tmp_path: Path) -> None:
     result = pullwarden("pull", "-q", ref, "--ca-file", str(registry.ca_file), store=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == seeded.images.hello.config_digest
+
+
+def _private_key_pem() -> bytes:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        (b"", ("holds no certificate",)),
+        (b"this is not a certificate\n", ("holds no certificate",)),
+        (None, ("holds no certificate",)),  # a private key only
+        (b"-----BEGIN CERTIFICATE-----\nbm9wZQ==\n-----END CERTIFICATE-----\n", ("certificate",)),
+    ],
+    ids=["empty", "garbage", "private-key", "broken-pem"],
+)
+@pytest.mark.parametrize("with_host", [False, True], ids=["file", "host=file"])
+def test_ca_file_without_a_certificate_is_bad_input(
+    tmp_path: Path, content: bytes | None, words: tuple[str, ...], with_host: bool
+) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(_private_key_pem() if content is None else content)
+    arg = f"127.0.0.1:1={ca}" if with_host else str(ca)
+    # 127.0.0.1:1 refuses connections: reaching the network would exit 5, not 2
+    result = pullwarden("pull", "127.0.0.1:1/ns/x:v1", "--ca-file", arg, store=tmp_path / "s")
+    assert_clean_error(result, 2, str(ca), *words)
+
+
+def test_unreadable_or_missing_ca_file_is_bad_input(tmp_path: Path) -> None:
+    image = "127.0.0.1:1/ns/x:v1"
+    result = pullwarden("pull", image, "--ca-file", str(tmp_path), store=tmp_path / "s")
+    assert_clean_error(result, 2, "cannot read", str(tmp_path))
+    missing = tmp_path / "missing.pem"
+    result = pullwarden("pull", image, "--ca-file", str(missing), store=tmp_path / "s")
+    assert_clean_error(result, 2, "does not exist", str(missing))

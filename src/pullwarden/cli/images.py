@@ -36,7 +36,7 @@ from pullwarden.errors import (
 )
 from pullwarden.reference import familiar_name, parse_image_name, parse_normalized
 from pullwarden.runtime.base import AuthConfig, Image, Platform, ProgressCallback, PullProgress
-from pullwarden.runtime.registry import HostOptions, RegistryClient
+from pullwarden.runtime.registry import HostOptions, RegistryClient, load_ca_file
 from pullwarden.runtime.store import LocalImageService
 
 EXIT_USAGE = 2
@@ -84,8 +84,12 @@ def parse_hosts(
         if not sep:
             host = parse_normalized(image).domain
         ca = Path(path)
-        if not ca.is_file():
+        if not ca.exists():
             raise click.BadParameter(f"CA file {path!r} does not exist", param_hint="--ca-file")
+        try:
+            load_ca_file(ca)  # checked here, before any request goes out
+        except ValueError as err:
+            raise click.BadParameter(str(err), param_hint="--ca-file") from None
         hosts[host] = HostOptions(insecure=False, ca_file=ca)
     return hosts
 

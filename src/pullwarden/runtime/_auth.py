@@ -191,13 +191,27 @@ def basic_authorization(username: str, password: str) -> str:
 
 
 def is_loopback_host(host: str) -> bool:
-    """True for ``localhost``, ``127.0.0.0/8`` and ``::1`` (brackets and a port allowed)."""
+    """True for the name ``localhost`` and the addresses ``127.0.0.0/8`` and ``::1``.
+
+    ``host`` may carry a port (``localhost:5000``, ``[::1]:5000``); brackets are for IPv6
+    only.  Other names are not loopback whatever they look like (``foo.localhost`` and
+    ``localhost.example`` are resolved by DNS like any name, and may point anywhere).
+    """
     host = host.strip().lower()
     if host.startswith("["):
-        host = host[1:].partition("]")[0]
-    elif host.count(":") == 1:
-        host = host.partition(":")[0]
-    if host == "localhost" or host.endswith(".localhost"):
+        inside, sep, rest = host[1:].partition("]")
+        if not sep or (rest and not (rest.startswith(":") and rest[1:].isdigit())):
+            return False
+        try:
+            address = ipaddress.ip_address(inside)
+        except ValueError:
+            return False
+        return address.version == 6 and address.is_loopback
+    if host.count(":") == 1:
+        host, _, port = host.partition(":")
+        if not port.isdigit():
+            return False
+    if host == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
@@ -215,7 +229,7 @@ def parse_token_reply(data: bytes) -> tuple[str, float]:
     """
     try:
         doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise ValueError("token server reply is not JSON") from None
     if not isinstance(doc, dict):
         raise ValueError("token server reply is not a JSON object")

@@ -186,7 +186,7 @@ def _read_lease(fd: int, path: Path) -> list[str]:
         chunks.append(chunk)
     try:
         digests = json.loads(b"".join(chunks))
-    except ValueError:
+    except (ValueError, RecursionError):
         digests = None
     if not isinstance(digests, list) or not all(isinstance(d, str) for d in digests):
         # A live lease is always complete (it is written under the store lock), so this is

@@ -216,7 +216,7 @@ def _registry_errors(body: bytes) -> tuple[str, str]:
     """``(code, message)`` of the first entry of a distribution ``{"errors": [...]}`` body."""
     try:
         doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # too deep: not an error body
         return "", ""
     errors = doc.get("errors") if isinstance(doc, dict) else None
     if not isinstance(errors, list) or not errors or not isinstance(errors[0], dict):

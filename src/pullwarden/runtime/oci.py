@@ -107,7 +107,7 @@ class Index:
 def _load(data: bytes, what: str) -> Mapping[str, Any]:
     try:
         doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # too deep to parse is not JSON
         raise UnsupportedMediaTypeError(f"{what} is not valid JSON") from None
     if not isinstance(doc, dict):
         raise UnsupportedMediaTypeError(f"{what} is not a JSON object")

@@ -54,7 +54,7 @@ from pullwarden.runtime._fastblob import open_blob
 from pullwarden.runtime._transport import USER_AGENT, Session, Target
 from pullwarden.runtime.base import AuthConfig, Platform, ProgressCallback, PullProgress
 
-__all__ = ["HostOptions", "RegistryClient", "ResolvedImage"]
+__all__ = ["HostOptions", "RegistryClient", "ResolvedImage", "load_ca_file"]
 
 _T = TypeVar("_T")
 
@@ -133,9 +133,29 @@ def _write_rest(out: BinaryIO, rest: memoryview) -> None:
         rest = rest[written:]
 
 
-def _ssl_context(ca_file: Path) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=str(ca_file))
-    context.load_default_certs()
+def load_ca_file(ca_file: Path) -> ssl.SSLContext:
+    """A TLS client context trusting the system CAs and the PEM certificates in ``ca_file``.
+
+    Raises ValueError, with a one-line message naming the file, when it cannot be read or
+    holds no certificate (empty, garbage, a private key only, a damaged PEM block).
+    """
+    try:
+        pem = ca_file.read_bytes()
+    except OSError as err:
+        raise ValueError(f"cannot read CA file {ca_file}: {err.strerror or err}") from None
+    text = pem.decode("ascii", errors="replace")
+    if b"-----BEGIN CERTIFICATE-----" not in pem:
+        raise ValueError(f"CA file {ca_file} holds no certificate")
+    probe = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        probe.load_verify_locations(cadata=text)
+    except ssl.SSLError as err:
+        reason = err.reason or "unreadable"
+        raise ValueError(f"CA file {ca_file} holds a damaged certificate ({reason})") from None
+    if probe.cert_store_stats()["x509"] == 0:
+        raise ValueError(f"CA file {ca_file} holds no certificate")
+    context = ssl.create_default_context()
+    context.load_verify_locations(cadata=text)
     return context
 
 
@@ -184,7 +204,7 @@ class RegistryClient:
         if transport is None:
             for host, options in self._hosts.items():
                 if options.ca_file is not None:
-                    verify = _ssl_context(options.ca_file)
+                    verify = load_ca_file(options.ca_file)
                     pattern = f"https://{self._api_host(host)}"
                     mounts[pattern] = httpx.HTTPTransport(verify=verify, http1=True, http2=False)
         self._client = httpx.Client(
@@ -651,7 +671,7 @@ class RegistryClient:
                     (o for h, o in self._hosts.items() if self._api_host(h) == host), None
                 )
                 ca_file = configured.ca_file if configured is not None else None
-                context = _ssl_context(ca_file) if ca_file else ssl.create_default_context()
+                context = load_ca_file(ca_file) if ca_file else ssl.create_default_context()
                 self._tls[host] = context
             return context
 

@@ -264,6 +264,8 @@ def _decode_index(data: bytes) -> _State:
         doc = json.loads(data)
     except (ValueError, UnicodeDecodeError) as err:
         raise _Corrupt(f"not valid JSON ({err})") from None
+    except RecursionError:
+        raise _Corrupt("not valid JSON (nested too deeply)") from None
     if not isinstance(doc, dict):
         raise _Corrupt("not a JSON object")
     version = doc.get("version")
