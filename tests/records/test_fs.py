@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 
 from pullwarden.errors import RecordDecodeError, RecordReadError, RecordWriteError
+from pullwarden.records import fs
 from pullwarden.records.base import Listing, RecordStore
 from pullwarden.records.codec import V1ALPHA1, V1BETA1, decode_versioned, encode
 from pullwarden.records.fs import (
+    MAX_FILE_SIZE,
     FileProblem,
     FileRecordStore,
     MigrationItem,
@@ -170,15 +172,17 @@ def test_write_record_bytes(store: FileRecordStore, tmp_path: Path) -> None:
     assert os.listdir(pulled(tmp_path)) == [REF_FILE]
 
 
-def test_rewrite_replaces_atomically_and_overwrites_stale_tmp(
+def test_rewrite_replaces_atomically_and_leaves_other_drafts(
     store: FileRecordStore, tmp_path: Path
 ) -> None:
     store.write_pulled_record(rec(node="a"))
     inode = os.stat(store.record_path(REF)).st_ino
+    # A kubelet's draft (or another writer's) is not ours to truncate or remove.
     stale = Path(store.record_path(REF) + ".tmp")
     stale.write_bytes(b"half a rec")
     store.write_pulled_record(rec(node="b"))
-    assert not stale.exists()
+    assert stale.read_bytes() == b"half a rec"
+    assert sorted(os.listdir(pulled(tmp_path))) == [REF_FILE, stale.name]
     assert store.get_pulled_record(REF) == rec(node="b")
     # A new inode: the target was replaced by rename, not rewritten in place.
     assert os.stat(store.record_path(REF)).st_ino != inode
@@ -236,6 +240,65 @@ def test_rename_failure_removes_tmp(store: FileRecordStore, tmp_path: Path) -> N
     assert isinstance(info.value, OSError)
     assert os.listdir(pulling(tmp_path)) == [IMAGE_FILE]
     assert os.path.isdir(store.intent_path(IMAGE))
+
+
+def test_drafts_are_unique_private_and_ignored_by_listings(
+    store: FileRecordStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    drafts: list[tuple[str, str, int]] = []
+    real_replace = os.replace
+
+    def spy(src: str, dst: str) -> None:
+        drafts.append((src, dst, mode(src)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", spy)
+    old = os.umask(0o022)
+    try:
+        for _ in range(3):
+            store.write_pulled_record(rec())
+        store.write_intent(ImagePullIntent(IMAGE))
+    finally:
+        os.umask(old)
+    monkeypatch.undo()
+    assert len({src for src, _, _ in drafts}) == 4
+    for src, dst, draft_mode in drafts:
+        assert os.path.dirname(src) == os.path.dirname(dst)
+        name = os.path.basename(src)
+        assert name.startswith(os.path.basename(dst) + ".") and name.endswith(".tmp")
+        assert not is_record_file_name(name)
+        assert draft_mode == 0o600
+    assert os.listdir(pulled(tmp_path)) == [REF_FILE]
+    assert os.listdir(pulling(tmp_path)) == [IMAGE_FILE]
+
+
+def test_interrupted_write_removes_its_draft(
+    store: FileRecordStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupted(fd: int, data: bytes) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "write", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        store.write_pulled_record(rec())
+    monkeypatch.undo()
+    assert os.listdir(pulled(tmp_path)) == []
+
+
+def test_drafts_never_follow_symlinks(
+    store: FileRecordStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Whatever name a draft gets, a link already there is never written through.
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"untouched")
+    draft = store.record_path(REF) + ".planted.tmp"
+    monkeypatch.setattr(fs, "_draft_path", lambda target: draft)
+    os.symlink(victim, draft)
+    with pytest.raises(RecordWriteError):
+        store.write_pulled_record(rec())
+    assert victim.read_bytes() == b"untouched"
+    assert os.path.islink(draft)
+    assert not os.path.exists(store.record_path(REF))
 
 
 def test_encode_failure_is_a_write_error(store: FileRecordStore, tmp_path: Path) -> None:
@@ -344,8 +407,77 @@ def test_unreadable_file_raises_read_error(store: FileRecordStore) -> None:
 
 def test_fifo_does_not_hang(store: FileRecordStore) -> None:
     os.mkfifo(store.intent_path(IMAGE))
-    with pytest.raises(RecordDecodeError):
+    with pytest.raises(RecordReadError, match="not a regular file"):
         store.intent_exists(IMAGE)
+
+
+def _plant_special(path: str, what: str, target: Path) -> None:
+    """Put a FIFO, a symlink (to a valid file ``target``) or an oversized file at ``path``."""
+    if what == "fifo":
+        os.mkfifo(path)
+    elif what == "symlink":
+        os.symlink(target, path)
+    else:
+        with open(path, "wb") as f:  # sparse: costs no disk space
+            f.truncate(MAX_FILE_SIZE + 1)
+
+
+SPECIAL_FILES = ["fifo", "symlink", "oversized"]
+
+
+@pytest.mark.parametrize("what", SPECIAL_FILES)
+def test_special_record_files_are_read_errors(
+    store: FileRecordStore, tmp_path: Path, what: str
+) -> None:
+    # A valid record and intent elsewhere: following a link to them must not count.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "record").write_bytes(encode(rec()))
+    (elsewhere / "intent").write_bytes(encode(ImagePullIntent(IMAGE)))
+    _plant_special(store.record_path(REF), what, elsewhere / "record")
+    _plant_special(store.intent_path(IMAGE), what, elsewhere / "intent")
+    with pytest.raises(RecordReadError) as info:
+        store.get_pulled_record(REF)
+    assert info.value.path == store.record_path(REF)
+    with pytest.raises(RecordReadError) as info:
+        store.intent_exists(IMAGE)
+    assert info.value.path == store.intent_path(IMAGE)
+    store.write_pulled_record(rec(ref="good"))
+    listing = store.list_pulled_records()
+    assert listing.items == [rec(ref="good")]
+    assert [(type(e), e.path) for e in listing.errors] == [
+        (RecordReadError, store.record_path(REF))
+    ]
+    intents = store.list_intents()
+    assert intents.items == []
+    assert [type(e) for e in intents.errors] == [RecordReadError]
+
+
+def test_oversized_message_names_the_limit(store: FileRecordStore) -> None:
+    _plant_special(store.record_path(REF), "oversized", Path())
+    with pytest.raises(RecordReadError, match="larger than 4 MiB"):
+        store.get_pulled_record(REF)
+
+
+def test_file_at_the_size_limit_is_read(store: FileRecordStore) -> None:
+    data = encode(rec())
+    Path(store.record_path(REF)).write_bytes(data + b" " * (MAX_FILE_SIZE - len(data)))
+    assert store.get_pulled_record(REF) == rec()
+
+
+def test_file_growing_past_the_limit_while_read_is_a_read_error(
+    store: FileRecordStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.write_pulled_record(rec())
+    real_read = os.read
+
+    def endless(fd: int, n: int) -> bytes:
+        real_read(fd, n)
+        return b" " * n  # as if someone kept appending
+
+    monkeypatch.setattr(os, "read", endless)
+    with pytest.raises(RecordReadError, match="larger than 4 MiB"):
+        store.get_pulled_record(REF)
 
 
 def test_intent_exists(store: FileRecordStore) -> None:
@@ -425,10 +557,9 @@ def test_listing_collects_read_errors(store: FileRecordStore, tmp_path: Path) ->
     listing = store.list_pulled_records()
     assert listing.items == [rec()]
     kinds = {os.path.basename(e.path or ""): type(e) for e in listing.errors}
-    # A symlink to a directory is not a directory entry to skip (Go's DirEntry.IsDir does not
-    # follow links): reading it fails and is reported.  A dangling link reads as a file that
-    # vanished after the directory was listed, which is skipped like get_pulled_record's "absent".
-    assert kinds == {"sha256-linkdir": RecordReadError}
+    # Record files are never followed: a symlink, dangling or not, is an unreadable record (Go's
+    # DirEntry.IsDir does not follow links either, so a link to a directory is not skipped).
+    assert kinds == {"sha256-dangling": RecordReadError, "sha256-linkdir": RecordReadError}
 
 
 def test_listing_and_counting_missing_directories(tmp_path: Path) -> None:
@@ -618,6 +749,9 @@ def test_scan_reports_each_problem_kind(tmp_path: Path) -> None:
     os.symlink(pi / IMAGE_FILE, pd / "sha256-link")
     os.mkdir(pd / "sha256-unreadable")
     os.mkfifo(pd / "sha256-fifo")
+    with open(pd / "sha256-huge", "wb") as f:
+        f.truncate(MAX_FILE_SIZE + 1)
+    (pd / (REF_FILE + ".5f0c1e2d3a4b6978.tmp")).write_bytes(b"{")
     (pd / "sha256-unknownfield").write_bytes(
         b'{"kind":"ImagePulledRecord","apiVersion":"kubelet.config.k8s.io/v1beta1","x":1}'
     )
@@ -633,6 +767,8 @@ def test_scan_reports_each_problem_kind(tmp_path: Path) -> None:
         ("pulled/sha256-link", ProblemKind.UNEXPECTED_FILE),
         ("pulled/sha256-unreadable", ProblemKind.UNEXPECTED_DIRECTORY),
         ("pulled/sha256-fifo", ProblemKind.UNEXPECTED_FILE),
+        ("pulled/sha256-huge", ProblemKind.TOO_LARGE),
+        (f"pulled/{REF_FILE}.5f0c1e2d3a4b6978.tmp", ProblemKind.STALE_TMP),
         ("pulling/sha256-misnamed", ProblemKind.MISNAMED),
         (f"pulling/{IMAGE_FILE}.tmp", ProblemKind.STALE_TMP),
         ("pulling/notes.txt", ProblemKind.UNEXPECTED_FILE),
@@ -640,6 +776,11 @@ def test_scan_reports_each_problem_kind(tmp_path: Path) -> None:
         ("observed-preloaded", ProblemKind.UNEXPECTED_DIRECTORY),
         ("stray", ProblemKind.UNEXPECTED_FILE),
     }
+    huge = next(p for p in problems if p.kind is ProblemKind.TOO_LARGE)
+    assert huge.message == (
+        f"{MAX_FILE_SIZE + 1} bytes, more than the 4 MiB a record file may hold; "
+        "pullwarden treats it as unreadable (every pod must verify)"
+    )
     # scan changes nothing
     assert scan(tmp_path) == problems
     # v1alpha1 files are valid; they are listed only on request.

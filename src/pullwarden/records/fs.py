@@ -3,13 +3,19 @@
 ``<kubelet root>/image_manager/pulling/sha256-<hex>`` holds one :class:`ImagePullIntent` per raw
 image string, ``<kubelet root>/image_manager/pulled/sha256-<hex>`` one :class:`ImagePulledRecord`
 per imageRef; ``<hex>`` is the SHA-256 of the key's bytes.  Directories are created with mode
-0700, files are written to ``<target>.tmp`` (mode 0600) and renamed over the target, without
-fsync, as the kubelet does.  A kill at any instant therefore leaves the old or the new file,
-never a torn one; at worst a stale ``.tmp`` file remains, which every listing ignores.
+0700.  A file is written to a draft of its own, ``<target>.<16 random hex digits>.tmp``, created
+exclusively (never through an existing name or a symlink) with mode 0600, then renamed over the
+target, without fsync, as the kubelet does.  A kill at any instant therefore leaves the old or
+the new file, never a torn one; at worst a stale draft remains, which every listing ignores
+(its name ends in ``.tmp``) and :func:`scan` reports.  Because every write has its own draft,
+any number of threads or processes may rewrite the same file at once: the last rename wins and
+no reader ever sees a mixture.  (The kubelet uses the fixed name ``<target>.tmp`` and truncates
+it; a leftover of that name is left alone here, since it may be a live kubelet's.)
 
-Two writers of the *same* file must not overlap (they would share the ``.tmp`` name): within one
-process the store serialises them itself; across processes that is, as upstream, the caller's
-business (one kubelet per root directory).
+Reading never follows a symlink, accepts only regular files and at most :data:`MAX_FILE_SIZE`
+(4 MiB) per file; anything else is a :class:`~pullwarden.errors.RecordReadError`, which the pull
+manager treats as "must verify".  Even a record holding thousands of Secrets for one image stays
+under a megabyte; the cap keeps a planted or runaway file from costing memory.
 
 Besides the :class:`~pullwarden.records.base.RecordStore` protocol this module offers the
 start-up version migration (:meth:`FileRecordStore.migrate`, with a dry run for operators), file
@@ -26,7 +32,6 @@ import json
 import logging
 import os
 import stat
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, TypeVar
@@ -47,6 +52,7 @@ from pullwarden.records.model import ImagePulledRecord, ImagePullIntent
 __all__ = [
     "FILE_PREFIX",
     "IMAGE_MANAGER_DIR",
+    "MAX_FILE_SIZE",
     "PULLED_DIR",
     "PULLING_DIR",
     "TMP_SUFFIX",
@@ -67,15 +73,17 @@ PULLING_DIR: Final = "pulling"
 PULLED_DIR: Final = "pulled"
 FILE_PREFIX: Final = "sha256-"
 TMP_SUFFIX: Final = ".tmp"
+MAX_FILE_SIZE: Final = 4 << 20
+"""The largest intent or record file read (4 MiB); a larger one is a read error."""
 
 _DIR_MODE: Final = 0o700
 _FILE_MODE: Final = 0o600
-# O_NONBLOCK keeps a FIFO planted in a record directory from hanging a read; it changes nothing
-# for regular files.
-_READ_FLAGS: Final = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
-_WRITE_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+# O_NONBLOCK keeps a FIFO planted in a record directory from hanging the open (the fstat that
+# follows rejects it); it changes nothing for regular files.
+_READ_FLAGS: Final = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOFOLLOW
+_DRAFT_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_CHUNK: Final = 1 << 16
-_WRITE_STRIPES: Final = 64
+_MAX_SIZE_TEXT: Final = f"{MAX_FILE_SIZE >> 20} MiB"
 
 _sha256 = hashlib.sha256
 
@@ -100,8 +108,36 @@ def _strerror(e: OSError) -> str:
     return e.strerror or type(e).__name__
 
 
+def _too_large(path: str) -> RecordReadError:
+    return RecordReadError(f"failed to read {path!r}: larger than {_MAX_SIZE_TEXT}", path)
+
+
+def _read_fd(fd: int, path: str) -> bytes:
+    """The content of an open regular file of at most :data:`MAX_FILE_SIZE` bytes."""
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        raise RecordReadError(f"failed to read {path!r}: not a regular file", path)
+    # A short read of a regular file means end of file, which saves a second read() on the hot
+    # path; were it ever cut short otherwise, the truncated JSON fails to decode, which fails
+    # safe.  The size is checked while reading, so a file that grows meanwhile is caught too.
+    data = os.read(fd, _READ_CHUNK)
+    if len(data) < _READ_CHUNK:
+        return data
+    chunks = [data]
+    size = len(data)
+    while chunk := os.read(fd, _READ_CHUNK):
+        size += len(chunk)
+        if size > MAX_FILE_SIZE:
+            raise _too_large(path)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def _read_file(path: str) -> bytes | None:
-    """The whole file, or ``None`` if it does not exist; other failures raise RecordReadError."""
+    """The whole file, or ``None`` if it does not exist; other failures raise RecordReadError.
+
+    Symlinks are not followed, anything but a regular file is refused, and so is a file larger
+    than :data:`MAX_FILE_SIZE`.
+    """
     try:
         fd = os.open(path, _READ_FLAGS)
     except FileNotFoundError:
@@ -109,20 +145,13 @@ def _read_file(path: str) -> bytes | None:
     except OSError as e:
         raise RecordReadError(f"failed to read {path!r}: {_strerror(e)}", path) from e
     try:
-        # A short read of a regular file means end of file, which saves a second read() on the
-        # hot path; were it ever cut short otherwise, the truncated JSON fails to decode, which
-        # fails safe.
-        data = os.read(fd, _READ_CHUNK)
-        if len(data) == _READ_CHUNK:
-            chunks = [data]
-            while chunk := os.read(fd, _READ_CHUNK):
-                chunks.append(chunk)
-            data = b"".join(chunks)
+        return _read_fd(fd, path)
+    except RecordReadError:
+        raise
     except OSError as e:
         raise RecordReadError(f"failed to read {path!r}: {_strerror(e)}", path) from e
     finally:
         os.close(fd)
-    return data
 
 
 def _decode_as(path: str, data: bytes, cls: type[T]) -> tuple[T, str]:
@@ -222,7 +251,6 @@ class FileRecordStore:
         self.pulled_dir = os.path.join(self.image_manager_dir, PULLED_DIR)
         self._pulling_prefix = self.pulling_dir + os.sep
         self._pulled_prefix = self.pulled_dir + os.sep
-        self._write_locks = tuple(threading.Lock() for _ in range(_WRITE_STRIPES))
         for d in (self.pulling_dir, self.pulled_dir) if create else ():
             try:
                 _make_dirs(d)
@@ -252,20 +280,24 @@ class FileRecordStore:
     # -- writing -------------------------------------------------------------------------------
 
     def _write(self, directory: str, name: str, data: bytes) -> None:
+        """Write ``data`` to a draft of this call's own and rename it over ``directory/name``.
+
+        The draft is removed on any failure (an interrupt included).
+        """
         target = os.path.join(directory, name)
-        tmp = target + TMP_SUFFIX
-        with self._write_locks[hash(name) % _WRITE_STRIPES]:
+        draft = _draft_path(target)
+        try:
             try:
-                try:
-                    fd = os.open(tmp, _WRITE_FLAGS, _FILE_MODE)
-                except FileNotFoundError:
-                    # Someone removed the directories since start-up: recreate them (0700).
-                    _make_dirs(directory)
-                    fd = os.open(tmp, _WRITE_FLAGS, _FILE_MODE)
-            except OSError as e:
-                raise RecordWriteError(
-                    f"failed to create temporary file {tmp!r}: {_strerror(e)}", target
-                ) from e
+                fd = os.open(draft, _DRAFT_FLAGS, _FILE_MODE)
+            except FileNotFoundError:
+                # Someone removed the directories since start-up: recreate them (0700).
+                _make_dirs(directory)
+                fd = os.open(draft, _DRAFT_FLAGS, _FILE_MODE)
+        except OSError as e:
+            raise RecordWriteError(
+                f"failed to create temporary file {draft!r}: {_strerror(e)}", target
+            ) from e
+        try:
             try:
                 try:
                     view = memoryview(data)
@@ -274,17 +306,18 @@ class FileRecordStore:
                 finally:
                     os.close(fd)
             except OSError as e:
-                self._remove_quietly(tmp)
                 raise RecordWriteError(
-                    f"failed to write temporary file {tmp!r}: {_strerror(e)}", target
+                    f"failed to write temporary file {draft!r}: {_strerror(e)}", target
                 ) from e
             try:
-                os.replace(tmp, target)
+                os.replace(draft, target)
             except OSError as e:
-                self._remove_quietly(tmp)
                 raise RecordWriteError(
-                    f"failed to rename {tmp!r} to {target!r}: {_strerror(e)}", target
+                    f"failed to rename {draft!r} to {target!r}: {_strerror(e)}", target
                 ) from e
+        except BaseException:
+            self._remove_quietly(draft)
+            raise
 
     @staticmethod
     def _remove_quietly(path: str) -> None:
@@ -441,6 +474,11 @@ class FileRecordStore:
             report.items.append(MigrationItem(path, target, cls.__name__, version))
 
 
+def _draft_path(target: str) -> str:
+    """A fresh draft name for ``target``: ``<target>.<16 random hex digits>.tmp``."""
+    return f"{target}.{os.urandom(8).hex()}{TMP_SUFFIX}"
+
+
 def _key(obj: ImagePullIntent | ImagePulledRecord) -> str:
     return obj.image if isinstance(obj, ImagePullIntent) else obj.image_ref
 
@@ -465,7 +503,10 @@ class ProblemKind(enum.Enum):
     """A v1alpha1 file: valid, but start-up migration would rewrite it (informational; only
     reported when asked for)."""
     STALE_TMP = "stale-tmp"
-    """A ``*.tmp`` file: left over from an interrupted write (or a write in progress)."""
+    """A ``*.tmp`` file: a draft left over from an interrupted write (or a write in progress),
+    ours (``<target>.<hex>.tmp``) or a kubelet's (``<target>.tmp``)."""
+    TOO_LARGE = "too-large"
+    """A record file larger than :data:`MAX_FILE_SIZE`: lookups refuse to read it."""
     UNEXPECTED_FILE = "unexpected-file"
     """A file the kubelet does not use, or a record-named entry that is not a regular file."""
     UNEXPECTED_DIRECTORY = "unexpected-directory"
@@ -522,7 +563,7 @@ def _scan_record_dir(
                 FileProblem(
                     path,
                     ProblemKind.STALE_TMP,
-                    "temporary file of an interrupted (or in-progress) write; listings ignore it",
+                    "draft of an interrupted (or in-progress) write; listings ignore it",
                 )
             )
             continue
@@ -540,6 +581,16 @@ def _scan_record_dir(
                     path,
                     ProblemKind.UNEXPECTED_FILE,
                     f"{what}, not a regular file; the kubelet would try to read it",
+                )
+            )
+            continue
+        if st.st_size > MAX_FILE_SIZE:
+            add(
+                FileProblem(
+                    path,
+                    ProblemKind.TOO_LARGE,
+                    f"{st.st_size} bytes, more than the {_MAX_SIZE_TEXT} a record file may hold; "
+                    "pullwarden treats it as unreadable (every pod must verify)",
                 )
             )
             continue
@@ -599,8 +650,8 @@ def _scan_record_dir(
 def scan(kubelet_root: Path | str, *, old_versions: bool = False) -> list[FileProblem]:
     """Check ``<kubelet_root>/image_manager`` without changing anything.
 
-    Reports unreadable and undecodable record files, foreign kinds, misnamed files, stale
-    ``.tmp`` files and entries the kubelet does not use, in path order.  v1alpha1 files are
+    Reports unreadable, oversized and undecodable record files, foreign kinds, misnamed files,
+    stale ``.tmp`` drafts and entries the kubelet does not use, in path order.  v1alpha1 files are
     valid records; they are reported (as :attr:`ProblemKind.OLD_VERSION`) only when
     ``old_versions`` is set.  A missing directory is not a problem (a kubelet creates it on
     start-up).
