@@ -93,12 +93,20 @@ class Target:
         return self.base.copy_with(path=f"/v2/{self.repository}/{path}")
 
     def message(self, cause: str) -> str:
-        """``<action> <image>: <cause>``, with every known secret replaced by ``***``."""
-        message = f"{self.action} {self.what}: {cause}"
-        for secret in sorted(self.secrets, key=len, reverse=True):
-            if len(secret) >= 3:
-                message = message.replace(secret, "***")
-        return message
+        """``<action> <image>: <cause>``, with every piece of a known secret masked as ``***``.
+
+        The last line of defence: callers already leave out registry-supplied text that quotes
+        a secret (:meth:`shown`); this also catches what they did not think of, in any case.
+        """
+        return _mask_secrets(f"{self.action} {self.what}: {cause}", self.secrets)
+
+    def quotes_secret(self, text: str) -> bool:
+        """True when ``text`` (from the registry) contains a piece of a secret, in any case."""
+        return _quotes_secret(text, self.secrets)
+
+    def shown(self, text: str, what: str) -> str:
+        """Registry-supplied ``text`` for a message, or a note that it is withheld."""
+        return f"({what} withheld: it quoted a credential)" if self.quotes_secret(text) else text
 
     def fail(self, kind: type[RegistryError], cause: str) -> NoReturn:
         """Raise ``kind`` for this operation."""
@@ -139,9 +147,11 @@ def host_port(url: httpx.URL) -> str:
     return f"{host}:{url.port}" if url.port else host
 
 
-def _status_text(response: httpx.Response) -> str:
+def _status_text(response: httpx.Response, target: Target) -> str:
+    """``HTTP <status> <reason>``; the (server-chosen) reason is left out if it quotes a secret."""
     phrase = response.reason_phrase
-    return f"HTTP {response.status_code}" + (f" {phrase}" if phrase else "")
+    shown = phrase and not target.quotes_secret(phrase)
+    return f"HTTP {response.status_code}" + (f" {phrase}" if shown else "")
 
 
 def _describe_transport_error(exc: httpx.HTTPError) -> str:
@@ -200,31 +210,88 @@ def read_capped(response: httpx.Response, limit: int) -> bytes:
     return b"".join(parts)[:limit]
 
 
-def _quotes_secret(text: str, secrets: set[str], window: int = 8) -> bool:
-    """True when ``text`` contains any ``window``-character piece of a secret."""
+_WINDOW = 8  # a piece of a secret this long counts as quoting it
+_MIN_MASKED = 3  # shorter secrets would mask half of every message; fields are still checked
+
+
+def _folded(text: str) -> tuple[str, list[int]]:
+    """``text`` case-folded, and for each folded character the index it came from.
+
+    Case folding can change lengths (``ß`` folds to ``ss``), hence the map back.
+    """
+    parts: list[str] = []
+    origin: list[int] = []
+    for index, char in enumerate(text):
+        folded = char.casefold()
+        parts.append(folded)
+        origin.extend([index] * len(folded))
+    return "".join(parts), origin
+
+
+def _secret_spans(text: str, secrets: set[str], shortest: int) -> list[tuple[int, int]]:
+    """``[start, end)`` ranges of ``text`` that quote a secret, ignoring case.
+
+    A secret quotes when it appears whole, or (when longer than the window) when any
+    ``_WINDOW``-character piece of it does.  Secrets shorter than ``shortest`` are ignored.
+    """
+    folded, origin = _folded(text)
+    spans: list[tuple[int, int]] = []
     for secret in secrets:
-        if len(secret) < window:
-            if secret and secret in text:
-                return True
+        want = secret.casefold()
+        if len(want) < max(1, shortest):
             continue
-        if any(secret[i : i + window] in text for i in range(len(secret) - window + 1)):
-            return True
-    return False
+        width = min(len(want), _WINDOW)
+        for piece in {want[i : i + width] for i in range(len(want) - width + 1)}:
+            start = folded.find(piece)
+            while start >= 0:
+                spans.append((origin[start], origin[start + width - 1] + 1))
+                start = folded.find(piece, start + 1)
+    return spans
 
 
-def _registry_errors(body: bytes) -> tuple[str, str]:
-    """``(code, message)`` of the first entry of a distribution ``{"errors": [...]}`` body."""
+def _quotes_secret(text: str, secrets: set[str]) -> bool:
+    """True when ``text`` contains a secret or an 8-character piece of one, in any case."""
+    return bool(_secret_spans(text, secrets, 1))
+
+
+def _mask_secrets(text: str, secrets: set[str]) -> str:
+    """``text`` with every quoted secret (or piece of one, in any case) replaced by ``***``."""
+    spans = sorted(_secret_spans(text, secrets, _MIN_MASKED))
+    if not spans:
+        return text
+    out: list[str] = []
+    position = 0
+    for start, end in spans:
+        if end <= position:
+            continue
+        if start > position:
+            out.append(text[position:start])
+            out.append("***")
+        elif not out or out[-1] != "***":
+            out.append("***")
+        position = end
+    out.append(text[position:])
+    return "".join(out)
+
+
+def _registry_errors(body: bytes) -> tuple[str, str, str]:
+    """``(code, message, detail)`` of the first entry of a distribution ``{"errors": [...]}``.
+
+    ``code`` is upper-cased, ``message`` shortened to one line; ``detail`` (any JSON) is
+    returned as text only so that callers can check it for secrets.
+    """
     try:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError):  # too deep: not an error body
-        return "", ""
+        return "", "", ""
     errors = doc.get("errors") if isinstance(doc, dict) else None
     if not isinstance(errors, list) or not errors or not isinstance(errors[0], dict):
-        return "", ""
-    code, message = errors[0].get("code"), errors[0].get("message")
+        return "", "", ""
+    code, message, detail = (errors[0].get(k) for k in ("code", "message", "detail"))
     return (
         code.upper() if isinstance(code, str) else "",
         " ".join(message.split())[:200] if isinstance(message, str) else "",
+        "" if detail is None else json.dumps(detail, ensure_ascii=False),
     )
 
 
@@ -270,26 +337,32 @@ class Session:
         status = response.status_code
         body = b"" if response.request.method == "HEAD" else read_capped(response, _MAX_ERROR_BODY)
         response.close()
-        code, detail = _registry_errors(body)
-        if _quotes_secret(detail, target.secrets):
-            detail = "(the registry's message quoted a credential and is not shown)"
+        code, message, detail = _registry_errors(body)
+        # Everything below that the registry chose is checked before it is shown: a registry
+        # may echo what it was sent (and the code is upper-cased here, so check it as shown).
+        if target.quotes_secret(message) or target.quotes_secret(detail):
+            message = "(the registry's message quoted a credential and is not shown)"
         said = (
-            f": {detail}" if detail and detail.lower() not in _NOT_FOUND_CODES.get(code, "") else ""
+            f": {message}"
+            if message and message.lower() not in _NOT_FOUND_CODES.get(code, "")
+            else ""
         )
+        shown_code = target.shown(code, "error code") if code else ""
+        status_text = _status_text(response, target)
         if code in _NOT_FOUND_CODES:
             target.fail(NotFoundError, f"not found: {_NOT_FOUND_CODES[code]}{said}")
         if code == "DENIED" or (status == 403 and not code):
-            target.fail(DeniedError, f"access denied ({code or _status_text(response)}){said}")
+            target.fail(DeniedError, f"access denied ({code or status_text}){said}")
         if code == "UNAUTHORIZED":
             target.fail(UnauthorizedError, f"unauthorized{said}")
         if code == "TOOMANYREQUESTS" or status == 429:
             target.fail(RegistryUnavailableError, f"registry unavailable: too many requests{said}")
         if status >= 500:
-            raise ServerError(f"{host_port(response.url)}: {_status_text(response)}")
+            raise ServerError(f"{target.shown(host_port(response.url), 'host')}: {status_text}")
         if status == 404:
-            target.fail(NotFoundError, f"not found: {subject} ({_status_text(response)})")
-        reason = f" ({code})" if code else ""
-        target.fail(RegistryError, f"{subject}: unexpected {_status_text(response)}{reason}{said}")
+            target.fail(NotFoundError, f"not found: {subject} ({status_text})")
+        reason = f" ({shown_code})" if shown_code else ""
+        target.fail(RegistryError, f"{subject}: unexpected {status_text}{reason}{said}")
 
     @contextlib.contextmanager
     def request(
@@ -333,7 +406,8 @@ class Session:
                 response.close()
                 target.fail(
                     UnauthorizedError,
-                    f"unauthorized: redirect target {host_port(response.url)} asked for "
+                    f"unauthorized: redirect target {target.shown(host_port(response.url), 'host')}"
+                    " asked for "
                     "credentials, which are never sent to another host",
                 )
             challenges = parse_challenges(response.headers.get_list("WWW-Authenticate"))
@@ -411,7 +485,7 @@ class Session:
                 if error == "insufficient_scope":
                     target.fail(DeniedError, f"access denied (insufficient_scope){anonymous}{note}")
                 if sent.fresh or sent.key is None:
-                    reason = error or "no reason given"
+                    reason = target.shown(error, "reason") if error else "no reason given"
                     target.fail(UnauthorizedError, f"unauthorized: token refused ({reason}){note}")
                 self._tokens.discard(sent.key, sent.header.partition(" ")[2])
             return self._bearer(target, bearer, merge_scopes(bearer.scopes, (target.scope,)))
@@ -423,7 +497,8 @@ class Session:
             if authz is None:
                 target.fail(UnauthorizedError, f"unauthorized: authentication required{anonymous}")
             return authz
-        schemes = ", ".join(sorted({c.scheme for c in challenges})) or "none"
+        schemes = ", ".join(sorted({target.shown(c.scheme, "scheme") for c in challenges}))
+        schemes = schemes or "none"
         target.fail(
             UnauthorizedError,
             f"unauthorized: authentication required (unsupported challenge: {schemes})",
@@ -471,7 +546,7 @@ class Session:
         auth = target.auth
         if realm.scheme not in ("http", "https"):
             target.fail(UnauthorizedError, "unauthorized: token realm is not an http(s) URL")
-        where = host_port(realm)
+        where = target.shown(host_port(realm), "token server address")
         headers = {"Accept": "application/json"}
         if allowed and auth.identity_token:
             form = {
@@ -508,11 +583,11 @@ class Session:
             elif response.status_code == 403:
                 target.fail(DeniedError, f"access denied by token server {where}")
             elif response.status_code >= 500:
-                raise ServerError(f"token server {where}: {_status_text(response)}")
+                raise ServerError(f"token server {where}: {_status_text(response, target)}")
             else:
                 target.fail(
                     RegistryError,
-                    f"token server {where} answered {_status_text(response)}",
+                    f"token server {where} answered {_status_text(response, target)}",
                 )
         finally:
             response.close()

@@ -287,7 +287,7 @@ class RegistryClient:
         if media_type not in oci.MANIFEST_TYPES:
             target.fail(
                 UnsupportedMediaTypeError,
-                f"unsupported manifest media type {media_type!r}",
+                f"unsupported manifest media type {target.shown(repr(media_type), 'media type')}",
             )
         manifest = self._guard(target, lambda: oci.parse_manifest(body, media_type))
         return ResolvedImage(
@@ -511,7 +511,7 @@ class RegistryClient:
         if media_type not in oci.INDEX_TYPES and media_type not in oci.MANIFEST_TYPES:
             target.fail(
                 UnsupportedMediaTypeError,
-                f"unsupported manifest media type {media_type!r}",
+                f"unsupported manifest media type {target.shown(repr(media_type), 'media type')}",
             )
         return body, media_type, digest
 
