@@ -503,3 +503,34 @@ def test_go_duration_format(ns: int | timedelta, text: str) -> None:
 @given(st.integers(min_value=-(2**63), max_value=2**63 - 1))
 def test_go_duration_round_trip(ns: int) -> None:
     assert parse_go_duration(format_go_duration(ns)) == ns
+
+
+# --- documents nested too deeply ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("kubelet.json", '{"x": ' + "[" * 100_000, "line 1, column 262: invalid JSON: nested more"),
+        ("kubelet.yaml", '{"a": ' + "[" * 100_000, "line 1, column 262: invalid YAML: nested"),
+        ("kubelet.yaml", "[" * 100_000, "line 1, column 257: invalid YAML: nested more than 256"),
+        ("kubelet.yaml", HEADER + "x: " + "[" * 100_000, "line 3, column 259: invalid YAML"),
+        ("kubelet.yaml", HEADER + "x:\n" + "- " * 300 + "a\n", "line 4, column 511: invalid YAML"),
+        ("kubelet.yaml", HEADER + "x: &a [*a]\n", "line 3, column 8: invalid YAML: an alias"),
+    ],
+    ids=["json", "json-in-yaml-file", "yaml-flow", "yaml-flow-value", "yaml-block", "alias-loop"],
+)
+def test_deeply_nested_files_are_config_errors(
+    tmp_path: Path, name: str, text: str, message: str
+) -> None:
+    path = write(tmp_path, text, name)
+    with pytest.raises(ConfigError) as info:
+        load_kubelet_config(path)
+    assert str(info.value).startswith(f"{path}: {message}")
+
+
+def test_brackets_in_yaml_strings_do_not_count(tmp_path: Path) -> None:
+    # Flow style starting with "{" is tried as JSON first, where single quotes mean nothing.
+    quoted = "'" + "[" * 300 + "'"
+    text = "{apiVersion: kubelet.config.k8s.io/v1beta1, kind: KubeletConfiguration, x: "
+    assert load_kubelet_config(write(tmp_path, text + quoted + "}")) == KubeletConfig()

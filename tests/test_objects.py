@@ -581,3 +581,76 @@ def test_duplicate_objects_are_rejected(tmp_path: Path) -> None:
         + "---\nkind: Secret\nmetadata: {name: web, namespace: team-a}\n",
     )
     assert len(objects.pods) == 2 and len(objects.secrets) == 1
+
+
+# --- documents nested too deeply ------------------------------------------------------------
+
+DEEP = 100_000
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "start"),
+    [
+        ("pods.json", "[" * DEEP, "line 1, column 257: not valid JSON: nested more than 256"),
+        ("pods.json", '{"kind": "Pod", "x": ' + "[" * DEEP, "line 1, column 277: not valid JSON"),
+        ("pods.yaml", "[" * DEEP + "]" * DEEP, "document 1: line 1, column 257: not valid YAML"),
+        # YAML flow style: libyaml's composer would recurse on the C stack and crash.
+        ("pods.yaml", "kind: Pod\nx: " + "[" * DEEP, "document 1: line 2, column 259: not valid"),
+        ("pods.yaml", "kind: Pod\nx:\n" + "- " * 300 + "x\n", "document 1: line 3, column 511"),
+        ("pods.yaml", "kind: Pod\n---\nkind: List\nitems: " + "[" * 300, "document 2: line 4"),
+    ],
+    ids=["json", "json-unclosed", "json-in-yaml-file", "yaml-flow", "yaml-block", "second-doc"],
+)
+def test_deeply_nested_documents_are_manifest_errors(
+    tmp_path: Path, name: str, text: str, start: str
+) -> None:
+    err = manifest_error(tmp_path, text, name)
+    assert str(err).startswith(f"{tmp_path / name}: {start}")
+    assert "nested more than 256 levels deep" in str(err)
+    assert err.file == str(tmp_path / name)
+
+
+def test_nesting_up_to_the_limit_is_fine(tmp_path: Path) -> None:
+    deep = "[" * 254 + "]" * 254  # the document is level 1, spec.x level 2
+    pod = '{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, '
+    pod += '"spec": {"containers": [{"name": "a", "image": "nginx"}], "x": ' + deep + "}}"
+    assert len(load_text(tmp_path, pod, "pod.json").pods) == 1
+    err = manifest_error(tmp_path, pod.replace("[" * 254, "[" * 255), "pod.json")
+    assert "nested more than 256 levels deep" in str(err)
+
+
+def test_brackets_in_yaml_strings_do_not_count(tmp_path: Path) -> None:
+    # Flow style starting with "{" is tried as JSON first, where single quotes mean nothing.
+    text = "{kind: Secret, metadata: {name: s, annotations: {a: '" + "[" * 300 + "'}}}"
+    assert list(load_text(tmp_path, text).secrets) == [("default", "s")]
+
+
+def test_iter_documents_rejects_deep_nesting() -> None:
+    with pytest.raises(ManifestError, match="nested more than 256 levels deep"):
+        list(iter_documents("[" * DEEP + "]" * DEEP, "stdin"))
+
+
+def test_yaml_alias_inside_itself_is_an_error(tmp_path: Path) -> None:
+    # A List whose items hold the List itself: infinitely deep once constructed.
+    err = manifest_error(tmp_path, "&a {kind: List, items: [*a]}\n")
+    assert "an alias is used inside the node it names" in str(err)
+    # Aliases of finished nodes are ordinary YAML.
+    shared = pod_yaml() + "  - &c {name: side, image: busybox}\n---\n" + pod_yaml("b")
+    assert len(load_text(tmp_path, shared).pods) == 2
+
+
+def test_deeply_nested_docker_config_in_a_secret(tmp_path: Path) -> None:
+    config = base64.b64encode(b"[" * DEEP).decode()
+    text = json.dumps(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "s"},
+            "type": "kubernetes.io/dockerconfigjson",
+            "data": {".dockerconfigjson": config},
+        }
+    )
+    err = manifest_error(tmp_path, text, "secret.json")
+    assert "data[.dockerconfigjson]: not a valid docker config: nested more than 256" in str(err)
+    with pytest.raises(ManifestError, match="nested more than 256"):
+        load_secrets(write(tmp_path, text, "secret.json"))

@@ -41,6 +41,7 @@ from typing import Any, Final
 import yaml
 
 from pullwarden._gofmt import go_duration, parse_go_duration
+from pullwarden._nesting import NestingError, check_yaml, loads_json
 from pullwarden.errors import ConfigError
 from pullwarden.objects import describe_value
 from pullwarden.policy import (
@@ -461,7 +462,9 @@ def load_kubelet_config(path: Path) -> KubeletConfig:
     """Read, default and validate a ``KubeletConfiguration`` file (YAML or JSON).
 
     The file must hold exactly one document.  Unreadable files, malformed YAML/JSON (with the
-    line), the wrong kind or apiVersion, and invalid values raise :class:`ConfigError`.
+    line; nesting deeper than :data:`pullwarden._nesting.MAX_DEPTH` and YAML aliases used inside
+    themselves included), the wrong kind or apiVersion, and invalid values raise
+    :class:`ConfigError`.
     """
     source = str(path)
     try:
@@ -473,14 +476,24 @@ def load_kubelet_config(path: Path) -> KubeletConfig:
         # JSON first (YAML parsers reject some valid JSON, such as tab indentation); a ``.yaml``
         # file in YAML flow style that is not JSON falls through to the YAML parser.
         try:
-            return parse_kubelet_config(json.loads(text), source)
+            return parse_kubelet_config(loads_json(text), source)
+        except NestingError as err:
+            if path.suffix == ".json":
+                raise _error(
+                    source, [f"line {err.line}, column {err.column}: invalid JSON: {err}"]
+                ) from None
         except json.JSONDecodeError as err:
             if path.suffix == ".json":
                 raise _error(
                     source, [f"line {err.lineno}, column {err.colno}: invalid JSON: {err.msg}"]
                 ) from None
     try:
+        check_yaml(text, yaml.SafeLoader)
         docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except NestingError as err:
+        raise _error(
+            source, [f"line {err.line}, column {err.column}: invalid YAML: {err}"]
+        ) from None
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""

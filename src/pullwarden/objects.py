@@ -46,6 +46,7 @@ from typing import Any, Final, TextIO
 
 import yaml
 
+from pullwarden._nesting import NestingError, check_json, check_yaml, loads_json
 from pullwarden.errors import ManifestError
 from pullwarden.reference import default_pull_policy
 
@@ -393,9 +394,14 @@ def _secret(doc: Mapping[str, Any], where: _Where, derive_uid: bool) -> Secret:
         if required not in data:
             raise where.error(path, f"required for a Secret of type {secret_type}")
         try:
-            parsed = json.loads(data[required])
+            parsed = loads_json(data[required])
         except (ValueError, UnicodeDecodeError) as err:
-            detail = err.msg if isinstance(err, json.JSONDecodeError) else "not UTF-8"
+            if isinstance(err, json.JSONDecodeError):
+                detail = err.msg
+            elif isinstance(err, NestingError):
+                detail = str(err)
+            else:
+                detail = "not UTF-8"
             raise where.error(path, f"not a valid docker config: {detail}") from None
         if not isinstance(parsed, dict):
             raise where.error(path, "not a valid docker config: expected a JSON object")
@@ -459,12 +465,17 @@ _ManifestLoader.yaml_implicit_resolvers = {
 
 
 def _raw_documents(text: str, source: str, json_only: bool) -> Iterator[tuple[int, Any]]:
-    """(1-based number, decoded document) for each document of a file; empty ones skipped."""
+    """(1-based number, decoded document) for each document of a file; empty ones skipped.
+
+    Documents nested deeper than :data:`pullwarden._nesting.MAX_DEPTH` are refused before
+    anything is parsed.
+    """
     if text.lstrip().startswith(("{", "[")):
         decoder = json.JSONDecoder()
         docs: list[Any] = []
         pos = 0
         try:
+            check_json(text)
             while True:
                 while pos < len(text) and text[pos] in " \t\r\n":
                     pos += 1
@@ -472,6 +483,13 @@ def _raw_documents(text: str, source: str, json_only: bool) -> Iterator[tuple[in
                     break
                 doc, pos = decoder.raw_decode(text, pos)
                 docs.append(doc)
+        except NestingError as err:
+            # In a YAML file the check is repeated below with YAML's rules for strings.
+            if json_only:
+                raise ManifestError(
+                    f"{source}: line {err.line}, column {err.column}: not valid JSON: {err}",
+                    file=source,
+                ) from None
         except json.JSONDecodeError as err:
             if json_only:
                 raise ManifestError(
@@ -482,6 +500,15 @@ def _raw_documents(text: str, source: str, json_only: bool) -> Iterator[tuple[in
         else:
             yield from ((n, d) for n, d in enumerate(docs, 1) if d is not None)
             return
+    try:
+        check_yaml(text, _ManifestLoader)
+    except NestingError as err:
+        raise ManifestError(
+            f"{source}: document {err.document}: line {err.line}, column {err.column}: "
+            f"not valid YAML: {err}",
+            file=source,
+            document=err.document,
+        ) from None
     number = 0
     try:
         for doc in yaml.load_all(text, Loader=_ManifestLoader):

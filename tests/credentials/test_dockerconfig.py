@@ -436,3 +436,30 @@ def test_secret_decode_error_raises() -> None:
 def test_secret_with_empty_document_is_still_accepted() -> None:
     config = config_from_secret(JSON_TYPE, {".dockerconfigjson": b"{}"})
     assert config is not None and dict(config) == {}
+
+
+# --- documents nested too deeply ---------------------------------------------------------------
+
+DEEP = b"[" * 100_000
+
+
+@pytest.mark.parametrize(
+    "data",
+    [DEEP, DEEP + b"]" * 100_000, b'{"auths": {}, "x": ' + b"[" * 300 + b"]" * 300 + b"}"],
+    ids=["unclosed", "closed", "in-an-ignored-member"],
+)
+def test_deeply_nested_documents_are_docker_config_errors(data: bytes) -> None:
+    for parse in (parse_config_json, parse_dockercfg):
+        with pytest.raises(DockerConfigError, match=r"invalid JSON: nested more than 256 levels"):
+            parse(data)
+    with pytest.raises(DockerConfigError, match="nested more than 256"):
+        config_from_secret("kubernetes.io/dockerconfigjson", {".dockerconfigjson": data})
+    with pytest.raises(DockerConfigError, match="nested more than 256"):
+        config_from_secret("kubernetes.io/dockercfg", {".dockercfg": data})
+
+
+def test_nesting_error_names_the_position() -> None:
+    data = b'{"auths": {},\n "x": ' + b"[" * 300
+    with pytest.raises(DockerConfigError) as info:
+        parse_config_json(data)
+    assert str(info.value) == "invalid JSON: nested more than 256 levels deep (line 2, column 262)"

@@ -506,6 +506,9 @@ REJECT: list[tuple[str, bytes]] = [
     ("time 5-digit year", _rec(',"lastUpdatedTime":"10000-01-01T00:00:00Z"')),
     ("time arabic-indic digits", _rec(',"lastUpdatedTime":"\u0662024-10-21T12:26:40Z"')),
     ("deeply nested", b'{"kind":' + b"[" * 100_000 + b"]" * 100_000 + b"}"),
+    ("deeply nested objects", b'{"a":' * 100_000),
+    # Nesting Python parses but the surrogate clean-up used to recurse through.
+    ("nested with a surrogate", b'{"x":' + b"[" * 900 + b'"\\ud800"' + b"]" * 900 + b"}"),
     ("huge number", b'{"kind":' + b"1" * 10_000 + b"}"),
 ]
 
@@ -532,6 +535,17 @@ def test_decode_error_messages_name_fields_not_values() -> None:
         decode(_intent(',"image":"x","image":"x"'))
     with pytest.raises(RecordDecodeError, match="unknown field 'preloaded'"):
         decode(_intent(',"image":"x","preloaded":true'))
+
+
+def test_decode_nesting_limit() -> None:
+    def nested(levels: int) -> bytes:
+        return _rec(',"credentialMapping":{"a":{"x":' + "[" * levels + "]" * levels + "}}")
+
+    # The record is level 1, credentialMapping 2, its entry 3: 253 more levels are the limit.
+    with pytest.raises(RecordDecodeError, match="unknown field 'x'"):
+        decode(nested(253))
+    with pytest.raises(RecordDecodeError, match="nested more than 256 levels deep"):
+        decode(nested(254))
 
 
 def test_decode_rejects_non_bytes() -> None:

@@ -480,6 +480,17 @@ def test_file_growing_past_the_limit_while_read_is_a_read_error(
         store.get_pulled_record(REF)
 
 
+def test_deeply_nested_files_are_decode_errors(store: FileRecordStore, tmp_path: Path) -> None:
+    Path(store.record_path(REF)).write_bytes(b'{"kind":' + b"[" * 100_000)
+    Path(store.intent_path(IMAGE)).write_bytes(b"[" * 100_000 + b"]" * 100_000)
+    with pytest.raises(RecordDecodeError, match="nested more than 256 levels deep"):
+        store.get_pulled_record(REF)
+    with pytest.raises(RecordDecodeError, match="nested more than 256 levels deep"):
+        store.intent_exists(IMAGE)
+    assert [type(e) for e in store.list_pulled_records().errors] == [RecordDecodeError]
+    assert {p.kind for p in scan(tmp_path)} == {ProblemKind.UNDECODABLE}
+
+
 def test_intent_exists(store: FileRecordStore) -> None:
     assert store.intent_exists(IMAGE) is False
     store.write_intent(ImagePullIntent(IMAGE))

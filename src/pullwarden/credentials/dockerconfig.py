@@ -14,7 +14,9 @@ credential hash (spec §3) and must come out byte-for-byte the same:
 * invalid UTF-8 inside JSON strings becomes U+FFFD per byte, unpaired ``\\u`` surrogate escapes
   become U+FFFD;
 * ``NaN``/``Infinity`` and other non-JSON are syntax errors; a value of the wrong JSON type is an
-  error (even inside ``HttpHeaders``, which is otherwise ignored).
+  error (even inside ``HttpHeaders``, which is otherwise ignored);
+* nesting deeper than :data:`pullwarden._nesting.MAX_DEPTH` (256) levels, even in an ignored
+  member, is an error (Go allows 10,000; Python's parser cannot recurse that far).
 
 A non-empty ``auth`` member overrides ``username`` and ``password``.  It is decoded with Go's
 base64 rules (padded standard alphabet if the trimmed value ends in ``=``, otherwise unpadded;
@@ -34,6 +36,7 @@ from types import MappingProxyType
 from typing import Final, TypeAlias
 
 from pullwarden._gojson import go_bytes
+from pullwarden._nesting import NestingError, loads_json
 from pullwarden.errors import DockerConfigError
 
 __all__ = [
@@ -127,7 +130,7 @@ def _load(data: bytes) -> object:
     # byte is a syntax error either way).  ``surrogateescape`` yields one surrogate per bad byte.
     text = _SURROGATES.sub("\ufffd", bytes(data).decode("utf-8", "surrogateescape"))
     try:
-        return json.loads(
+        return loads_json(
             text,
             object_pairs_hook=_object_hook,
             parse_int=_number,
@@ -139,7 +142,11 @@ def _load(data: bytes) -> object:
         raise DockerConfigError(
             f"invalid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
         ) from None
-    except (ValueError, RecursionError):
+    except NestingError as exc:
+        raise DockerConfigError(
+            f"invalid JSON: {exc} (line {exc.line}, column {exc.column})"
+        ) from None
+    except ValueError:
         raise DockerConfigError("invalid JSON") from None
 
 

@@ -25,8 +25,10 @@ Choices where Go's decoder is lenient, kept so that we read what a kubelet reads
 * Escaped lone UTF-16 surrogates (``"\\ud800"``) decode to U+FFFD as in Go.
 
 Where we are stricter than a kubelet (each only makes a record count as unreadable, which fails
-safe): bytes that are not valid UTF-8 anywhere in the file, and YAML documents (the kubelet's
-universal decoder would also accept a YAML file with the same content; no kubelet writes one).
+safe): bytes that are not valid UTF-8 anywhere in the file, YAML documents (the kubelet's
+universal decoder would also accept a YAML file with the same content; no kubelet writes one),
+and nesting deeper than :data:`pullwarden._nesting.MAX_DEPTH` (256) levels, which no valid
+record comes near (it has five).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TypeVar
 
 from pullwarden._gojson import go_bytes, quote
+from pullwarden._nesting import check_json
 from pullwarden.errors import RecordDecodeError
 from pullwarden.records.model import (
     ImagePullCredentials,
@@ -426,12 +429,11 @@ def _load(data: bytes) -> dict[str, Any]:
     except AttributeError:
         raise RecordDecodeError(f"expected bytes, got {type(data).__name__}") from None
     try:
+        check_json(text)
         doc = _parse_json(text)
     except _Duplicate as e:
         raise RecordDecodeError(f"duplicate field {_short(e.key)}") from None
-    except RecursionError:
-        raise RecordDecodeError("invalid JSON: nested too deeply") from None
-    except ValueError as e:
+    except ValueError as e:  # NestingError included
         raise RecordDecodeError(f"invalid JSON: {e}") from None
     if type(doc) is not dict:
         raise RecordDecodeError(f"expected a JSON object, got {_json_type(doc)}")

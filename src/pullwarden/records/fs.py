@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import enum
 import hashlib
-import json
 import logging
 import os
 import stat
@@ -37,6 +36,7 @@ from pathlib import Path
 from typing import Final, TypeVar
 
 from pullwarden._gojson import go_bytes
+from pullwarden._nesting import loads_json
 from pullwarden.errors import RecordDecodeError, RecordError, RecordReadError, RecordWriteError
 from pullwarden.records.base import Listing
 from pullwarden.records.codec import (
@@ -523,8 +523,8 @@ class FileProblem:
 def _peek_gvk(data: bytes) -> tuple[object, object] | None:
     """(apiVersion, kind) of a JSON object, decoded leniently; ``None`` if not a JSON object."""
     try:
-        doc = json.loads(data)
-    except (ValueError, RecursionError):
+        doc = loads_json(data)
+    except ValueError:  # UnicodeDecodeError and NestingError included
         return None
     if not isinstance(doc, dict):
         return None
