@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import pytest
 from hypothesis import assume, given
@@ -390,7 +391,7 @@ def test_parse_rejects_with_upstream_message(text: str, message: str) -> None:
         pytest.param("", "invalid reference format", id="empty"),
         pytest.param("http://foo", "invalid reference format", id="url"),
         pytest.param(
-            "a" * 240,
+            "a" * 248,  # the path becomes library/ + 248 = 256 characters
             "repository name must not be more than 255 characters",
             id="too-long-after-normalising",
         ),
@@ -409,12 +410,133 @@ def test_invalid_reference_error_is_in_the_tree() -> None:
         parse("BAD")
 
 
-def test_name_length_boundary() -> None:
-    name = "r.io/" + "a" * 250
-    assert len(name) == 255
-    assert parse(name + ":t").name == name
-    with pytest.raises(InvalidReferenceError, match="not be more than 255"):
-        parse(name + "a")
+# distribution/reference v0.6.0 (the kubelet's since v1.33) limits the path, not the whole name.
+TOO_LONG = "repository name must not be more than 255 characters"
+LONG_BUT_VALID = "registry.example.com/" + "a" * 250 + ":v1"  # a name of 271 characters
+PATH_TOO_LONG = "registry.example.com/" + "a" * 256
+
+
+@pytest.mark.parametrize(
+    "entry_point",
+    [parse, parse_normalized, trim_tag_digest, apply_default_tag, parse_image_name],
+    ids=lambda f: f.__name__,
+)
+def test_name_limit_counts_the_path_only(entry_point: Callable[[str], object]) -> None:
+    entry_point(LONG_BUT_VALID)
+    entry_point("registry.example.com/" + "a" * 255)
+    with pytest.raises(InvalidReferenceError) as info:
+        entry_point(PATH_TOO_LONG)
+    assert str(info.value).endswith(TOO_LONG)
+
+
+def test_name_limit_results() -> None:
+    assert parse(LONG_BUT_VALID).path == "a" * 250
+    assert parse_normalized(LONG_BUT_VALID).path == "a" * 250
+    assert trim_tag_digest(LONG_BUT_VALID) == "registry.example.com/" + "a" * 250
+    assert apply_default_tag(LONG_BUT_VALID) == LONG_BUT_VALID
+    assert parse_image_name(PATH_TOO_LONG.removesuffix("a")) == (
+        "registry.example.com/" + "a" * 255,
+        "latest",
+        "",
+    )
+    with pytest.raises(InvalidReferenceError) as info:
+        parse_image_name(PATH_TOO_LONG)
+    assert str(info.value) == f'couldn\'t parse image name "{PATH_TOO_LONG}": {TOO_LONG}'
+
+
+def test_name_limit_without_a_domain() -> None:
+    assert parse("a" * 255).path == "a" * 255
+    with pytest.raises(InvalidReferenceError, match=TOO_LONG):
+        parse("a" * 256)
+    # Normalising adds docker.io/library/ (the domain does not count, library/ does).
+    assert parse_normalized("a" * 247).path == "library/" + "a" * 247
+    with pytest.raises(InvalidReferenceError, match=TOO_LONG):
+        parse_normalized("a" * 248)
+
+
+def test_name_limit_splits_the_domain_as_the_grammar_does() -> None:
+    # The grammar takes any host-like first component as the domain, dots or not.
+    name = "foo/" + "a" * 252  # 256 characters, but the path is 252
+    assert parse(name).name == name
+    assert trim_tag_digest(name + ":v1") == name
+    # Normalised, foo is a namespace on docker.io: the path is foo/ + 252 = 256 characters.
+    with pytest.raises(InvalidReferenceError, match=TOO_LONG):
+        parse_normalized(name)
+    with pytest.raises(InvalidReferenceError, match=TOO_LONG):
+        apply_default_tag(name)
+
+
+def test_too_long_is_checked_before_the_digest() -> None:
+    with pytest.raises(InvalidReferenceError, match=TOO_LONG):
+        parse(PATH_TOO_LONG + "@md5:" + "0" * 32)
+
+
+# --- uppercase, decided with Go's strings.ToLower ----------------------------------------------
+
+CAPITAL_I_WITH_DOT = "\u0130"  # İ: Go lowers it to "i", Python to "i" + U+0307
+
+
+def test_only_capital_i_with_dot_lowers_to_more_than_one_code_point() -> None:
+    # Python's str.lower applies full case mapping, Go's strings.ToLower the simple one; the
+    # only code point where that changes the length (and so whether ASCII comes out) is U+0130.
+    longer = [c for c in range(0x110000) if len(chr(c).lower()) != 1]
+    assert longer == [0x130]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param(CAPITAL_I_WITH_DOT + "mg", "repository name must be lowercase", id="İmg"),
+        pytest.param(
+            f"registry.example/{CAPITAL_I_WITH_DOT}mg:v1",
+            "repository name must be lowercase",
+            id="registry.example/İmg:v1",
+        ),
+        pytest.param(
+            f"{CAPITAL_I_WITH_DOT}mg/app", "repository name must be lowercase", id="İmg/app"
+        ),
+        pytest.param("Img", "repository name must be lowercase", id="Img"),
+        pytest.param("\u212aelvin", "repository name must be lowercase", id="kelvin-sign"),
+        pytest.param("reg.io/Team/app", "repository name must be lowercase", id="Team"),
+        pytest.param("\u03a3\u03a3", "invalid reference format", id="sigma"),
+        pytest.param("ünïcode", "invalid reference format", id="non-ascii-lowercase"),
+        pytest.param(f"http://{CAPITAL_I_WITH_DOT}", "invalid reference format", id="url"),
+    ],
+)
+def test_uppercase_is_judged_as_go_does(text: str, message: str) -> None:
+    for entry_point in (parse, trim_tag_digest):
+        with pytest.raises(InvalidReferenceError) as info:
+            entry_point(text)
+        assert str(info.value) == message, entry_point
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param(
+            CAPITAL_I_WITH_DOT + "mg",
+            f"invalid reference format: repository name (library/{CAPITAL_I_WITH_DOT}mg) must "
+            "be lowercase",
+            id="İmg",
+        ),
+        pytest.param(
+            f"registry.example/{CAPITAL_I_WITH_DOT}mg:v1",
+            f"invalid reference format: repository name ({CAPITAL_I_WITH_DOT}mg) must be lowercase",
+            id="registry.example/İmg:v1",
+        ),
+        # İmg looks like a registry (it changes when lowered), but is not a valid host.
+        pytest.param(
+            f"{CAPITAL_I_WITH_DOT}mg/app", "repository name must be lowercase", id="İmg/app"
+        ),
+    ],
+)
+def test_uppercase_when_normalising(text: str, message: str) -> None:
+    with pytest.raises(InvalidReferenceError) as info:
+        parse_normalized(text)
+    assert str(info.value) == message
+    with pytest.raises(InvalidReferenceError) as info:
+        apply_default_tag(text)
+    assert str(info.value) == f'couldn\'t parse image name "{text}": {message}'
 
 
 def test_tag_length_boundary() -> None:

@@ -10,6 +10,11 @@ Grammar (spec §1.2), as accepted by ``github.com/distribution/reference``::
     tag         := [A-Za-z0-9_][A-Za-z0-9_.-]{0,127}
     digest      := algorithm ":" hex            (sha256/sha384/sha512 checked for length)
 
+As in distribution/reference v0.6.0 (the kubelet's since v1.33), at most
+:data:`NAME_TOTAL_LENGTH_MAX` (255) characters of the *path* are allowed; the domain, as the
+grammar splits it off, does not count.  Whether a name that fails the grammar is "not lowercase"
+is decided with Go's ``strings.ToLower`` (:func:`_go_lower`), not Python's ``str.lower``.
+
 Two parsers are offered.  :func:`parse` keeps the name exactly as written (``nginx`` stays
 ``nginx``); :func:`parse_normalized` applies the Docker conventions (``docker.io`` default
 registry, ``library/`` namespace for official images).  The kubelet helpers built on top of
@@ -130,17 +135,39 @@ def _check_digest(digest: str) -> None:
         raise InvalidReferenceError(_ERR_DIGEST_FORMAT)
 
 
+def _go_lower(s: str) -> str:
+    """Go's ``strings.ToLower``: each code point by its simple (one-to-one) lowercase mapping.
+
+    Python's ``str.lower`` applies full case mapping instead.  A scan over every code point finds
+    one whose lowercase is longer than one code point: U+0130 (İ), which Go lowers to ``i`` and
+    Python to ``i`` + U+0307, so Go finds ``İmg`` merely "not lowercase" where Python's mapping
+    would make it an invalid name.  (Python's final-sigma rule is the other difference; lowering
+    code point by code point, as Go does, removes it too.)
+    """
+    if s.isascii():
+        return s.lower()
+    return "".join("i" if c == "\u0130" else c.lower() for c in s)
+
+
+def _path_too_long(name: str) -> bool:
+    """Whether the path of a grammar-valid name, split as the grammar splits it, is too long."""
+    if len(name) <= NAME_TOTAL_LENGTH_MAX:  # the path is part of the name: nothing to split
+        return False
+    m = _NAME_SPLIT_RE.fullmatch(name)
+    return m is not None and len(m.group(2)) > NAME_TOTAL_LENGTH_MAX
+
+
 def _match(s: str) -> tuple[str, str, str]:
     """Check ``s`` against the grammar and return its (name, tag, digest) parts."""
     m = _REFERENCE_RE.fullmatch(s)
     if m is None:
         if not s:
             raise InvalidReferenceError(_ERR_EMPTY)
-        if _REFERENCE_RE.fullmatch(s.lower()) is not None:
+        if _REFERENCE_RE.fullmatch(_go_lower(s)) is not None:
             raise InvalidReferenceError(_ERR_UPPERCASE)
         raise InvalidReferenceError(_ERR_FORMAT)
     name, tag, digest = m.group(1), m.group(2) or "", m.group(3) or ""
-    if len(name) > NAME_TOTAL_LENGTH_MAX:
+    if _path_too_long(name):
         raise InvalidReferenceError(_ERR_TOO_LONG)
     if digest:
         _check_digest(digest)
@@ -153,7 +180,7 @@ def _looks_like_domain(component: str) -> bool:
         "." in component
         or ":" in component
         or component == _LOCALHOST
-        or component.lower() != component
+        or _go_lower(component) != component
     )
 
 
@@ -212,7 +239,7 @@ def parse_normalized(s: str) -> Reference:
         )
     domain, remainder = _split_docker_domain(s)
     remote = remainder.partition(":")[0]
-    if remote.lower() != remote:
+    if _go_lower(remote) != remote:
         raise InvalidReferenceError(
             f"invalid reference format: repository name ({remote}) must be lowercase"
         )
