@@ -17,6 +17,7 @@ from click.testing import CliRunner
 
 from pullwarden.cli import main
 from pullwarden.credentials import credential_hash
+from pullwarden.objects import derived_uid
 from pullwarden.records import (
     ImagePullCredentials,
     ImagePulledRecord,
@@ -287,7 +288,7 @@ def test_prune_dry_run_then_apply(kubelet: Path) -> None:
 
 
 def test_prune_until_guard(kubelet: Path) -> None:
-    out = run("records", "prune", "-d", str(kubelet), "--until", "2025-03-04T05:06:07Z")
+    out = run("records", "prune", "-d", str(kubelet), "--all", "--until", "2025-03-04T05:06:07Z")
     assert "0 record(s) to remove" in out
 
 
@@ -354,7 +355,9 @@ def test_explain_secret_file_without_uid(kubelet: Path, tmp_path: Path) -> None:
             str(secret),
         ],
     )
-    assert result.exit_code == 2 and "metadata.uid" in result.output
+    # Different credentials under a UID no record holds: a registry check is needed.
+    assert result.exit_code == 0 and "MUST PULL" in result.stdout
+    assert "metadata.uid" in result.stderr
     assert "s3cr3t" not in result.output
 
 
@@ -377,3 +380,306 @@ def test_explain_broken_secret_file(kubelet: Path, tmp_path: Path) -> None:
         ],
     )
     assert result.exit_code == 2 and "not valid base64" in result.output
+
+
+# -- prune: keep lists are checked, and an empty one is never assumed --------------------------
+
+UNTIL = (T + timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def prune(kubelet: Path, *args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(
+        main, ["records", "prune", "-d", str(kubelet), "--until", UNTIL, *args]
+    )
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("bad", "shown"),
+    [
+        ("garbage", "'garbage'"),
+        ("3c" * 32, "'" + "3c" * 32 + "'"),  # bare hex: the sha256: prefix is missing
+        ("sha256:" + "3C" * 32, "'sha256:" + "3C" * 32 + "'"),
+        ("sha256:" + "3c" * 31, "'sha256:" + "3c" * 31 + "'"),
+        ("sha512:" + "3c" * 64, "'sha512:" + "3c" * 64 + "'"),
+        (" " + REF, "'" + " " + REF + "'"),
+    ],
+    ids=["garbage", "bare-hex", "uppercase", "short", "sha512", "leading-space"],
+)
+def test_prune_rejects_malformed_keep_refs(kubelet: Path, bad: str, shown: str) -> None:
+    before = snapshot(kubelet)
+    code, out, err = prune(kubelet, "--keep-image-ref", REF, "--keep-image-ref", bad, "--apply")
+    assert code == 2
+    assert err.startswith(f"error: --keep-image-ref {shown}: ")
+    assert "sha256:<64 lowercase hex digits>" in err
+    assert out == ""
+    assert snapshot(kubelet) == before
+
+
+def test_prune_rejects_malformed_keep_from_lines_by_number(kubelet: Path, tmp_path: Path) -> None:
+    keep = tmp_path / "keep.txt"
+    keep.write_text(f"{REF}\n\n   \n3c3c\n")
+    before = snapshot(kubelet)
+    code, out, err = prune(kubelet, "--keep-from", str(keep), "--apply")
+    assert code == 2
+    assert err.startswith(f"error: --keep-from {keep}, line 4: '3c3c': ")
+    assert out == "" and snapshot(kubelet) == before
+
+
+def test_prune_keep_from_that_is_not_text(kubelet: Path, tmp_path: Path) -> None:
+    keep = tmp_path / "keep.bin"
+    keep.write_bytes(REF.encode() + b"\n\xff\xfe\n")
+    before = snapshot(kubelet)
+    code, out, err = prune(kubelet, "--keep-from", str(keep), "--apply")
+    assert code == 2 and out == "" and err.startswith(f"error: --keep-from {keep}: cannot read")
+    assert snapshot(kubelet) == before
+
+
+def test_prune_keep_from_accepts_blank_lines_and_surrounding_space(
+    kubelet: Path, tmp_path: Path
+) -> None:
+    keep = tmp_path / "keep.txt"
+    keep.write_text(f"\n  {REF}  \r\n\n")
+    code, out, _ = prune(kubelet, "--keep-from", str(keep))
+    assert code == 0
+    assert f"would remove {OTHER_REF}" in out and f"would remove {REF}" not in out
+
+
+def test_prune_keep_from_stdin(kubelet: Path) -> None:
+    result = CliRunner().invoke(
+        main,
+        ["records", "prune", "-d", str(kubelet), "--until", UNTIL, "--keep-from", "-"],
+        input=f"{OTHER_REF}\n",
+    )
+    assert result.exit_code == 0, result.output
+    assert f"would remove {REF}" in result.stdout
+
+
+def test_prune_without_keep_source_refuses(kubelet: Path) -> None:
+    before = snapshot(kubelet)
+    code, out, err = prune(kubelet, "--apply")
+    assert code == 2 and out == ""
+    assert "--keep-image-ref" in err and "--keep-from" in err and "--all" in err
+    assert snapshot(kubelet) == before
+
+
+def test_prune_with_an_empty_keep_file_refuses(kubelet: Path, tmp_path: Path) -> None:
+    # `crictl images -q > keep.txt` failing must not mean "remove every record".
+    keep = tmp_path / "keep.txt"
+    keep.write_text("\n")
+    before = snapshot(kubelet)
+    code, out, err = prune(kubelet, "--keep-from", str(keep), "--apply")
+    assert code == 2 and out == ""
+    assert f"{keep} lists no imageRef" in err and "--all" in err
+    assert snapshot(kubelet) == before
+
+
+def test_prune_all(kubelet: Path) -> None:
+    before = snapshot(kubelet)
+    code, out, _ = prune(kubelet, "--all")
+    assert code == 0
+    assert f"would remove {REF}" in out and f"would remove {OTHER_REF}" in out
+    assert "2 record(s) to remove" in out
+    assert snapshot(kubelet) == before
+    code, out, _ = prune(kubelet, "--all", "--apply")
+    assert code == 0 and "2 record(s) removed" in out
+    assert FileRecordStore(kubelet, migrate=False).list_pulled_records().items == []
+
+
+def test_prune_all_with_keep_refs_is_contradictory(kubelet: Path) -> None:
+    code, out, err = prune(kubelet, "--all", "--keep-image-ref", REF)
+    assert code == 2 and out == "" and "--all" in err
+
+
+def test_prune_says_what_removing_a_record_means(kubelet: Path) -> None:
+    preloaded = (
+        "if the image is still on the node it now counts as preloaded: under the default "
+        "policy NeverVerifyPreloadedImages any pod may use it"
+    )
+    code, out, _ = prune(kubelet, "--keep-image-ref", REF)
+    assert code == 0
+    assert out.splitlines() == [
+        f"would remove {OTHER_REF}: {preloaded.replace('now counts', 'would count')}",
+        "1 record(s) to remove",
+    ]
+    code, out, _ = prune(kubelet, "--keep-image-ref", REF, "--apply")
+    assert out.splitlines() == [f"removed {OTHER_REF}: {preloaded}", "1 record(s) removed"]
+
+
+# -- explain: the image, the policy and the allowlist are checked as a kubelet would ---------
+
+
+def explain_result(kubelet: Path, *args: str, image: str = IMAGE) -> tuple[int, str, str]:
+    result = CliRunner().invoke(
+        main,
+        ["records", "explain", "-d", str(kubelet), "--image", image, "--image-ref", REF, *args],
+    )
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("image", "message"),
+    [
+        ("registry.example/Team-A/app:v1", "repository name (Team-A/app) must be lowercase"),
+        ("FOO/Bar", "must be lowercase"),
+        ("http://registry.example/app", "invalid reference format"),
+        ("app@sha256:abc", "invalid reference format"),
+        ("", "invalid reference format"),
+    ],
+)
+def test_explain_rejects_invalid_images_as_run_does(
+    kubelet: Path, image: str, message: str
+) -> None:
+    for output in ("text", "json"):
+        code, out, err = explain_result(kubelet, "-o", output, image=image)
+        assert code == 2 and out == ""
+        assert err.startswith(f"error: --image {image!r}: invalid image name: ")
+        assert message in err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--policy", "AlwaysVerify", "--allowlist", "quay.io/x/*"],
+            "must not be set unless `imagePullCredentialsVerificationPolicy` is "
+            "NeverVerifyAllowlistedImages (it is AlwaysVerify)",
+        ),
+        (["--allowlist", "quay.io/x/*"], "(it is NeverVerifyPreloadedImages)"),
+        (
+            ["--policy", "NeverVerifyAllowlistedImages", "--allowlist", "quay.io/x/ "],
+            "leading/trailing spaces are not allowed",
+        ),
+    ],
+    ids=["allowlist-with-always", "allowlist-with-default", "bad-pattern"],
+)
+def test_explain_checks_policy_and_allowlist_together(
+    kubelet: Path, args: list[str], message: str
+) -> None:
+    code, out, err = explain_result(kubelet, *args, "-o", "json")
+    assert code == 2 and out == ""
+    assert err.startswith("error: --policy/--allowlist: ") and message in err
+
+
+def kubelet_config(path: Path, body: str) -> Path:
+    path.write_text(
+        "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n" + body
+    )
+    return path
+
+
+PRELOADED = ("--image", "quay.io/x/y:1", "--image-ref", "sha256:" + "99" * 32)
+
+
+def explain_preloaded(kubelet: Path, *args: str) -> tuple[int, dict[str, object] | str]:
+    result = CliRunner().invoke(
+        main, ["records", "explain", "-d", str(kubelet), *PRELOADED, *args, "-o", "json"]
+    )
+    assert "Traceback" not in result.output
+    if result.exit_code:
+        return result.exit_code, result.stderr
+    data = json.loads(result.stdout)
+    assert set(data) == {"mustPull", "result", "reason"}
+    return 0, data
+
+
+def test_explain_takes_policy_and_allowlist_from_a_kubelet_config(
+    kubelet: Path, tmp_path: Path
+) -> None:
+    always = kubelet_config(
+        tmp_path / "always.yaml", "imagePullCredentialsVerificationPolicy: AlwaysVerify\n"
+    )
+    code, data = explain_preloaded(kubelet, "--config", str(always))
+    assert code == 0 and isinstance(data, dict)
+    assert data["mustPull"] is True
+    allow = kubelet_config(
+        tmp_path / "allow.yaml",
+        "imagePullCredentialsVerificationPolicy: NeverVerifyAllowlistedImages\n"
+        "preloadedImagesVerificationAllowlist: [quay.io/x/*]\n",
+    )
+    code, data = explain_preloaded(kubelet, "--config", str(allow))
+    assert code == 0 and isinstance(data, dict) and data["mustPull"] is False
+    assert data["result"] == "credentialPolicyAllowed"
+    other = kubelet_config(
+        tmp_path / "other.yaml",
+        "imagePullCredentialsVerificationPolicy: NeverVerifyAllowlistedImages\n"
+        "preloadedImagesVerificationAllowlist: [quay.io/other/*]\n",
+    )
+    code, data = explain_preloaded(kubelet, "--config", str(other))
+    assert code == 0 and isinstance(data, dict) and data["mustPull"] is True
+
+
+def test_explain_command_line_overrides_the_config_file(kubelet: Path, tmp_path: Path) -> None:
+    always = kubelet_config(
+        tmp_path / "always.yaml", "imagePullCredentialsVerificationPolicy: AlwaysVerify\n"
+    )
+    code, data = explain_preloaded(
+        kubelet, "--config", str(always), "--policy", "NeverVerifyPreloadedImages"
+    )
+    assert code == 0 and isinstance(data, dict) and data["mustPull"] is False
+    allow = kubelet_config(
+        tmp_path / "allow.yaml",
+        "imagePullCredentialsVerificationPolicy: NeverVerifyAllowlistedImages\n"
+        "preloadedImagesVerificationAllowlist: [quay.io/other/*]\n",
+    )
+    code, data = explain_preloaded(kubelet, "--config", str(allow), "--allowlist", "quay.io/x/*")
+    assert code == 0 and isinstance(data, dict) and data["mustPull"] is False
+    # The overridden combination is validated as a whole.
+    code, err = explain_preloaded(kubelet, "--config", str(allow), "--policy", "AlwaysVerify")
+    assert code == 2 and isinstance(err, str)
+    assert "must not be set unless" in err and "(it is AlwaysVerify)" in err
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("imagePullCredentialsVerificationPolicy: Sometimes\n", 'got "Sometimes"'),
+        ("imageGCHighThresholdPercent: 101\n", "must be between 0 and 100"),
+        ("maxPods: [1\n", "invalid YAML"),
+        (
+            "featureGates: {KubeletEnsureSecretPulledImages: false}\n",
+            "turns the KubeletEnsureSecretPulledImages feature gate off",
+        ),
+    ],
+    ids=["bad-policy", "bad-other-field", "broken-yaml", "gate-off"],
+)
+def test_explain_bad_kubelet_config(kubelet: Path, tmp_path: Path, body: str, message: str) -> None:
+    config = kubelet_config(tmp_path / "kubelet.yaml", body)
+    code, err = explain_preloaded(kubelet, "--config", str(config))
+    assert code == 2 and isinstance(err, str)
+    assert err.startswith("error: ") and message in err
+
+
+def test_explain_missing_kubelet_config(kubelet: Path, tmp_path: Path) -> None:
+    code, err = explain_preloaded(kubelet, "--config", str(tmp_path / "nope.yaml"))
+    assert code == 2 and isinstance(err, str) and "nope.yaml" in err
+
+
+def test_explain_help_says_the_command_line_wins() -> None:
+    out = run("records", "explain", "--help")
+    assert "--config" in out
+    assert "override" in out
+
+
+def test_explain_secret_file_without_uid_uses_the_derived_uid(
+    tmp_path: Path,
+) -> None:
+    # A node run by `pullwarden run` recorded the Secret under its derived UID; explain must
+    # find the same coordinates for the same manifest (here with rotated credentials).
+    uid = derived_uid("Secret", "team-b", "copied")
+    store = FileRecordStore(tmp_path)
+    secret = ImagePullSecret(uid, "team-b", "copied", HASH)
+    store.write_pulled_record(
+        ImagePulledRecord(REF, T, {KEY: ImagePullCredentials(kubernetes_secrets=(secret,))})
+    )
+    manifest = secret_manifest(tmp_path / "s.yaml", "registry.example", "u", "n3w-pa55", uid="")
+    code, out, err = explain_result(tmp_path, "--secret-file", str(manifest), "-o", "json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["mustPull"] is False and "coordinates" in str(data["reason"])
+    assert f"note: Secret team-b/copied: using UID {uid}, the one `pullwarden run` derives" in err
+    assert "n3w-pa55" not in out + err

@@ -1,13 +1,19 @@
 """``pullwarden records``: the operator's view of a kubelet's ``image_manager`` directory.
 
-Nothing here writes unless ``--apply`` is given.
+Nothing here writes unless ``--apply`` is given, and nothing here may open the door by accident:
+``explain`` checks its image, policy and allowlist the way the kubelet does (an invalid input is
+an error, never an answer), and ``prune`` checks every imageRef it is told to keep and refuses
+to run without a keep list unless ``--all`` says so, since removing the record of an image still
+on the node makes it count as preloaded.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,11 +23,12 @@ import yaml
 
 from pullwarden._gojson import format_rfc3339
 from pullwarden.cli._common import die
-from pullwarden.errors import PullwardenError, RecordDecodeError
+from pullwarden.config import default_kubelet_config, load_kubelet_config
+from pullwarden.errors import InvalidReferenceError, PullwardenError, RecordDecodeError
 from pullwarden.imagemanager import CredentialLookup
 from pullwarden.metrics import Metrics
-from pullwarden.objects import load_secrets
-from pullwarden.policy import DEFAULT_POLICY, PolicyEnforcer, VerificationPolicy
+from pullwarden.objects import derived_uid, load_secrets
+from pullwarden.policy import DEFAULT_POLICY, FEATURE_GATE, PolicyEnforcer, VerificationPolicy
 from pullwarden.pullmanager import Decision, PullManager
 from pullwarden.records import (
     ImagePullCredentials,
@@ -32,6 +39,7 @@ from pullwarden.records import (
 )
 from pullwarden.records.codec import decode
 from pullwarden.records.fs import FileRecordStore, scan
+from pullwarden.reference import apply_default_tag
 
 DEFAULT_KUBELET_DIR = "/var/lib/kubelet"
 
@@ -250,18 +258,63 @@ def parse_service_account(value: str) -> ImagePullServiceAccount:
 
 
 def secrets_from_files(image: str, files: Sequence[Path]) -> list[ImagePullSecret]:
-    """The pod secrets the kubelet would derive for ``image`` from these Secret manifests (§2.6)."""
+    """The pod secrets the kubelet would derive for ``image`` from these Secret manifests (§2.6).
+
+    A manifest without ``metadata.uid`` gets the UID ``pullwarden run`` derives for it, so that
+    explain matches the records of a pullwarden node; a note on standard error says so.
+    """
     if not files:
         return []
-    loaded = [s for path in files for s in load_secrets(path, derive_uids=False)]
+    loaded = [s for path in files for s in load_secrets(path)]
     for s in loaded:
-        if not s.uid:
-            raise click.BadParameter(
-                f"Secret {s.namespace}/{s.name} has no metadata.uid; records match secrets by "
-                "uid (export it with `kubectl get secret NAME -o yaml`)"
+        if s.uid == derived_uid("Secret", s.namespace, s.name):
+            click.echo(
+                f"note: Secret {s.namespace}/{s.name}: using UID {s.uid}, the one `pullwarden "
+                "run` derives for a manifest without metadata.uid; a kubelet's records hold the "
+                "cluster's UID (`kubectl get secret NAME -o yaml` shows it)",
+                err=True,
             )
     secrets, _account = CredentialLookup(image, loaded, None, track_hashes=True).pod_credentials()
     return list(secrets)
+
+
+def check_image(image: str) -> None:
+    """Refuse an image name the kubelet would fail with InvalidImageName, as ``run`` does."""
+    try:
+        apply_default_tag(image)
+    except InvalidReferenceError as err:
+        die(f"--image {image!r}: invalid image name: {err}")
+
+
+def explain_enforcer(
+    config_path: Path | None, policy: str | None, allowlist: Sequence[str]
+) -> PolicyEnforcer:
+    """The policy explain answers for: the config file's (or the defaults), with the policy and
+    allowlist given on the command line put in, validated as a whole as the kubelet would."""
+    try:
+        base = load_kubelet_config(config_path) if config_path else default_kubelet_config()
+    except PullwardenError as err:
+        die(str(err))
+    try:
+        config = replace(
+            base,
+            verification_policy=VerificationPolicy(policy) if policy else base.verification_policy,
+            allowlist=tuple(allowlist) if allowlist else base.allowlist,
+        )
+    except PullwardenError as err:
+        where = (
+            f"{config_path} with the command line's --policy/--allowlist: "
+            if config_path
+            else "--policy/--allowlist: "
+        )
+        die(f"{where}{err}")
+    if config.verification_policy is None:
+        die(
+            f"{config_path} turns the {FEATURE_GATE} feature gate off: a kubelet then checks no "
+            "credentials for images already on the node (any pod may use them); there is "
+            "nothing to explain"
+        )
+    return PolicyEnforcer(config.verification_policy, config.allowlist)
 
 
 def explain_text(d: Decision) -> list[str]:
@@ -298,7 +351,11 @@ def explain_text(d: Decision) -> list[str]:
 
 @records.command("explain")
 @kubelet_dir_option
-@click.option("--image", required=True, help="The image exactly as written in the pod spec.")
+@click.option(
+    "--image",
+    required=True,
+    help="The image exactly as written in the pod spec (checked as `pullwarden run` checks it).",
+)
 @click.option("--image-ref", required=True, help="The image id the runtime reports (imageRef).")
 @click.option(
     "--secret",
@@ -317,17 +374,25 @@ def explain_text(d: Decision) -> list[str]:
 )
 @click.option("--service-account", metavar="NS/NAME/UID", help="The pod's service account.")
 @click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="The node's KubeletConfiguration (YAML or JSON): imagePullCredentialsVerificationPolicy "
+    "and preloadedImagesVerificationAllowlist are taken from it.  --policy and --allowlist on "
+    "the command line override the file's values.",
+)
+@click.option(
     "--policy",
     type=click.Choice([p.value for p in VerificationPolicy]),
-    default=DEFAULT_POLICY.value,
-    show_default=True,
-    help="imagePullCredentialsVerificationPolicy.",
+    help="imagePullCredentialsVerificationPolicy; overrides --config's "
+    f"[default: {DEFAULT_POLICY.value}].",
 )
 @click.option(
     "--allowlist",
     multiple=True,
     metavar="PATTERN",
-    help="preloadedImagesVerificationAllowlist entry (repeatable).",
+    help="preloadedImagesVerificationAllowlist entry (repeatable); overrides --config's list.  "
+    f"Only allowed with {VerificationPolicy.NEVER_VERIFY_ALLOWLISTED_IMAGES.value}.",
 )
 @output_option("json")
 def explain_command(
@@ -337,24 +402,24 @@ def explain_command(
     secrets: tuple[str, ...],
     secret_files: tuple[Path, ...],
     service_account: str | None,
-    policy: str,
+    config_path: Path | None,
+    policy: str | None,
     allowlist: tuple[str, ...],
     output: str,
 ) -> None:
     """Would a pod with these credentials be allowed to use this cached image, and why?
 
     Answers exactly as the kubelet's MustAttemptImagePull would, reading the records under
-    KUBELET_DIR/image_manager and writing nothing.
+    KUBELET_DIR/image_manager and writing nothing.  The image, the policy and the allowlist
+    are checked as the kubelet checks them; anything it would refuse is an error here.
     """
+    check_image(image)
+    enforcer = explain_enforcer(config_path, policy, allowlist)
     try:
         pod_secrets = [*secrets_from_files(image, secret_files), *map(parse_secret, secrets)]
         account = parse_service_account(service_account) if service_account else None
     except click.BadParameter as err:
         die(err.format_message())
-    except PullwardenError as err:
-        die(str(err))
-    try:
-        enforcer = PolicyEnforcer(policy, allowlist)
     except PullwardenError as err:
         die(str(err))
     store = open_store(kubelet_dir)
@@ -436,6 +501,58 @@ def parse_until(value: str) -> datetime:
     return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
+IMAGE_REF_RE = re.compile(r"sha256:[0-9a-f]{64}")
+IMAGE_REF_FORMAT = "sha256:<64 lowercase hex digits>"
+
+
+def check_keep_ref(ref: str, where: str) -> str:
+    """``ref`` if it is an image ID as a runtime reports it; otherwise exit with an error."""
+    if IMAGE_REF_RE.fullmatch(ref) is None:
+        die(f"{where} {ref!r}: expected an imageRef of the form {IMAGE_REF_FORMAT}")
+    return ref
+
+
+def keep_refs(keep: Iterable[str], keep_from: Any, remove_all: bool) -> set[str]:
+    """Every imageRef to keep, each checked; exits when the keep list is missing or empty
+    (unless ``remove_all``) or contradicts ``remove_all``."""
+    refs = {check_keep_ref(ref, "--keep-image-ref") for ref in keep}
+    if keep_from is not None:
+        try:
+            lines = list(keep_from)
+        except (OSError, UnicodeDecodeError) as err:
+            die(f"--keep-from {keep_from.name}: cannot read: {err}")
+        for number, line in enumerate(lines, 1):
+            if line.strip():
+                refs.add(
+                    check_keep_ref(line.strip(), f"--keep-from {keep_from.name}, line {number}:")
+                )
+    if remove_all:
+        if keep or keep_from is not None:
+            die(
+                "--all removes every record older than --until; it cannot be combined with "
+                "--keep-image-ref or --keep-from"
+            )
+        return refs
+    if keep_from is not None and not refs:
+        die(
+            f"--keep-from {keep_from.name} lists no imageRef; pass --all if every record older "
+            "than --until should be removed"
+        )
+    if not refs:
+        die(
+            "say which images are still on the node: --keep-image-ref REF (repeatable) or "
+            "--keep-from FILE, one imageRef per line; or --all to remove every record older "
+            "than --until"
+        )
+    return refs
+
+
+PRELOADED_NOTE = (
+    "if the image is still on the node it {} as preloaded: under the default policy "
+    f"{DEFAULT_POLICY.value} any pod may use it"
+)
+
+
 @records.command("prune")
 @kubelet_dir_option
 @click.option(
@@ -443,12 +560,18 @@ def parse_until(value: str) -> datetime:
     "keep",
     multiple=True,
     metavar="REF",
-    help="An imageRef still on the node: its record is kept (repeatable).",
+    help=f"An imageRef still on the node ({IMAGE_REF_FORMAT}): its record is kept (repeatable).",
 )
 @click.option(
     "--keep-from",
     type=click.File("r"),
     help="A file with one imageRef to keep per line ('-' for standard input).",
+)
+@click.option(
+    "--all",
+    "remove_all",
+    is_flag=True,
+    help="Keep nothing: every record older than --until is removed.",
 )
 @click.option(
     "--until",
@@ -457,23 +580,28 @@ def parse_until(value: str) -> datetime:
 )
 @click.option("--apply", is_flag=True, help="Delete the records (default: only list them).")
 def prune_command(
-    kubelet_dir: Path, keep: tuple[str, ...], keep_from: Any, until: str, apply: bool
+    kubelet_dir: Path,
+    keep: tuple[str, ...],
+    keep_from: Any,
+    remove_all: bool,
+    until: str,
+    apply: bool,
 ) -> None:
     """Remove the records of images no longer on the node, as the image GC's hook does.
 
-    Without --apply this is a dry run.
+    Give every imageRef still on the node (--keep-image-ref, --keep-from), or --all.  Without
+    --apply this is a dry run.  Removing the record of an image that is still on the node makes
+    it count as preloaded: under the default policy any pod may then use it.
     """
     try:
         until_time = parse_until(until)
     except click.BadParameter as err:
         die(err.format_message())
-    refs = set(keep)
-    if keep_from is not None:
-        refs.update(line.strip() for line in keep_from if line.strip())
+    refs = keep_refs(keep, keep_from, remove_all)
     store = open_store(kubelet_dir)
     manager = PullManager(store, PolicyEnforcer(), None, cache=False, metrics=Metrics())
     removed = manager.prune_unknown_records(refs, until_time, dry_run=not apply)
-    verb = "removed" if apply else "would remove"
+    verb, note = ("removed", "now counts") if apply else ("would remove", "would count")
     for ref in sorted(removed):
-        click.echo(f"{verb} {ref}")
+        click.echo(f"{verb} {ref}: {PRELOADED_NOTE.format(note)}")
     click.echo(f"{len(removed)} record(s) {'removed' if apply else 'to remove'}")
