@@ -813,3 +813,15 @@ def test_scan_unreadable_file(tmp_path: Path) -> None:
     os.chmod(store.intent_path(IMAGE), 0)
     problems = scan(tmp_path)
     assert [p.kind for p in problems] == [ProblemKind.UNREADABLE]
+
+
+def test_sweep_drafts_removes_only_our_own_drafts(tmp_path: Path) -> None:
+    store = FileRecordStore(tmp_path)
+    target = store.record_path("sha256:" + "ab" * 32)
+    ours = Path(f"{target}.0123456789abcdef.tmp")
+    kubelets = Path(f"{target}.tmp")
+    other = Path(store.pulling_dir) / "notes.0123456789abcdef.tmp"
+    for path in (ours, kubelets, other):
+        path.write_bytes(b"{")
+    assert store.sweep_drafts() == 1
+    assert not ours.exists() and kubelets.exists() and other.exists()

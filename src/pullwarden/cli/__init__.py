@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from typing import Any
+
 import click
 
 from pullwarden import __version__
@@ -12,7 +15,18 @@ from pullwarden.cli.records import records
 from pullwarden.cli.registry import registry
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Main(click.Group):
+    """The top-level group: Ctrl-C outside a command's own handling exits 130, quietly."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="pullwarden")
 def main() -> None:
     """pullwarden: the kubelet's image pull path with KEP-2535 credential verification.

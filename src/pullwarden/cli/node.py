@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
-from pullwarden.cli._common import default_root, die
+from pullwarden._cancel import CancelToken
+from pullwarden.cli._common import Interrupts, default_root, die
 from pullwarden.config import KubeletConfig, default_kubelet_config, load_kubelet_config
-from pullwarden.errors import InvalidReferenceError, PullwardenError
+from pullwarden.errors import InvalidReferenceError, NodeBusyError, PullwardenError
 from pullwarden.events import StreamRecorder
 from pullwarden.node import Node, PodOutcome
 from pullwarden.objects import Objects, load_objects
 from pullwarden.reference import apply_default_tag
 
-EXIT_OK, EXIT_NOT_READY = 0, 1
+EXIT_OK, EXIT_NOT_READY, EXIT_BUSY = 0, 1, 3
 
 
 root_option = click.option(
@@ -26,7 +28,7 @@ root_option = click.option(
     default=default_root,
     show_default="$PULLWARDEN_ROOT or ~/.local/share/pullwarden/node",
     help="The node's state: records in ROOT/image_manager (as a kubelet root), images in "
-    "ROOT/images.",
+    "ROOT/images.  One process per root: a second one exits with status 3.",
 )
 config_option = click.option(
     "--config",
@@ -56,6 +58,7 @@ def outcome_json(pods: list[PodOutcome]) -> dict[str, Any]:
                         "message": c.message,
                         "pulled": c.pulled,
                         "verifiedBy": c.verified_by,
+                        "interrupted": c.interrupted,
                     }
                     for c in p.containers
                 ],
@@ -128,8 +131,14 @@ def run_command(
     pulled with which credentials, verified by a record (hash or coordinate match, node-wide),
     or exempt by policy.  A second run over the same --root is a restarted kubelet.
 
+    Ctrl-C (or SIGTERM) stops within about a second: pulls in flight are abandoned without
+    committing, or, if they already committed, recorded; what was left undone is listed on
+    standard error.  A second Ctrl-C exits at once (still safe: an interrupted pull's intent
+    stays on disk and the next run turns it into a record).
+
     \b
-    Exit status: 0 every container got its image; 1 some did not; 2 bad input.
+    Exit status: 0 every container got its image; 1 some did not; 2 bad input;
+    3 another pullwarden process is using --root; 130 interrupted (SIGINT), 143 (SIGTERM).
     """
     try:
         config = load_config(config_path)
@@ -138,18 +147,43 @@ def run_command(
     except (PullwardenError, OSError) as err:
         die(str(err))
     events = StreamRecorder(sys.stderr if output == "json" else sys.stdout)
-    try:
-        with Node(root, config, events=events, node_credentials=not no_node_credentials) as node:
-            pods = node.run(objects)
-    except PullwardenError as err:
-        die(str(err))
-    if output == "json":
-        click.echo(json.dumps(outcome_json(pods), indent=2))
-    else:
-        click.echo()
-        for line in outcome_table(pods):
-            click.echo(line)
+    token = CancelToken()
+    with Interrupts(token) as interrupts:
+        try:
+            with Node(
+                root,
+                config,
+                events=events,
+                node_credentials=not no_node_credentials,
+                cancel=token,
+            ) as node:
+                pods = node.run(objects)
+        except NodeBusyError as err:
+            die(str(err), EXIT_BUSY)
+        except PullwardenError as err:
+            die(str(err))
+        if output == "json":
+            click.echo(json.dumps(outcome_json(pods), indent=2))
+        else:
+            click.echo()
+            for line in outcome_table(pods):
+                click.echo(line)
+        status = interrupts.exit_status
+        if status is not None:
+            report_undone(pods, str(token.error))
+            # Abandoned pulls may still be stopping on daemon threads: leave without waiting
+            # for them (their intents stay on disk, which is safe).
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(status)
     sys.exit(EXIT_OK if all(p.ready for p in pods) else EXIT_NOT_READY)
+
+
+def report_undone(pods: list[PodOutcome], why: str) -> None:
+    undone = [(p, c) for p in pods for c in p.containers if c.interrupted]
+    click.echo(f"{why}: {len(undone)} container(s) left without their image:", err=True)
+    for p, c in undone:
+        click.echo(f"  {p.namespace}/{p.name} {c.name}: {c.image} ({c.message})", err=True)
 
 
 @click.command("gc")
@@ -172,6 +206,8 @@ def gc_command(config_path: Path | None, root: Path, remove_all: bool) -> None:
         config = load_config(config_path)
         with Node(root, config, node_credentials=False) as node:
             report = node.collect_garbage(force_all_unused=remove_all)
+    except NodeBusyError as err:
+        die(str(err), EXIT_BUSY)
     except PullwardenError as err:
         die(str(err))
     click.echo(f"disk usage before: {report.usage_percent_before:.1f}%")

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from pullwarden._clock import Clock
 from pullwarden._files import write_atomically
+from pullwarden._nesting import loads_json
 from pullwarden.errors import ImageStoreError
 from pullwarden.pullmanager import PullManager
 from pullwarden.runtime.base import Image, ImageService
@@ -92,7 +93,7 @@ class ImageGC:
 
     def _load(self) -> dict[str, datetime]:
         try:
-            raw = json.loads(self._state_path.read_text())
+            raw = loads_json(self._state_path.read_text())
             return {k: datetime.fromisoformat(v) for k, v in raw.get("lastUsed", {}).items()}
         except FileNotFoundError:
             return {}

@@ -1,28 +1,42 @@
 """One node: pods in, images ensured (and verified) out, state kept like a kubelet's root.
 
 ``<root>/image_manager/`` holds the pull records exactly as a kubelet keeps them,
-``<root>/images/`` the embedded image store, ``<root>/image_gc_state.json`` image usage times.
-Constructing a :class:`Node` over an existing root is a kubelet restart: the pull manager's
-start-up housekeeping runs against the store's images.
+``<root>/images/`` the embedded image store, ``<root>/image_gc_state.json`` image usage times,
+``<root>/node.lock`` the lock that makes a root one node's: a :class:`Node` holds it
+(``flock``, exclusive) from construction to :meth:`Node.close`, and a second one on the same
+root fails at once with :class:`~pullwarden.errors.NodeBusyError` -- two processes sharing the
+records would each trust a cache the other does not update.  Constructing a :class:`Node`
+over an existing root is a kubelet restart: the pull manager's start-up housekeeping runs
+against the store's images.
+
+The pull manager gets every :class:`~pullwarden.pullmanager.Protections` (stricter than the
+kubelet); :meth:`Node.cancel` (Ctrl-C in ``pullwarden run``) stops pulls without ever leaving
+an image that was pulled but neither recorded nor covered by an intent.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pullwarden._cancel import CancelToken
 from pullwarden._clock import Clock, SystemClock
 from pullwarden.config import KubeletConfig
 from pullwarden.credentials.providers import NodeDockerConfigProvider, ProviderKeyring
+from pullwarden.errors import NodeBusyError, PullwardenError
 from pullwarden.events import EventRecorder, ListRecorder
-from pullwarden.imagemanager import EnsureResult, ImageManager
+from pullwarden.imagemanager import STOP_GRACE, EnsureResult, ImageManager
 from pullwarden.metrics import Metrics
 from pullwarden.node._gc import DiskStats, GCReport, ImageGC
 from pullwarden.objects import Container, Objects, Pod, Secret
 from pullwarden.policy import PolicyEnforcer
-from pullwarden.pullmanager import PullManager
+from pullwarden.pullmanager import Protections, PullManager
 from pullwarden.records.fs import FileRecordStore
 from pullwarden.runtime.base import ImageService
 from pullwarden.runtime.registry import HostOptions, RegistryClient
@@ -31,6 +45,7 @@ from pullwarden.runtime.store import LocalImageService
 __all__ = ["ContainerOutcome", "Node", "PodOutcome"]
 
 IMAGES_DIR = "images"
+LOCK_FILE = "node.lock"
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +59,7 @@ class ContainerOutcome:
     verified_by: str
     credential: str
     init: bool = False
+    interrupted: bool = False  # stopped (or never started) because the node was cancelled
 
     @property
     def ready(self) -> bool:
@@ -79,7 +95,12 @@ class PodOutcome:
 
 
 class Node:
-    """A node image manager over one root directory."""
+    """A node image manager over one root directory (see the module docstring).
+
+    Raises :class:`~pullwarden.errors.NodeBusyError` when another process holds ``root``.
+    ``protections`` default to :meth:`Protections.all`; pass ``Protections()`` for exactly the
+    kubelet's decisions.
+    """
 
     def __init__(
         self,
@@ -93,9 +114,42 @@ class Node:
         registry_hosts: dict[str, HostOptions] | None = None,
         node_credentials: bool = True,
         disk_stats: Callable[[], DiskStats] | None = None,
+        protections: Protections | None = None,
+        cancel: CancelToken | None = None,
     ) -> None:
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._lock_fd = _lock_root(self.root)
+        try:
+            self._start(
+                config,
+                image_service,
+                events,
+                clock,
+                metrics,
+                registry_hosts,
+                node_credentials,
+                disk_stats,
+                protections,
+                cancel,
+            )
+        except BaseException:
+            self._release_root()
+            raise
+
+    def _start(
+        self,
+        config: KubeletConfig,
+        image_service: ImageService | None,
+        events: EventRecorder | None,
+        clock: Clock | None,
+        metrics: Metrics | None,
+        registry_hosts: dict[str, HostOptions] | None,
+        node_credentials: bool,
+        disk_stats: Callable[[], DiskStats] | None,
+        protections: Protections | None,
+        cancel: CancelToken | None,
+    ) -> None:
+        self.cancel = cancel or CancelToken()
         self.config = config
         self.clock: Clock = clock or SystemClock()
         self.events: EventRecorder = events or ListRecorder()
@@ -108,13 +162,16 @@ class Node:
         if config.feature_gate_enabled:
             assert config.verification_policy is not None  # defaulted whenever the gate is on
             enforcer = PolicyEnforcer(config.verification_policy, config.allowlist)
+            records = FileRecordStore(self.root)
+            records.sweep_drafts()  # this node owns the root: no other writer is at work
             self.pull_manager = PullManager(
-                FileRecordStore(self.root),
+                records,
                 enforcer,
                 self.images,
                 clock=self.clock,
                 metrics=self.metrics,
                 lock_stripes=config.max_parallel_image_pulls or 1,
+                protections=protections or Protections.all(),
             )
         node_keyring = None
         if node_credentials:
@@ -130,6 +187,7 @@ class Node:
             registry_burst=config.registry_burst,
             clock=self.clock,
             metrics=self.metrics,
+            cancel=self.cancel,
         )
         self.gc = ImageGC(
             self.root,
@@ -144,9 +202,18 @@ class Node:
         )
 
     def close(self) -> None:
-        self.manager.close()
-        if self._own_service and isinstance(self.images, LocalImageService):
-            self.images.close()
+        """Stop the pullers (waiting briefly when cancelled), close the store, free the root."""
+        try:
+            self.manager.close(STOP_GRACE if self.cancel.cancelled else None)
+            if self._own_service and isinstance(self.images, LocalImageService):
+                self.images.close()
+        finally:
+            self._release_root()
+
+    def _release_root(self) -> None:
+        fd, self._lock_fd = self._lock_fd, -1
+        if fd >= 0:
+            os.close(fd)
 
     def __enter__(self) -> Node:
         return self
@@ -161,7 +228,8 @@ class Node:
 
         With ``serializeImagePulls`` (the default) pods are handled one after the other, so the
         events read as a story; otherwise each pod has its own worker, as in the kubelet, and
-        pulls overlap up to ``maxParallelImagePulls``.
+        pulls overlap up to ``maxParallelImagePulls``.  Once :attr:`cancel` is cancelled, pods
+        not yet done come back with ``interrupted`` containers within about a second.
         """
         pods = objects.pods
         results: list[PodOutcome | None] = [None] * len(pods)
@@ -173,23 +241,35 @@ class Node:
             for i in range(len(pods)):
                 work(i)
         else:
-            workers = [threading.Thread(target=work, args=(i,)) for i in range(len(pods))]
+            workers = [
+                threading.Thread(target=work, args=(i,), name="pullwarden-pod", daemon=True)
+                for i in range(len(pods))
+            ]
             for w in workers:
                 w.start()
-            for w in workers:
-                w.join()
-        outcomes = [r for r in results if r is not None]
-        used = [c.image_ref for p in outcomes for c in p.containers if c.image_ref]
-        self.gc.mark_used(used)
-        self._auto_gc(used)
+            self._join(workers)
+        outcomes = [r or _not_done(p, self.cancel) for r, p in zip(results, pods, strict=True)]
+        if not self.cancel.cancelled:
+            used = [c.image_ref for p in outcomes for c in p.containers if c.image_ref]
+            self.gc.mark_used(used)
+            self._auto_gc(used)
         return outcomes
+
+    def _join(self, workers: Sequence[threading.Thread]) -> None:
+        """Wait for the pod workers; once cancelled, for ``STOP_GRACE`` seconds more at most."""
+        woken = threading.Event()
+        with self.cancel.on_cancel(woken.set):
+            for w in workers:
+                while w.is_alive() and not woken.is_set():
+                    w.join(0.1)
+        deadline = time.monotonic() + STOP_GRACE + 0.2
+        for w in workers:
+            w.join(max(0.0, deadline - time.monotonic()))
 
     def run_pod(self, pod: Pod, objects: Objects) -> PodOutcome:
         secrets = self._pull_secrets(pod, objects)
         outcomes = []
-        for init, container in [(True, c) for c in pod.init_containers] + [
-            (False, c) for c in pod.containers
-        ]:
+        for init, container in _containers(pod):
             result = self.manager.ensure_image_exists(pod, container, secrets)
             outcomes.append(self._outcome(container, result, init))
         return PodOutcome(pod.namespace, pod.name, pod.uid, tuple(outcomes))
@@ -224,6 +304,7 @@ class Node:
             verified_by=result.verified_by,
             credential=result.credential,
             init=init,
+            interrupted=result.interrupted,
         )
 
     # -- garbage collection -----------------------------------------------------------------------
@@ -243,3 +324,52 @@ class Node:
                 "ImageGCed",
                 f"Removed image {name} ({image.size} bytes): {report.reasons[image.id]}",
             )
+
+
+def _containers(pod: Pod) -> list[tuple[bool, Container]]:
+    """(is init container, container), init containers first."""
+    return [(True, c) for c in pod.init_containers] + [(False, c) for c in pod.containers]
+
+
+def _not_done(pod: Pod, cancel: CancelToken) -> PodOutcome:
+    """The outcome of a pod whose worker had not finished when the node stopped waiting."""
+    message = f"not done: {cancel.error or 'stopped'}"
+    containers = tuple(
+        ContainerOutcome(c.name, c.image, "", "ErrImagePull", message, False, "", "", init, True)
+        for init, c in _containers(pod)
+    )
+    return PodOutcome(pod.namespace, pod.name, pod.uid, containers)
+
+
+def _lock_root(root: Path) -> int:
+    """Create ``root`` if needed and take its node lock; raises NodeBusyError if it is held."""
+    try:
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(root / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as err:
+        raise PullwardenError(f"cannot open the node root {root}: {err.strerror or err}") from err
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = _read_pid(fd)
+        os.close(fd)
+        by = f" (pid {holder})" if holder else ""
+        raise NodeBusyError(
+            f"{root} is in use by another pullwarden node{by}: one node per root directory; "
+            "wait for it to finish or use another --root"
+        ) from None
+    except OSError as err:
+        os.close(fd)
+        raise PullwardenError(f"cannot lock the node root {root}: {err.strerror or err}") from err
+    with contextlib.suppress(OSError):
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def _read_pid(fd: int) -> str:
+    with contextlib.suppress(OSError):
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        if text.isdigit():
+            return text
+    return ""

@@ -30,6 +30,7 @@ import enum
 import hashlib
 import logging
 import os
+import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -319,6 +320,25 @@ class FileRecordStore:
             self._remove_quietly(draft)
             raise
 
+    def sweep_drafts(self) -> int:
+        """Remove drafts this module's writes left behind (``<target>.<16 hex>.tmp``).
+
+        Only for the one process that owns the directory (a node holding its root's lock):
+        another writer's draft in progress would go too.  A kubelet's own ``<target>.tmp`` is
+        left alone.  Returns how many were removed.
+        """
+        removed = 0
+        for directory in (self.pulling_dir, self.pulled_dir):
+            try:
+                names = os.listdir(directory)
+            except OSError:
+                continue
+            for name in names:
+                if _OWN_DRAFT_RE.fullmatch(name):
+                    self._remove_quietly(os.path.join(directory, name))
+                    removed += 1
+        return removed
+
     @staticmethod
     def _remove_quietly(path: str) -> None:
         with contextlib.suppress(OSError):
@@ -472,6 +492,9 @@ class FileRecordStore:
                     report.errors.append(e)
                     continue
             report.items.append(MigrationItem(path, target, cls.__name__, version))
+
+
+_OWN_DRAFT_RE: Final = re.compile(r"sha256-[0-9a-f]{64}\.[0-9a-f]{16}\.tmp")
 
 
 def _draft_path(target: str) -> str:
