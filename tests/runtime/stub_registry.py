@@ -9,7 +9,8 @@ tested against the real ``docker-registry`` elsewhere.
 Knobs: a per-repository allow list (anonymous or a wrong password → unauthorized, other users
 → denied), ``unavailable``, a ``head_without_digest`` switch, blobs that fail half-way (optionally
 leaving the partial file, as a broken client would), a hook run before each blob, a chunked slow
-write for crash tests, and moving a tag. Counters: manifest HEADs and GETs, blob requests and
+write for crash tests, and moving a tag. A ``cancel`` token is honoured before each request and
+between blob chunks. Counters: manifest HEADs and GETs, blob requests and
 blob bytes served.
 """
 
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pullwarden._cancel import CancelToken
 from pullwarden.errors import (
     DeniedError,
     NotFoundError,
@@ -191,7 +193,11 @@ class StubRegistry:
 
     # --- the RegistryClient surface the store uses -------------------------------------------
 
-    def head_manifest(self, ref: str, auth: AuthConfig | None = None) -> str | None:
+    def head_manifest(
+        self, ref: str, auth: AuthConfig | None = None, *, cancel: CancelToken | None = None
+    ) -> str | None:
+        if cancel is not None:
+            cancel.raise_if_cancelled()
         with self._lock:
             self.heads += 1
         repo, reference = self._check(ref, auth)
@@ -199,8 +205,15 @@ class StubRegistry:
         return None if self.head_without_digest else digest
 
     def get_manifest(
-        self, ref: str, auth: AuthConfig | None = None, *, platform: Platform | None = None
+        self,
+        ref: str,
+        auth: AuthConfig | None = None,
+        *,
+        platform: Platform | None = None,
+        cancel: CancelToken | None = None,
     ) -> ResolvedImage:
+        if cancel is not None:
+            cancel.raise_if_cancelled()
         with self._lock:
             self.gets += 1
         repo, reference = self._check(ref, auth)
@@ -239,13 +252,14 @@ class StubRegistry:
         auth: AuthConfig | None = None,
         *,
         on_progress: ProgressCallback | None = None,
+        cancel: CancelToken | None = None,
     ) -> None:
         self._check(resolved.name, auth)
         for desc, dest, kind in items:
             if self.before_blob is not None:
                 self.before_blob(desc)
             try:
-                self._write_blob(resolved, desc, dest, kind, on_progress)
+                self._write_blob(resolved, desc, dest, kind, on_progress, cancel)
             except BaseException:
                 if not self.keep_partial:
                     dest.unlink(missing_ok=True)
@@ -297,6 +311,7 @@ class StubRegistry:
         dest: Path,
         kind: str,
         on_progress: ProgressCallback | None,
+        cancel: CancelToken | None,
     ) -> None:
         data = self._blobs.get(desc.digest)
         if data is None:
@@ -307,6 +322,8 @@ class StubRegistry:
         hasher = hashlib.sha256()
         with open(dest, "wb") as f:
             for start in range(0, cut, self.chunk_size) if cut else ():
+                if cancel is not None:
+                    cancel.raise_if_cancelled()
                 chunk = data[start : min(start + self.chunk_size, cut)]
                 f.write(chunk)
                 hasher.update(chunk)

@@ -3,7 +3,8 @@
 Nothing here knows about images or names. :class:`BlobDir` keeps content-addressed files under
 ``blobs/sha256/<hex>``; :class:`Lease` lets a running pull protect the digests it is about to
 register from garbage collection; :func:`sweep_temp` clears the temp area of everything that no
-live pull owns and returns the digests the live pulls hold.
+live pull owns and returns the digests the live pulls hold; :class:`ProgressWatchdog` cancels a
+pull whose downloads stop growing.
 
 A lease is a file ``tmp/<id>.lease`` listing digests (JSON), held under an exclusive ``flock``
 for the whole pull, plus a private work directory ``tmp/<id>/`` for that pull's downloads. The
@@ -21,15 +22,18 @@ import json
 import os
 import shutil
 import stat
+import threading
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from types import TracebackType
 
+from pullwarden._cancel import CancelToken
 from pullwarden._files import write_atomically
-from pullwarden.errors import ImageStoreError
+from pullwarden.errors import ImageStoreError, PullwardenError
 from pullwarden.runtime.oci import is_digest
 
-__all__ = ["LEASE_SUFFIX", "BlobDir", "Lease", "sweep_temp"]
+__all__ = ["LEASE_SUFFIX", "BlobDir", "Lease", "ProgressWatchdog", "sweep_temp"]
 
 LEASE_SUFFIX = ".lease"
 _ALGORITHM = "sha256"
@@ -205,3 +209,66 @@ def _write_all(fd: int, data: bytes) -> None:
 def _remove_quietly(path: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
+
+
+class ProgressWatchdog:
+    """Cancels ``token`` with ``error()`` once the files at ``paths`` stop growing.
+
+    Progress means blob bytes arriving: the downloads write each chunk as it comes, so any
+    change in the files' sizes (a file appearing, growing, or restarting after a retry) within
+    ``timeout`` seconds keeps the pull alive, as containerd's ``image_pull_progress_timeout``
+    does.  A pull stuck connecting, waiting for an answer or reading a stalled body makes no
+    such change and is cancelled.  The sizes are looked at every ``min(1 s, timeout / 4)`` from
+    a thread of its own, so the download path pays nothing; ``clock`` (monotonic seconds) says
+    how long nothing has changed.  Use as a context manager around the downloads.
+    """
+
+    def __init__(
+        self,
+        token: CancelToken,
+        paths: Sequence[Path],
+        timeout: float,
+        error: Callable[[], PullwardenError],
+        clock: Callable[[], float],
+    ) -> None:
+        self._token = token
+        self._paths = tuple(paths)
+        self._timeout = timeout
+        self._error = error
+        self._clock = clock
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._watch, name="pullwarden-progress-watchdog", daemon=True
+        )
+
+    def __enter__(self) -> ProgressWatchdog:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sizes(self) -> tuple[int, ...]:
+        sizes = []
+        for path in self._paths:
+            try:
+                sizes.append(os.stat(path).st_size)
+            except OSError:
+                sizes.append(-1)
+        return tuple(sizes)
+
+    def _watch(self) -> None:
+        interval = min(1.0, self._timeout / 4)
+        seen, since = self._sizes(), self._clock()
+        while not self._stop.wait(interval):
+            if self._token.cancelled:
+                return
+            sizes, now = self._sizes(), self._clock()
+            if sizes != seen:
+                seen, since = sizes, now
+            elif now - since >= self._timeout:
+                self._token.cancel(self._error())
+                return

@@ -8,7 +8,10 @@ answer.  For anything else — a redirect, ``401``, an error status, chunked enc
 it returns ``None`` before touching the body, and the caller repeats the request through httpx,
 which handles all of those (including the rule that credentials never follow a redirect).
 
-Socket failures are raised as the httpx exceptions the retry logic already understands.
+Socket failures are raised as the httpx exceptions the retry logic already understands.  The
+sockets come from :func:`._network.connect`, so the guard of the calling exchange (its cancel
+token) can shut them down: a cancelled read ends at once, and the caller sees the token is
+cancelled.  Nothing on the per-chunk path looks at the guard.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from collections.abc import Callable, Iterator, Mapping
 from types import TracebackType
 
 import httpx
+
+from pullwarden.runtime._network import connect
 
 __all__ = ["MAX_HEADER_BYTES", "BlobBody", "open_blob"]
 
@@ -82,22 +87,25 @@ TLSFor = Callable[[httpx.URL], ssl.SSLContext]
 def _connect(url: httpx.URL, timeout: float, tls: TLSFor) -> socket.socket:
     port = url.port or (443 if url.scheme == "https" else 80)
     try:
-        sock = socket.create_connection((url.host, port), timeout=timeout)
+        connection = connect(url.host, port, timeout)
     except TimeoutError as err:
         raise httpx.ConnectTimeout(f"timed out connecting to {url.host}:{port}") from err
     except OSError as err:
         raise httpx.ConnectError(f"{err.strerror or err}") from err
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     if url.scheme != "https":
-        return sock
+        return connection.sock
     try:
-        return tls(url).wrap_socket(sock, server_hostname=url.host)
+        connection.start_tls(tls(url), url.host, timeout)
     except ssl.SSLCertVerificationError as err:
-        sock.close()
+        connection.close()
         raise httpx.ConnectError(f"certificate verify failed: {err.verify_message}") from err
-    except (ssl.SSLError, OSError) as err:
-        sock.close()
+    except OSError as err:
+        connection.close()
         raise httpx.ConnectError(f"TLS handshake failed: {err}") from err
+    except BaseException:
+        connection.close()
+        raise
+    return connection.sock
 
 
 def _request_bytes(url: httpx.URL, headers: Mapping[str, str]) -> bytes:

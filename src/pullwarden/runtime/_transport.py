@@ -6,18 +6,25 @@ goes to the registry's own scheme, host and port, retries connection errors and 
 answers, and turns every other failure into a typed :class:`~pullwarden.errors.RegistryError`
 whose message names the operation and image and never a secret.  Where the token realm may
 receive credentials is documented in :mod:`pullwarden.runtime._auth`.
+
+Every exchange runs under a :func:`~pullwarden.runtime._network.guarded` block carrying the
+target's cancel token, and manifest and token exchanges also under a deadline: once the token
+is cancelled, the sockets in use are shut down, the exchange raises the token's error, and no
+retry (nor back-off sleep) follows.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NoReturn, TypeVar
 
 import httpx
 
+from pullwarden._cancel import CancelToken
 from pullwarden.errors import (
     DeniedError,
     NotFoundError,
@@ -37,6 +44,7 @@ from pullwarden.runtime._auth import (
     parse_challenges,
     parse_token_reply,
 )
+from pullwarden.runtime._network import DeadlineExceeded, guarded
 from pullwarden.runtime.base import AuthConfig
 
 __all__ = ["Content", "ServerError", "Session", "Target", "host_port", "read_capped"]
@@ -76,6 +84,7 @@ class Target:
     insecure_configured: bool
     scope: str  # the token scope this operation needs
     secrets: set[str] = field(default_factory=set)  # scrubbed from every message
+    cancel: CancelToken | None = None  # stops every exchange of the operation
 
     @property
     def reference(self) -> str:
@@ -158,7 +167,9 @@ def _describe_transport_error(exc: httpx.HTTPError) -> str:
     """A short cause for a transport failure, naming the host it happened with."""
     text = str(exc)
     lowered = text.lower()
-    if isinstance(exc, httpx.ConnectTimeout):
+    if isinstance(exc, DeadlineExceeded):
+        cause = str(exc)
+    elif isinstance(exc, httpx.ConnectTimeout):
         cause = "connection timed out"
     elif isinstance(exc, httpx.ReadTimeout):
         cause = "read timed out"
@@ -288,10 +299,14 @@ def _registry_errors(body: bytes) -> tuple[str, str, str]:
     if not isinstance(errors, list) or not errors or not isinstance(errors[0], dict):
         return "", "", ""
     code, message, detail = (errors[0].get(k) for k in ("code", "message", "detail"))
+    try:
+        detail_text = "" if detail is None else json.dumps(detail, ensure_ascii=False)
+    except (ValueError, RecursionError):
+        detail_text = ""
     return (
         code.upper() if isinstance(code, str) else "",
         " ".join(message.split())[:200] if isinstance(message, str) else "",
-        "" if detail is None else json.dumps(detail, ensure_ascii=False),
+        detail_text,
     )
 
 
@@ -304,8 +319,9 @@ class Session:
         *,
         retries: int,
         retry_backoff: float,
-        sleep: Callable[[float], None],
+        sleep: Callable[[float], None] | None,
         clock: Callable[[], float],
+        request_timeout: float | None,
     ) -> None:
         self._client = client
         self._retries = max(0, retries)
@@ -313,24 +329,44 @@ class Session:
         self._sleep = sleep
         self._tokens = TokenCache(clock)
         self._challenges: dict[tuple[str, str, int], Challenge] = {}
+        self._request_timeout = request_timeout
 
     def retrying(self, target: Target, attempt: Callable[[], _T]) -> _T:
-        """Run ``attempt``; repeat it after connection errors and 5xx with back-off."""
+        """Run ``attempt``; repeat it after connection errors and 5xx with back-off.
+
+        Once ``target.cancel`` is cancelled, its error is raised instead: before an attempt,
+        instead of the failure a cancelled attempt ends with, and instead of a back-off sleep
+        (which the cancel cuts short).
+        """
+        token = target.cancel
         failures = 0
         while True:
+            if token is not None:
+                token.raise_if_cancelled()
             try:
                 return attempt()
             except ServerError as exc:
                 cause = exc.cause
             except httpx.HTTPError as exc:
+                if token is not None:
+                    token.raise_if_cancelled()
                 cause = _describe_transport_error(exc)
                 if not _is_retryable(exc):
                     target.fail(RegistryUnavailableError, f"registry unavailable: {cause}")
             if failures >= self._retries:
                 tries = f" (after {failures + 1} attempts)" if failures else ""
                 target.fail(RegistryUnavailableError, f"registry unavailable: {cause}{tries}")
-            self._sleep(min(self._retry_backoff * 2**failures, _MAX_BACKOFF))
+            self._pause(min(self._retry_backoff * 2**failures, _MAX_BACKOFF), token)
             failures += 1
+
+    def _pause(self, seconds: float, token: CancelToken | None) -> None:
+        """The back-off between attempts: an injected sleep, else a wait the token ends."""
+        if self._sleep is not None:
+            self._sleep(seconds)
+        elif token is not None:
+            token.wait(seconds)
+        else:
+            time.sleep(seconds)
 
     def _status_error(self, target: Target, response: httpx.Response, subject: str) -> NoReturn:
         """Raise the typed error for a non-success answer (or ServerError for a 5xx)."""
@@ -374,19 +410,26 @@ class Session:
         headers: Mapping[str, str] | None = None,
         content: Content | None = None,
         ok: Sequence[int] = (),
+        *,
+        deadline: bool = False,
     ) -> Iterator[httpx.Response]:
         """Send a request and yield the open (streamed) answer when it is a success.
 
         A success is any 2xx, or a status in ``ok``.  Everything else raises a typed error.
-        The answer is closed when the ``with`` block ends.
+        The answer is closed when the ``with`` block ends.  The whole exchange — credentials,
+        redirects and reading the answer in the block — runs under ``target.cancel``, and with
+        ``deadline`` must also end within the session's ``request_timeout``.
         """
-        response = self._authenticated(target, method, url, headers or {}, content)
-        try:
-            if not ((200 <= response.status_code < 300 and not ok) or response.status_code in ok):
-                self._status_error(target, response, subject)
-            yield response
-        finally:
-            response.close()
+        with guarded(target.cancel, self._request_timeout if deadline else None):
+            response = self._authenticated(target, method, url, headers or {}, content)
+            try:
+                if not (
+                    (200 <= response.status_code < 300 and not ok) or response.status_code in ok
+                ):
+                    self._status_error(target, response, subject)
+                yield response
+            finally:
+                response.close()
 
     def _authenticated(
         self,
@@ -569,29 +612,37 @@ class Session:
             request = self._client.build_request(
                 "GET", realm.copy_merge_params(params), headers=headers
             )
+        with guarded(target.cancel, self._request_timeout):
+            body = self._token_reply(target, request, where, allowed)
+        try:
+            return parse_token_reply(body)
+        except ValueError as exc:
+            target.fail(RegistryError, f"token server {where}: {exc}")
+
+    def _token_reply(
+        self, target: Target, request: httpx.Request, where: str, allowed: bool
+    ) -> bytes:
+        """Send the token request; the reply body, or the typed refusal."""
+        auth = target.auth
         response = self._client.send(request, stream=True)
         try:
-            if response.status_code == 200:
-                body = read_capped(response, _MAX_TOKEN_REPLY)
-            elif response.status_code == 401:
+            status = response.status_code
+            if status == 200:
+                return read_capped(response, _MAX_TOKEN_REPLY)
+            if status == 401:
                 target.fail(
                     UnauthorizedError,
                     f"unauthorized: token server {where} rejected the credentials"
                     + (" (anonymous)" if auth.anonymous else "")
                     + ("" if allowed else _WITHHELD),
                 )
-            elif response.status_code == 403:
+            if status == 403:
                 target.fail(DeniedError, f"access denied by token server {where}")
-            elif response.status_code >= 500:
+            if status >= 500:
                 raise ServerError(f"token server {where}: {_status_text(response, target)}")
-            else:
-                target.fail(
-                    RegistryError,
-                    f"token server {where} answered {_status_text(response, target)}",
-                )
+            target.fail(
+                RegistryError,
+                f"token server {where} answered {_status_text(response, target)}",
+            )
         finally:
             response.close()
-        try:
-            return parse_token_reply(body)
-        except ValueError as exc:
-            target.fail(RegistryError, f"token server {where}: {exc}")

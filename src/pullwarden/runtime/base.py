@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from pullwarden._cancel import CancelToken
 from pullwarden.errors import InvalidReferenceError
 
 __all__ = [
@@ -118,8 +119,18 @@ class ImageService(Protocol):
         image: str,
         auth: AuthConfig | None = None,
         on_progress: ProgressCallback | None = None,
+        *,
+        cancel: CancelToken | None = None,
     ) -> str:
-        """Pull ``image`` with ``auth`` (None = anonymous); returns the image ref (its id)."""
+        """Pull ``image`` with ``auth`` (None = anonymous); returns the image ref (its id).
+
+        The contract callers rely on: when this returns, the image is committed (it is in the
+        runtime under that name); when it raises, nothing of this pull was committed.  Once
+        ``cancel`` is cancelled the pull stops within about a second, in-flight requests and
+        downloads included, and raises ``cancel.error``
+        (:class:`~pullwarden.errors.PullCancelledError` unless the canceller chose another).
+        A cancel that comes too late to stop the commit is not an error: the pull returns.
+        """
         ...
 
     def image_status(self, image: str) -> Image | None:

@@ -17,6 +17,15 @@ Protocol notes:
   is documented in :mod:`pullwarden.runtime._auth`.
 * Connection errors and ``5xx`` answers are retried with exponential back-off (the sleep is
   injectable); ``4xx`` answers never are.  A blob download that fails half-way starts again.
+* Every operation takes a ``cancel`` token (:class:`~pullwarden._cancel.CancelToken`).  Once it
+  is cancelled, the sockets in use are shut down — a download, a manifest or token request
+  blocked in the middle of an answer ends at once — no retry or back-off follows, and the
+  operation raises the token's error (a :class:`~pullwarden.errors.PullCancelledError` unless
+  the canceller chose another).
+* Manifest and token exchanges must also complete within ``request_timeout`` (60 s by default):
+  a registry that answers one byte at a time cannot hold them longer.  Such an exchange fails
+  like a timeout (retried, then :class:`~pullwarden.errors.RegistryUnavailableError`).  Blob
+  downloads have no overall deadline; their stalls are the image store's progress timeout.
 * Every failure is a :class:`~pullwarden.errors.RegistryError` subclass whose message names the
   operation, the image and the cause, e.g.
   ``pulling 127.0.0.1:5000/private/alice:v1: access denied (insufficient_scope)``, and never a
@@ -41,8 +50,10 @@ from typing import Any, BinaryIO, TypeVar
 
 import httpx
 
+from pullwarden._cancel import CancelToken
 from pullwarden.errors import (
     DigestMismatchError,
+    PullCancelledError,
     RegistryError,
     TooLargeError,
     UnsupportedMediaTypeError,
@@ -51,6 +62,7 @@ from pullwarden.reference import DEFAULT_DOMAIN, DEFAULT_TAG, parse_normalized
 from pullwarden.runtime import oci
 from pullwarden.runtime._auth import basic_authorization, is_loopback_host
 from pullwarden.runtime._fastblob import open_blob
+from pullwarden.runtime._network import GuardedTransport, guarded
 from pullwarden.runtime._transport import USER_AGENT, Session, Target
 from pullwarden.runtime.base import AuthConfig, Platform, ProgressCallback, PullProgress
 
@@ -103,10 +115,6 @@ class ResolvedImage:
 
 
 # --- helpers ---------------------------------------------------------------------------------
-
-
-class _Cancelled(Exception):
-    """A parallel blob fetch was stopped because a sibling failed."""
 
 
 def _hasher(digest: str) -> Any:
@@ -174,10 +182,13 @@ class RegistryClient:
 
     ``hosts`` maps a registry (``host[:port]`` as in image names, e.g. ``127.0.0.1:5000`` or
     ``docker.io``) to its :class:`HostOptions`.  ``transport`` replaces the network (tests pass
-    an ``httpx.MockTransport``); per-host CA files then do not apply.  ``retries`` is the number
-    of extra attempts after a connection error or ``5xx``; attempt *n* waits
-    ``retry_backoff * 2**n`` seconds through ``sleep``.  ``clock`` times token expiry.
+    an ``httpx.MockTransport``); per-host CA files then do not apply.  ``timeout`` bounds
+    each connect, send and read; ``request_timeout`` bounds a whole manifest or token exchange
+    (None: no such bound).  ``retries`` is the number of extra attempts after a connection error,
+    timeout or ``5xx``; attempt *n* waits ``retry_backoff * 2**n`` seconds, through ``sleep``
+    when given (tests), else in a wait that a cancel ends.  ``clock`` times token expiry.
     ``platform`` is the default for manifest lists (``linux`` and the host architecture).
+    ``lean_blobs`` False sends blob downloads through httpx too (tests and benchmarks).
     """
 
     def __init__(
@@ -186,12 +197,14 @@ class RegistryClient:
         hosts: Mapping[str, HostOptions] | None = None,
         transport: httpx.BaseTransport | None = None,
         timeout: float = 30.0,
+        request_timeout: float | None = 60.0,
         max_parallel_blobs: int | None = None,
         retries: int = 3,
         retry_backoff: float = 0.25,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         platform: Platform | None = None,
+        lean_blobs: bool = True,
     ) -> None:
         self._hosts = dict(hosts or {})
         # More parallel downloads than cores only adds GIL contention: hashing and writing are
@@ -201,12 +214,14 @@ class RegistryClient:
         self._max_parallel = max(1, max_parallel_blobs)
         self._platform = platform or Platform.host()
         mounts: dict[str, httpx.BaseTransport | None] = {}
+        real_network = transport is None
         if transport is None:
+            # Our own transport, so that a cancel or a deadline can reach the socket (_network).
+            transport = GuardedTransport(httpx.create_ssl_context(trust_env=False))
             for host, options in self._hosts.items():
                 if options.ca_file is not None:
-                    verify = load_ca_file(options.ca_file)
                     pattern = f"https://{self._api_host(host)}"
-                    mounts[pattern] = httpx.HTTPTransport(verify=verify, http1=True, http2=False)
+                    mounts[pattern] = GuardedTransport(load_ca_file(options.ca_file))
         self._client = httpx.Client(
             transport=transport,
             mounts=mounts or None,
@@ -218,10 +233,15 @@ class RegistryClient:
             headers={"User-Agent": USER_AGENT},
         )
         self._session = Session(
-            self._client, retries=retries, retry_backoff=retry_backoff, sleep=sleep, clock=clock
+            self._client,
+            retries=retries,
+            retry_backoff=retry_backoff,
+            sleep=sleep,
+            clock=clock,
+            request_timeout=request_timeout,
         )
         # Blob bodies skip httpx when talking to real sockets (not an injected transport).
-        self._lean_blobs = transport is None
+        self._lean_blobs = real_network and lean_blobs
         self._timeout = timeout
         self._tls: dict[str, ssl.SSLContext] = {}
         self._tls_lock = threading.Lock()
@@ -245,17 +265,19 @@ class RegistryClient:
 
     # -- public operations --
 
-    def head_manifest(self, ref: str, auth: AuthConfig | None = None) -> str | None:
+    def head_manifest(
+        self, ref: str, auth: AuthConfig | None = None, *, cancel: CancelToken | None = None
+    ) -> str | None:
         """``Docker-Content-Digest`` of ``ref``'s manifest by HEAD, or None when none is sent.
 
         This is the cheap re-verification request: one manifest request, no body.
         """
-        target = self._target(ref, auth, "pulling", "pull")
+        target = self._target(ref, auth, "pulling", "pull", cancel=cancel)
 
         def attempt() -> str | None:
             url = target.url(f"manifests/{target.reference}")
             with self._session.request(
-                target, "HEAD", url, "manifest", {"Accept": oci.ACCEPT}
+                target, "HEAD", url, "manifest", {"Accept": oci.ACCEPT}, deadline=True
             ) as resp:
                 digest = resp.headers.get("Docker-Content-Digest", "").strip() or None
             if digest is not None and target.digest and digest != target.digest:
@@ -268,10 +290,15 @@ class RegistryClient:
         return self._session.retrying(target, attempt)
 
     def get_manifest(
-        self, ref: str, auth: AuthConfig | None = None, *, platform: Platform | None = None
+        self,
+        ref: str,
+        auth: AuthConfig | None = None,
+        *,
+        platform: Platform | None = None,
+        cancel: CancelToken | None = None,
     ) -> ResolvedImage:
         """Fetch and verify ``ref``'s manifest; for an index, the entry for ``platform``."""
-        target = self._target(ref, auth, "pulling", "pull")
+        target = self._target(ref, auth, "pulling", "pull", cancel=cancel)
         want = platform or self._platform
         top, top_type, top_digest = self._fetch_manifest(target, target.reference)
         if top_type in oci.INDEX_TYPES:
@@ -314,13 +341,14 @@ class RegistryClient:
         *,
         kind: str = "layer",
         on_progress: ProgressCallback | None = None,
+        cancel: CancelToken | None = None,
     ) -> None:
         """Stream blob ``desc`` into ``dest`` while hashing; verify its size and digest.
 
         On any failure ``dest`` is removed.  A dropped connection or ``5xx`` restarts the blob.
         """
-        target = self._blob_target(resolved_or_name, auth)
-        self._fetch_blob(target, desc, dest, kind, on_progress, None)
+        target = self._blob_target(resolved_or_name, auth, cancel)
+        self._fetch_blob(target, desc, dest, kind, on_progress)
 
     def fetch_blobs(
         self,
@@ -329,35 +357,51 @@ class RegistryClient:
         auth: AuthConfig | None = None,
         *,
         on_progress: ProgressCallback | None = None,
+        cancel: CancelToken | None = None,
     ) -> None:
         """Fetch ``(descriptor, dest, kind)`` items, at most ``max_parallel_blobs`` at a time.
 
         The first failure stops the others; it is raised once they have all returned.  Files of
-        blobs that did not complete are removed; completed ones are left for the caller.
+        blobs that did not complete are removed; completed ones are left for the caller.  Once
+        ``cancel`` is cancelled every download stops at once and its error is raised.
         """
         if not items:
             return
-        target = self._blob_target(resolved, auth)
-        cancel = threading.Event()
+        # One token for the siblings: a failure cancels it (waking the other downloads), and
+        # so does ``cancel``, whose error then is the one every download raises.
+        siblings = cancel.child() if cancel is not None else CancelToken()
+        try:
+            target = self._blob_target(resolved, auth, siblings)
+            failed = self._fetch_all(target, items, on_progress, siblings)
+        finally:
+            siblings.release()
+        if failed is not None:
+            error = failed.exception()
+            assert error is not None
+            raise error
+
+    def _fetch_all(
+        self,
+        target: Target,
+        items: Sequence[tuple[oci.Descriptor, Path, str]],
+        on_progress: ProgressCallback | None,
+        siblings: CancelToken,
+    ) -> Future[None] | None:
+        """Run the downloads in a pool; the first failed one, or None when all succeeded."""
         workers = min(self._max_parallel, len(items))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pullwarden-blob") as pool:
             futures: list[Future[None]] = [
-                pool.submit(self._fetch_blob, target, desc, dest, kind, on_progress, cancel)
+                pool.submit(self._fetch_blob, target, desc, dest, kind, on_progress)
                 for desc, dest, kind in items
             ]
             done, _ = wait(futures, return_when=FIRST_EXCEPTION)
             failed = next((f for f in futures if f in done and f.exception() is not None), None)
             if failed is not None:
-                cancel.set()
+                siblings.cancel(PullCancelledError("stopped: another blob of this pull failed"))
                 for future in futures:
                     future.cancel()
             wait(futures)
-        if failed is not None:
-            error = failed.exception()
-            assert error is not None
-            raise error
-        for future in futures:
-            future.result()
+        return failed
 
     def push_blob(
         self, name: str, data: bytes | Path, auth: AuthConfig | None = None
@@ -445,6 +489,7 @@ class RegistryClient:
         actions: str,
         *,
         tag_default: bool = True,
+        cancel: CancelToken | None = None,
     ) -> Target:
         parsed = parse_normalized(ref)
         tag = parsed.tag or ("" if parsed.digest or not tag_default else DEFAULT_TAG)
@@ -464,13 +509,16 @@ class RegistryClient:
             insecure_configured=self._options(parsed.domain).insecure is True,
             scope=f"repository:{parsed.path}:{actions}",
             secrets=secrets,
+            cancel=cancel,
         )
 
-    def _blob_target(self, resolved: ResolvedImage | str, auth: AuthConfig | None) -> Target:
+    def _blob_target(
+        self, resolved: ResolvedImage | str, auth: AuthConfig | None, cancel: CancelToken | None
+    ) -> Target:
         if isinstance(resolved, str):
-            return self._target(resolved, auth, "pulling", "pull", tag_default=False)
+            return self._target(resolved, auth, "pulling", "pull", tag_default=False, cancel=cancel)
         ref = resolved.name + (f":{resolved.tag}" if resolved.tag else f"@{resolved.digest}")
-        return self._target(ref, auth, "pulling", "pull")
+        return self._target(ref, auth, "pulling", "pull", cancel=cancel)
 
     @staticmethod
     def _guard(target: Target, action: Callable[[], _T]) -> _T:
@@ -488,7 +536,7 @@ class RegistryClient:
         def attempt() -> tuple[bytes, str, str]:
             url = target.url(f"manifests/{reference}")
             with self._session.request(
-                target, "GET", url, "manifest", {"Accept": oci.ACCEPT}
+                target, "GET", url, "manifest", {"Accept": oci.ACCEPT}, deadline=True
             ) as resp:
                 body = self._read_manifest(target, resp)
                 header_type = resp.headers.get("Content-Type", "")
@@ -539,7 +587,6 @@ class RegistryClient:
         dest: Path,
         kind: str,
         on_progress: ProgressCallback | None,
-        cancel: threading.Event | None,
     ) -> None:
         if _hasher(desc.digest) is None:
             target.fail(UnsupportedMediaTypeError, f"{kind} has unsupported digest {desc.digest!r}")
@@ -552,9 +599,7 @@ class RegistryClient:
 
         report(0)
         try:
-            self._session.retrying(
-                target, lambda: self._download(target, desc, dest, kind, report, cancel)
-            )
+            self._session.retrying(target, lambda: self._download(target, desc, dest, kind, report))
         except BaseException:
             _remove(dest)
             raise
@@ -566,23 +611,18 @@ class RegistryClient:
         dest: Path,
         kind: str,
         report: Callable[[int], None],
-        cancel: threading.Event | None,
     ) -> None:
         """One attempt at a blob: stream, hash and write; verify size and digest."""
-        if cancel is not None and cancel.is_set():
-            raise _Cancelled
         subject = f"{kind} {desc.digest}"
         url = target.url(f"blobs/{desc.digest}")
-        if self._lean_blobs and self._download_lean(
-            target, desc, dest, url, subject, report, cancel
-        ):
+        if self._lean_blobs and self._download_lean(target, desc, dest, url, subject, report):
             return
         headers = {"Accept-Encoding": "identity"}
         with self._session.request(target, "GET", url, subject, headers) as response:
             declared = response.headers.get("Content-Length", "")
             length = int(declared) if declared.isdigit() else None
             self._store_blob(
-                target, desc, subject, length, response.iter_bytes(CHUNK_SIZE), dest, report, cancel
+                target, desc, subject, length, response.iter_bytes(CHUNK_SIZE), dest, report
             )
 
     def _store_blob(
@@ -594,9 +634,9 @@ class RegistryClient:
         chunks: Iterable[bytes | memoryview],
         dest: Path,
         report: Callable[[int], None],
-        cancel: threading.Event | None,
     ) -> None:
         """Hash and write ``chunks`` to ``dest``; verify size and digest against ``desc``."""
+        cancel = target.cancel
         size = desc.size
         if length is not None and length > size:
             target.fail(
@@ -619,8 +659,8 @@ class RegistryClient:
                 if done >= next_report:
                     report(done)
                     next_report = done + _PROGRESS_STEP
-                    if cancel is not None and cancel.is_set():
-                        raise _Cancelled
+                    if cancel is not None and cancel.cancelled:
+                        cancel.raise_if_cancelled()
         if done != size:
             target.fail(
                 DigestMismatchError, f"{subject} is {done} bytes, its descriptor says {size}"
@@ -638,25 +678,26 @@ class RegistryClient:
         url: httpx.URL,
         subject: str,
         report: Callable[[int], None],
-        cancel: threading.Event | None,
     ) -> bool:
         """The blob through :mod:`._fastblob`; False when the answer needs the httpx path."""
         headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
-        body = open_blob(
-            url,
-            headers,
-            timeout=self._timeout,
-            tls=self._tls_for,
-            authorization=self._session.authorization(target),
-            origin=target.origin,
-        )
-        if body is None:
-            return False
-        buffer = memoryview(bytearray(_LEAN_BUFFER))
-        with body:
-            self._store_blob(
-                target, desc, subject, body.length, body.chunks(buffer), dest, report, cancel
+        authorization = self._session.authorization(target)
+        with guarded(target.cancel):  # the cancel token can shut the blob's socket down
+            body = open_blob(
+                url,
+                headers,
+                timeout=self._timeout,
+                tls=self._tls_for,
+                authorization=authorization,
+                origin=target.origin,
             )
+            if body is None:
+                return False
+            buffer = memoryview(bytearray(_LEAN_BUFFER))
+            with body:
+                self._store_blob(
+                    target, desc, subject, body.length, body.chunks(buffer), dest, report
+                )
         with self._tls_lock:
             self.lean_blob_count += 1
         return True

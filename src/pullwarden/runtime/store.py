@@ -49,6 +49,15 @@ image). When a tag moves to another image, the old image keeps its ``repo@digest
 listed. ``size`` counts, like containerd, every blob of the most recently pulled target: index
 (if any), manifest, config and compressed layers.
 
+**Cancellation and stalls.** :meth:`LocalImageService.pull_image` takes a ``cancel`` token. If
+the pull returns, the image is committed; if it raises, nothing was. The token is checked inside
+the store lock immediately before ``index.json`` is written, so a cancel that arrives before the
+commit point always wins, and one that arrives after it is not observable as an error. While
+blobs download, a :class:`~pullwarden.runtime._blobs.ProgressWatchdog` cancels the pull with a
+:class:`~pullwarden.errors.RegistryUnavailableError` when no blob bytes arrive for
+``progress_timeout`` seconds (containerd's ``image_pull_progress_timeout``, 5 minutes by
+default).
+
 **Re-verification.** Pulling a name the store already holds, with all its blobs present, costs a
 single manifest ``HEAD``: when the registry answers with the digest we hold, the pull is done.
 Registry errors from that ``HEAD`` propagate, so refused credentials fail the pull even though
@@ -67,16 +76,23 @@ import json
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
+from pullwarden._cancel import CancelToken
 from pullwarden._clock import Clock, SystemClock
 from pullwarden._files import write_atomically
-from pullwarden.errors import DigestMismatchError, ImageStoreError, PullwardenError
+from pullwarden._gofmt import go_duration, seconds_to_ns
+from pullwarden.errors import (
+    DigestMismatchError,
+    ImageStoreError,
+    PullwardenError,
+    RegistryUnavailableError,
+)
 from pullwarden.reference import parse_image_name
-from pullwarden.runtime._blobs import BlobDir, Lease, sweep_temp
+from pullwarden.runtime._blobs import BlobDir, Lease, ProgressWatchdog, sweep_temp
 from pullwarden.runtime.base import (
     AuthConfig,
     FsUsage,
@@ -104,15 +120,23 @@ _LOCK_FILE = "lock"
 _TMP_DIR = "tmp"
 _DIR_MODE = 0o700
 _HEX_ID_LEN = 64
+DEFAULT_PROGRESS_TIMEOUT = 300.0  # containerd's image_pull_progress_timeout (5m)
 
 
 class ContentSource(Protocol):
     """The part of :class:`~pullwarden.runtime.registry.RegistryClient` the store uses."""
 
-    def head_manifest(self, ref: str, auth: AuthConfig | None = None) -> str | None: ...
+    def head_manifest(
+        self, ref: str, auth: AuthConfig | None = None, *, cancel: CancelToken | None = None
+    ) -> str | None: ...
 
     def get_manifest(
-        self, ref: str, auth: AuthConfig | None = None, *, platform: Platform | None = None
+        self,
+        ref: str,
+        auth: AuthConfig | None = None,
+        *,
+        platform: Platform | None = None,
+        cancel: CancelToken | None = None,
     ) -> ResolvedImage: ...
 
     def fetch_blobs(
@@ -122,7 +146,11 @@ class ContentSource(Protocol):
         auth: AuthConfig | None = None,
         *,
         on_progress: ProgressCallback | None = None,
-    ) -> None: ...
+        cancel: CancelToken | None = None,
+    ) -> None:
+        """Write each item's blob to its path as the bytes arrive (the progress watchdog
+        watches those files); stop and raise ``cancel.error`` once ``cancel`` is cancelled."""
+        ...
 
 
 # --- the index ---------------------------------------------------------------------------------
@@ -367,6 +395,8 @@ class LocalImageService:
 
     Thread-safe, and safe for several processes sharing ``root``: writers serialise on a
     ``flock`` and re-read the index inside it. See the module docstring for layout and format.
+    ``progress_timeout`` (seconds; None or 0 turns it off) fails a pull whose blob downloads
+    make no progress for that long.
     """
 
     def __init__(
@@ -376,8 +406,10 @@ class LocalImageService:
         client: ContentSource | None = None,
         platform: Platform | None = None,
         clock: Clock | None = None,
+        progress_timeout: float | None = DEFAULT_PROGRESS_TIMEOUT,
     ) -> None:
         self._root = Path(root)
+        self._progress_timeout = progress_timeout if progress_timeout else None
         self._platform = platform
         self._clock: Clock = clock or SystemClock()
         self._index_path = self._root / _INDEX_FILE
@@ -417,21 +449,29 @@ class LocalImageService:
         image: str,
         auth: AuthConfig | None = None,
         on_progress: ProgressCallback | None = None,
+        *,
+        cancel: CancelToken | None = None,
     ) -> str:
         """Pull ``image`` with ``auth``; returns the image id (the config digest).
 
         A name already held with all its blobs is re-verified with one manifest ``HEAD``;
         registry errors propagate unchanged (typed :class:`~pullwarden.errors.RegistryError`).
+        Returning means committed, raising means nothing was committed; ``cancel`` stops the
+        pull (see the module docstring).
         """
+        if cancel is not None:
+            cancel.raise_if_cancelled()
         wanted = _parse_wanted(image)
         held = self._snapshot().state.target_of(wanted.name)
         if held is not None and self._reverifiable(held):
-            remote_digest = self._client.head_manifest(wanted.remote, auth)
+            remote_digest = self._client.head_manifest(wanted.remote, auth, cancel=cancel)
             if remote_digest == held.digest:
                 _report_cached(held, on_progress)
                 return held.config.digest
-        resolved = self._client.get_manifest(wanted.remote, auth, platform=self._platform)
-        return self._register(wanted, resolved, auth, on_progress)
+        resolved = self._client.get_manifest(
+            wanted.remote, auth, platform=self._platform, cancel=cancel
+        )
+        return self._register(wanted, resolved, auth, on_progress, cancel)
 
     def image_status(self, image: str) -> Image | None:
         """The image named by a tag (familiar or full), ``repo@digest``, id or bare hex id.
@@ -518,6 +558,7 @@ class LocalImageService:
         resolved: ResolvedImage,
         auth: AuthConfig | None,
         on_progress: ProgressCallback | None,
+        cancel: CancelToken | None,
     ) -> str:
         target = self._target_of(resolved)
         if on_progress is not None:
@@ -526,7 +567,7 @@ class LocalImageService:
         with self._locked(), self._disk_errors("cannot start the pull"):
             lease = Lease(self._tmp, (b.digest for b in target.blobs))
         try:
-            self._fetch_missing(resolved, lease, auth, on_progress)
+            self._fetch_missing(wanted, resolved, lease, auth, on_progress, cancel)
             with self._disk_errors(f"cannot store the manifest of {wanted.remote}"):
                 self._blobs.put(resolved.manifest, resolved.manifest_digest, lease.workdir)
                 if resolved.index is not None:
@@ -541,6 +582,8 @@ class LocalImageService:
                         f"image store {self._root}: blobs of {wanted.remote} vanished before "
                         f"the image was registered: {', '.join(missing)}"
                     )
+                if cancel is not None:
+                    cancel.raise_if_cancelled()  # the last moment a cancel can stop the commit
                 self._write_index(self._snapshot().state.with_names(names, target))
         finally:
             lease.release()
@@ -587,16 +630,18 @@ class LocalImageService:
 
     def _fetch_missing(
         self,
+        wanted: _Wanted,
         resolved: ResolvedImage,
         lease: Lease,
         auth: AuthConfig | None,
         on_progress: ProgressCallback | None,
+        cancel: CancelToken | None,
     ) -> None:
         """Download the config and layers not yet present, then rename them into ``blobs/``."""
         items: list[tuple[Descriptor, Path, str]] = []
         seen: set[str] = set()
-        wanted = [(resolved.config, "config")] + [(d, "layer") for d in resolved.layers]
-        for descriptor, kind in wanted:
+        blobs = [(resolved.config, "config")] + [(d, "layer") for d in resolved.layers]
+        for descriptor, kind in blobs:
             if descriptor.digest in seen:
                 continue
             seen.add(descriptor.digest)
@@ -609,10 +654,37 @@ class LocalImageService:
                 items.append((descriptor, lease.workdir / descriptor.digest[7:], kind))
         if not items:
             return
-        with self._disk_errors(f"cannot download blobs of {resolved.name}"):
-            self._client.fetch_blobs(resolved, items, auth, on_progress=on_progress)
-            for descriptor, path, _ in items:
-                self._blobs.adopt(path, descriptor.digest, descriptor.size)
+        # The downloads run under a child of the caller's token, which the watchdog cancels
+        # (with its own error) when they stall; the caller's token is left alone.
+        token = cancel.child() if cancel is not None else CancelToken()
+        try:
+            with self._disk_errors(f"cannot download blobs of {resolved.name}"):
+                with self._watchdog(token, [path for _, path, _ in items], wanted, resolved):
+                    self._client.fetch_blobs(
+                        resolved, items, auth, on_progress=on_progress, cancel=token
+                    )
+                for descriptor, path, _ in items:
+                    self._blobs.adopt(path, descriptor.digest, descriptor.size)
+        finally:
+            token.release()
+
+    def _watchdog(
+        self, token: CancelToken, paths: Sequence[Path], wanted: _Wanted, resolved: ResolvedImage
+    ) -> ProgressWatchdog | nullcontext[None]:
+        timeout = self._progress_timeout
+        if timeout is None:
+            return nullcontext()
+
+        def stalled() -> PullwardenError:
+            return RegistryUnavailableError(
+                f"pulling {wanted.remote}: registry unavailable: no blob data arrived for "
+                f"{go_duration(seconds_to_ns(timeout))} (image pull progress timeout)",
+                registry=resolved.registry,
+                repository=resolved.repository,
+                reference=resolved.tag or resolved.digest,
+            )
+
+        return ProgressWatchdog(token, paths, timeout, stalled, self._clock.monotonic)
 
     # --- index I/O and locking ---------------------------------------------------------------
 

@@ -1,0 +1,436 @@
+"""Registry sockets that a cancel token can interrupt and a deadline can bound.
+
+Every exchange with a registry runs inside :func:`guarded`, which installs a :class:`Guard` (a
+:class:`~pullwarden._cancel.CancelToken` and an optional deadline) in a context variable.  The
+code that actually blocks — the streams of :class:`GuardedTransport`, which carries all of
+httpx's traffic, and the lean blob reader of :mod:`._fastblob` — finds the guard there, so
+neither the token nor the deadline has to be threaded through httpx.
+
+* **Cancellation.** Every socket used under a guard is registered with the guard's token for as
+  long as the guard lasts.  Cancelling the token shuts the socket down (``SHUT_RDWR``), which
+  wakes a thread blocked in ``connect``, ``send`` or ``recv`` on it at once, whichever thread
+  (or signal handler) cancels.  The woken operation raises the token's error.
+* **Deadline.** The timeout of every socket operation is clipped to what is left of the guard's
+  deadline, so a server that drips its answer one byte at a time cannot hold the exchange past
+  it.  Past the deadline an operation raises :class:`DeadlineExceeded` (an
+  ``httpx.TimeoutException``, so the retry logic treats it like any timeout).
+
+Outside any guard the sockets behave like plain ones (per-operation timeouts only).
+
+:class:`GuardedTransport` is an ``httpx.BaseTransport`` over ``httpcore.ConnectionPool`` (HTTP/1.1,
+the pool limits httpx uses by default) whose network backend makes these sockets; it exists
+because httpx offers no other way to reach the socket before the response headers arrive.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import select
+import socket
+import ssl
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any, NoReturn
+
+import httpcore
+import httpx
+
+from pullwarden._cancel import CancelToken
+from pullwarden._gofmt import go_duration, seconds_to_ns
+
+__all__ = [
+    "Connection",
+    "DeadlineExceeded",
+    "Guard",
+    "GuardedTransport",
+    "connect",
+    "current_guard",
+    "guarded",
+]
+
+
+class DeadlineExceeded(httpx.TimeoutException):
+    """An exchange did not complete within its overall deadline."""
+
+
+class Guard:
+    """A cancel token and a deadline for one exchange, and the sockets it has touched."""
+
+    __slots__ = ("_budget", "_registrations", "_watched", "deadline", "token")
+
+    def __init__(
+        self, token: CancelToken | None, deadline: float | None, budget: float | None
+    ) -> None:
+        self.token = token
+        self.deadline = deadline  # time.monotonic() value, or None
+        self._budget = budget  # the seconds the deadline stands for, for messages
+        self._watched: set[Connection] = set()
+        self._registrations = contextlib.ExitStack()
+
+    def watch(self, connection: Connection) -> None:
+        """Shut ``connection`` down if the token is cancelled while this guard lasts.
+
+        A guard belongs to the thread (context) that entered it, so no lock is needed here;
+        the token runs the callback in whichever thread cancels.
+        """
+        if self.token is None or connection in self._watched:
+            return
+        self._watched.add(connection)
+        self._registrations.enter_context(self.token.on_cancel(connection.abort))
+
+    def check(self) -> None:
+        """Raise the token's error when cancelled, DeadlineExceeded when past the deadline."""
+        if self.token is not None:
+            self.token.raise_if_cancelled()
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            raise self.expired()
+
+    def clip(self, timeout: float | None) -> float | None:
+        """``timeout`` shortened to what is left before the deadline (after :meth:`check`)."""
+        self.check()
+        if self.deadline is None:
+            return timeout
+        left = max(self.deadline - time.monotonic(), 0.001)
+        return left if timeout is None else min(timeout, left)
+
+    def failed(self, error: BaseException) -> BaseException:
+        """What to raise instead of ``error`` from a socket operation, if anything else.
+
+        The token's error once cancelled (the failure was most likely the shutdown that
+        cancelling causes); DeadlineExceeded when the deadline has passed.
+        """
+        if self.token is not None and self.token.error is not None:
+            return self.token.error
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            return self.expired()
+        return error
+
+    def expired(self) -> DeadlineExceeded:
+        budget = self._budget if self._budget is not None else 0.0
+        return DeadlineExceeded(f"no complete answer within {go_duration(seconds_to_ns(budget))}")
+
+    def close(self) -> None:
+        self._registrations.close()
+        self._watched.clear()
+
+
+_GUARD: contextvars.ContextVar[Guard | None] = contextvars.ContextVar(
+    "pullwarden_guard", default=None
+)
+
+
+def current_guard() -> Guard | None:
+    return _GUARD.get()
+
+
+@contextlib.contextmanager
+def guarded(token: CancelToken | None, seconds: float | None = None) -> Iterator[Guard]:
+    """Run the block under ``token`` and a deadline ``seconds`` from now (None: no deadline).
+
+    Inside another guard, the tighter deadline applies and ``token`` defaults to the outer one.
+    """
+    outer = _GUARD.get()
+    deadline = None if seconds is None else time.monotonic() + seconds
+    budget = seconds
+    if outer is not None:
+        token = token if token is not None else outer.token
+        if outer.deadline is not None and (deadline is None or outer.deadline < deadline):
+            deadline, budget = outer.deadline, outer._budget
+    guard = Guard(token, deadline, budget)
+    reset = _GUARD.set(guard)
+    try:
+        guard.check()
+        yield guard
+    finally:
+        _GUARD.reset(reset)
+        guard.close()
+
+
+# --- sockets ---------------------------------------------------------------------------------
+
+
+class Connection:
+    """One TCP (or TLS) socket that the current guard can shut down."""
+
+    __slots__ = ("sock",)
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def abort(self) -> None:
+        """Wake every thread blocked on this socket (called by a cancelling thread)."""
+        with contextlib.suppress(OSError):
+            # socket.socket's own shutdown: SSLSocket.shutdown would also drop its TLS state
+            # under the feet of a thread reading it.
+            socket.socket.shutdown(self.sock, socket.SHUT_RDWR)
+
+    def start_tls(
+        self, context: ssl.SSLContext, server_hostname: str | None, timeout: float | None
+    ) -> None:
+        """Replace the socket by a TLS one (handshake done); errors are ssl/OS errors."""
+        guard = _GUARD.get()
+        if guard is not None:
+            guard.watch(self)
+            timeout = guard.clip(timeout)
+        self.sock.settimeout(timeout)
+        try:
+            self.sock = context.wrap_socket(self.sock, server_hostname=server_hostname)
+        except OSError as err:
+            _fail(guard, err, err)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _fail(guard: Guard | None, error: BaseException, cause: BaseException) -> NoReturn:
+    """Raise ``error`` (caused by ``cause``), or what the guard says to raise instead."""
+    replaced = error if guard is None else guard.failed(error)
+    if replaced is not error:
+        raise replaced from None  # the token's error is shared: keep its chain clean
+    if error is cause:
+        raise error
+    raise error from cause
+
+
+def connect(
+    host: str,
+    port: int,
+    timeout: float | None,
+    *,
+    local_address: str | None = None,
+    socket_options: Iterable[Any] = (),
+) -> Connection:
+    """Connect to ``host:port`` (each address in turn), watched by the current guard.
+
+    Raises OSError (TimeoutError on timeout), the guard's token error once cancelled, or
+    DeadlineExceeded.
+    """
+    guard = _GUARD.get()
+    if guard is not None:
+        timeout = guard.clip(timeout)
+    addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    last: OSError = OSError(f"no address found for {host}")
+    for family, kind, proto, _, address in addresses:
+        connection = Connection(socket.socket(family, kind, proto))
+        try:
+            if guard is not None:
+                guard.watch(connection)
+                timeout = guard.clip(timeout)
+            for option in socket_options:
+                connection.sock.setsockopt(*option)
+            if local_address is not None:
+                connection.sock.bind((local_address, 0))
+            connection.sock.settimeout(timeout)
+            connection.sock.connect(address)
+        except OSError as err:
+            connection.close()
+            if guard is not None and guard.failed(err) is not err:
+                _fail(guard, err, err)
+            last = err
+            continue
+        except BaseException:
+            connection.close()
+            raise
+        connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return connection
+    raise last
+
+
+# --- httpcore network backend ------------------------------------------------------------------
+
+
+class _Stream(httpcore.NetworkStream):
+    """An httpcore stream over a :class:`Connection`, honouring the current guard."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        guard = _GUARD.get()
+        if guard is not None:
+            guard.watch(self._connection)
+            timeout = guard.clip(timeout)
+        sock = self._connection.sock
+        try:
+            sock.settimeout(timeout)
+            data = sock.recv(max_bytes)
+        except TimeoutError as err:
+            _fail(guard, httpcore.ReadTimeout(str(err) or "timed out"), err)
+        except OSError as err:
+            _fail(guard, httpcore.ReadError(str(err)), err)
+        if guard is not None and guard.token is not None and guard.token.error is not None:
+            raise guard.token.error from None  # the shutdown's end-of-file, or unwanted data
+        return data
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        if not buffer:
+            return
+        guard = _GUARD.get()
+        if guard is not None:
+            guard.watch(self._connection)
+            timeout = guard.clip(timeout)
+        sock = self._connection.sock
+        try:
+            sock.settimeout(timeout)
+            sock.sendall(buffer)
+        except TimeoutError as err:
+            _fail(guard, httpcore.WriteTimeout(str(err) or "timed out"), err)
+        except OSError as err:
+            _fail(guard, httpcore.WriteError(str(err)), err)
+
+    def close(self) -> None:
+        self._connection.close()
+
+    def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        try:
+            self._connection.start_tls(ssl_context, server_hostname, timeout)
+        except TimeoutError as err:
+            self.close()
+            raise httpcore.ConnectTimeout(str(err) or "TLS handshake timed out") from err
+        except OSError as err:
+            self.close()
+            raise httpcore.ConnectError(str(err)) from err
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def get_extra_info(self, info: str) -> Any:
+        sock = self._connection.sock
+        if info == "ssl_object":
+            return sock if isinstance(sock, ssl.SSLSocket) else None
+        if info == "socket":
+            return sock
+        if info == "client_addr":
+            return sock.getsockname()
+        if info == "server_addr":
+            return sock.getpeername()
+        if info == "is_readable":
+            return _readable(sock)
+        return None
+
+
+def _readable(sock: socket.socket) -> bool:
+    """True when an idle connection has something to read: the peer closed it, typically."""
+    if sock.fileno() < 0:
+        return True
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
+
+
+class _Backend(httpcore.NetworkBackend):
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        try:
+            connection = connect(
+                host,
+                port,
+                timeout,
+                local_address=local_address,
+                socket_options=socket_options or (),
+            )
+        except TimeoutError as err:
+            raise httpcore.ConnectTimeout(str(err) or "timed out") from err
+        except OSError as err:
+            raise httpcore.ConnectError(str(err)) from err
+        return _Stream(connection)
+
+
+# --- the httpx transport ---------------------------------------------------------------------
+
+# httpcore's exceptions and the httpx ones the rest of the client understands, most specific
+# first (the names match one to one).
+_ERRORS: tuple[tuple[type[Exception], type[httpx.TransportError]], ...] = (
+    (httpcore.ConnectTimeout, httpx.ConnectTimeout),
+    (httpcore.ReadTimeout, httpx.ReadTimeout),
+    (httpcore.WriteTimeout, httpx.WriteTimeout),
+    (httpcore.PoolTimeout, httpx.PoolTimeout),
+    (httpcore.ConnectError, httpx.ConnectError),
+    (httpcore.ReadError, httpx.ReadError),
+    (httpcore.WriteError, httpx.WriteError),
+    (httpcore.RemoteProtocolError, httpx.RemoteProtocolError),
+    (httpcore.LocalProtocolError, httpx.LocalProtocolError),
+    (httpcore.UnsupportedProtocol, httpx.UnsupportedProtocol),
+    (httpcore.ProxyError, httpx.ProxyError),
+    (httpcore.TimeoutException, httpx.TimeoutException),
+    (httpcore.NetworkError, httpx.NetworkError),
+    (httpcore.ProtocolError, httpx.ProtocolError),
+)
+
+
+@contextlib.contextmanager
+def _as_httpx_errors() -> Iterator[None]:
+    try:
+        yield
+    except Exception as err:
+        for core, mapped in _ERRORS:
+            if isinstance(err, core):
+                raise mapped(str(err)) from err
+        raise
+
+
+class _Body(httpx.SyncByteStream):
+    def __init__(self, response: httpcore.Response) -> None:
+        self._response = response
+
+    def __iter__(self) -> Iterator[bytes]:
+        stream = self._response.stream
+        assert isinstance(stream, Iterable)
+        with _as_httpx_errors():
+            yield from stream
+
+    def close(self) -> None:
+        with _as_httpx_errors():
+            self._response.close()
+
+
+class GuardedTransport(httpx.BaseTransport):
+    """HTTP/1.1 over httpcore's connection pool, with sockets from :func:`connect`."""
+
+    def __init__(self, ssl_context: ssl.SSLContext) -> None:
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=ssl_context,
+            max_connections=100,
+            max_keepalive_connections=20,
+            keepalive_expiry=5.0,
+            http1=True,
+            http2=False,
+            network_backend=_Backend(),
+        )
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        assert isinstance(request.stream, httpx.SyncByteStream)
+        url = request.url
+        core = httpcore.Request(
+            method=request.method,
+            url=httpcore.URL(
+                scheme=url.raw_scheme, host=url.raw_host, port=url.port, target=url.raw_path
+            ),
+            headers=request.headers.raw,
+            content=request.stream,
+            extensions=request.extensions,
+        )
+        with _as_httpx_errors():
+            answer = self._pool.handle_request(core)
+        return httpx.Response(
+            status_code=answer.status,
+            headers=answer.headers,
+            stream=_Body(answer),
+            extensions=answer.extensions,
+        )
+
+    def close(self) -> None:
+        self._pool.close()
