@@ -11,6 +11,10 @@ progress does not.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -213,3 +217,61 @@ def test_a_slow_download_that_progresses_is_not_cancelled(
         started = time.monotonic()
         assert svc.pull_image(ref_via(link)) == big_image.built.config_digest
         assert time.monotonic() - started > 1.5  # it did outlast the progress timeout
+
+
+# --- Ctrl-C and SIGTERM in `pullwarden pull` ---------------------------------------------------
+
+
+def pullwarden(*args: str, store: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PULLWARDEN_STORE": str(store)}
+    cmd = [sys.executable, "-m", "pullwarden.cli", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60, check=False)
+
+
+@pytest.mark.parametrize(
+    ("signum", "status", "wait_for"),
+    [
+        (signal.SIGINT, 130, "/blobs/"),
+        (signal.SIGTERM, 143, "/blobs/"),
+        (signal.SIGINT, 130, "/manifests/"),
+    ],
+    ids=["sigint-blobs", "sigterm-blobs", "sigint-manifest"],
+)
+def test_pull_interrupted_by_a_signal(
+    big_image: BigImage,
+    link: ThrottledLink,
+    tmp_path: Path,
+    signum: signal.Signals,
+    status: int,
+    wait_for: str,
+) -> None:
+    link.rate = 20 if wait_for == "/manifests/" else 100_000  # the pull takes many seconds
+    store = tmp_path / "store"
+    env = {**os.environ, "PULLWARDEN_STORE": str(store)}
+    cmd = [sys.executable, "-m", "pullwarden.cli", "pull", "-q", ref_via(link)]
+    process = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert link.wait_for_request(wait_for, timeout=20), link.requests
+        time.sleep(0.3)
+        assert process.poll() is None, "the pull ended before the signal"
+        sent = time.monotonic()
+        process.send_signal(signum)
+        stdout, stderr = process.communicate(timeout=10)
+        took = time.monotonic() - sent
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == status, stderr
+    assert took < 2.0, f"exited {took:.2f}s after the signal"
+    assert "Traceback" not in stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith(f"interrupted by {signum.name}: {ref_via(link)} was not pulled")
+    assert "nothing was committed" in lines[0]
+    assert stdout == ""
+    listed = pullwarden("images", "-o", "json", store=store)
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout)["images"] == []

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import click
 from rich.console import Console
@@ -20,7 +21,8 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from pullwarden.cli._common import default_store, die
+from pullwarden._cancel import CancelToken
+from pullwarden.cli._common import Interrupts, default_store, die
 from pullwarden.credentials import parse_config_json
 from pullwarden.credentials.keyring import DockerKeyring
 from pullwarden.errors import (
@@ -29,6 +31,7 @@ from pullwarden.errors import (
     ImageStoreError,
     InvalidReferenceError,
     NotFoundError,
+    PullCancelledError,
     PullwardenError,
     RegistryError,
     RegistryUnavailableError,
@@ -49,7 +52,10 @@ EXIT_STORE = 7
 EXIT_CODES_HELP = """\b
 Exit status: 0 pulled; 2 bad input; 3 credentials refused (unauthorized or
 denied); 4 image not found; 5 registry unavailable; 6 other registry failure
-(digest mismatch, too large, unsupported type); 7 local store failure."""
+(digest mismatch, too large, unsupported type); 7 local store failure;
+130 / 143 interrupted by SIGINT / SIGTERM (nothing was committed)."""
+
+_T = TypeVar("_T")
 
 
 store_option = click.option(
@@ -190,6 +196,9 @@ def pull_command(
 
     Blobs already in the store are not downloaded again: pulling an image that is present costs
     one manifest request, which still proves the credentials can read it.
+
+    Ctrl-C (SIGINT) or SIGTERM stops the pull within a moment, commits nothing and exits with
+    130 or 143; a second signal exits at once.
     """
     try:
         platform = Platform.parse(platform_text) if platform_text else Platform.host()
@@ -199,17 +208,60 @@ def pull_command(
         die(err.format_message(), EXIT_USAGE)
     except (InvalidReferenceError, DockerConfigError) as err:
         die(str(err), EXIT_USAGE)
-    try:
-        with RegistryClient(hosts=hosts, platform=platform) as client:
-            service = LocalImageService(store, client=client, platform=platform)
-            try:
-                with progress_bars(not quiet and sys.stderr.isatty()) as on_progress:
-                    ref = pull_with(service, image, auths, on_progress)
-            finally:
-                service.close()
-    except PullwardenError as err:
-        die(str(err), exit_code_for(err))
+    token = CancelToken()
+    with Interrupts(token) as interrupts:
+        try:
+            ref = pull_into(store, image, auths, hosts, platform, quiet, token)
+        except PullCancelledError as err:
+            click.echo(f"{err}: {image} was not pulled; nothing was committed", err=True)
+            sys.exit(interrupts.exit_status or 130)
+        except PullwardenError as err:
+            die(str(err), exit_code_for(err))
     click.echo(ref)
+
+
+def pull_into(
+    store: Path,
+    image: str,
+    auths: list[AuthConfig | None],
+    hosts: dict[str, HostOptions],
+    platform: Platform,
+    quiet: bool,
+    token: CancelToken,
+) -> str:
+    """Open the store and pull, stoppable through ``token``; returns the image ref."""
+    with RegistryClient(hosts=hosts, platform=platform) as client:
+        service = LocalImageService(store, client=client, platform=platform)
+        try:
+            with progress_bars(not quiet and sys.stderr.isatty()) as on_progress:
+                return in_worker(lambda: pull_with(service, image, auths, on_progress, token))
+        finally:
+            service.close()
+
+
+def in_worker(work: Callable[[], _T]) -> _T:
+    """Run ``work`` in another thread while this one only waits for it.
+
+    The signal handlers run in the main thread; keeping it out of the pull means a handler
+    never interrupts the main thread inside the token's own bookkeeping (which would
+    deadlock on its lock), and the pull's sockets are shut down from here, at once.
+    """
+    outcome: list[_T] = []
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            outcome.append(work())
+        except BaseException as err:
+            failure.append(err)
+
+    worker = threading.Thread(target=run, name="pullwarden-pull")
+    worker.start()
+    while worker.is_alive():
+        worker.join(0.5)  # interruptible: a signal handler runs between the waits
+    if failure:
+        raise failure[0]
+    return outcome[0]
 
 
 def pull_with(
@@ -217,12 +269,13 @@ def pull_with(
     image: str,
     auths: list[AuthConfig | None],
     on_progress: ProgressCallback | None,
+    cancel: CancelToken | None = None,
 ) -> str:
     """Try each credential in order; the first success wins, else the last error is raised."""
     last: PullwardenError | None = None
     for auth in auths:
         try:
-            return service.pull_image(image, auth, on_progress)
+            return service.pull_image(image, auth, on_progress, cancel=cancel)
         except (UnauthorizedError, DeniedError) as err:
             last = err
     assert last is not None
