@@ -46,7 +46,6 @@ HOLDER = textwrap.dedent(
     from pathlib import Path
     from pullwarden.config import default_kubelet_config
     from pullwarden.node import Node
-from pullwarden.records.fs import FileRecordStore
     with Node(Path(sys.argv[1]), default_kubelet_config(), node_credentials=False):
         print("holding", flush=True)
         sys.stdin.read()
