@@ -133,7 +133,7 @@ def test_rotated_secret_same_coordinates_is_allowed_and_hash_updated(
     rotated = ImagePullSecret(ALICE.uid, ALICE.namespace, ALICE.name, "hash-a2")
     decision = pm.decide(IMAGE, REF, PodCreds([rotated]))
     assert decision.must_pull is False
-    assert decision.match == "coordinates"
+    assert decision.verified_by == "secretCoordinates"
     stored = on_disk(tmp_path)
     assert stored is not None
     assert stored.credential_mapping[KEY].kubernetes_secrets == (rotated,)
@@ -156,7 +156,11 @@ def test_different_secret_same_hash_is_allowed_and_added(tmp_path: Path, cached:
     pm = build(tmp_path, cached=cached, records=[record({KEY: secrets(ALICE)})])
     twin = ImagePullSecret("uid-t", "team-t", "copy-of-alice", ALICE.credential_hash)
     decision = pm.decide(IMAGE, REF, PodCreds([twin]))
-    assert (decision.must_pull, decision.match, decision.matched_secret) == (False, "hash", ALICE)
+    assert (decision.must_pull, decision.verified_by, decision.matched_secret) == (
+        False,
+        "secretHash",
+        ALICE,
+    )
     stored = on_disk(tmp_path)
     assert stored is not None
     # sorted by namespace: team-a before team-t
@@ -246,7 +250,7 @@ def test_node_accessible_record(tmp_path: Path, cached: bool) -> None:
     pm = build(tmp_path, cached=cached, records=[record({KEY: NODE})])
     for creds in (PodCreds(), PodCreds([ALICE]), PodCreds(sa=BUILDER)):
         decision = pm.decide(IMAGE, REF, creds)
-        assert (decision.must_pull, decision.match) == (False, "node-wide")
+        assert (decision.must_pull, decision.verified_by) == (False, "nodeWide")
         assert creds.calls == 0
 
 
@@ -261,14 +265,14 @@ def test_empty_hash_recorded_same_pod_secret_allowed(tmp_path: Path, cached: boo
     failed = ImagePullSecret("uid-a", "team-a", "alice-cred", "")
     pm = build(tmp_path, cached=cached, records=[record({KEY: secrets(failed)})])
     decision = pm.decide(IMAGE, REF, PodCreds([failed]))
-    assert (decision.must_pull, decision.match) == (False, "coordinates")
+    assert (decision.must_pull, decision.verified_by) == (False, "secretCoordinates")
 
 
 def test_service_account_exact_allowed(tmp_path: Path, cached: bool) -> None:
     mapping = {KEY: ImagePullCredentials(kubernetes_service_accounts=(BUILDER,))}
     pm = build(tmp_path, cached=cached, records=[record(mapping)])
     decision = pm.decide(IMAGE, REF, PodCreds(sa=BUILDER))
-    assert (decision.must_pull, decision.match) == (False, "service-account")
+    assert (decision.must_pull, decision.verified_by) == (False, "serviceAccount")
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,8 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Literal, Protocol
+from enum import StrEnum
+from typing import Final, Protocol
 
 from pullwarden._clock import Clock, SystemClock
 from pullwarden._locks import StripedLocks
@@ -39,6 +40,8 @@ __all__ = [
     "PodCredentials",
     "Protections",
     "PullManager",
+    "Step",
+    "VerifiedBy",
     "merge_credentials",
 ]
 
@@ -48,7 +51,58 @@ log = logging.getLogger("pullwarden.pullmanager")
 MAX_SECRETS_PER_IMAGE = 100
 
 PodCredentials = tuple[Sequence[ImagePullSecret], ImagePullServiceAccount | None]
-MatchKind = Literal["hash", "coordinates", "service-account", "node-wide"]
+
+
+class Step(StrEnum):
+    """Where the decision tree of spec §5.4 ended (:attr:`Decision.step`)."""
+
+    NO_REF = "no-ref"
+    READ_ERROR = "read-error"
+    POLICY = "policy"
+    NO_RECORD = "no-record"
+    BAD_NAME = "bad-name"
+    NO_NAME = "no-name"
+    NODE_WIDE = "node-wide"
+    NO_CREDENTIALS = "no-credentials"
+    POD_CREDENTIALS = "pod-credentials"
+    SECRET = "secret"
+    SERVICE_ACCOUNT = "service-account"
+    NO_MATCH = "no-match"
+
+
+class VerifiedBy(StrEnum):
+    """How a container came to have its image: the ``verifiedBy`` of results and ``run -o json``.
+
+    The pull manager's own answers are ``secretHash``, ``secretCoordinates``,
+    ``serviceAccount``, ``nodeWide`` and ``policy``; the image manager adds ``pull`` (the
+    registry was asked) and ``featureDisabled``; ``""`` means no access was established.
+    """
+
+    NONE = ""
+    PULL = "pull"
+    SECRET_HASH = "secretHash"
+    SECRET_COORDINATES = "secretCoordinates"
+    SERVICE_ACCOUNT = "serviceAccount"
+    NODE_WIDE = "nodeWide"
+    POLICY = "policy"
+    FEATURE_DISABLED = "featureDisabled"
+
+    def describe(self, credential: str = "") -> str:
+        """A short human reason; ``credential`` says who pulled (for :attr:`PULL`)."""
+        if self is VerifiedBy.PULL:
+            return f"pulled with {credential or 'no credentials'}"
+        return _VERIFIED_BY_PROSE[self]
+
+
+_VERIFIED_BY_PROSE: Final = {
+    VerifiedBy.NONE: "",
+    VerifiedBy.SECRET_HASH: "verified by record: secret hash match",
+    VerifiedBy.SECRET_COORDINATES: "verified by record: secret coordinates match (rotated secret)",
+    VerifiedBy.SERVICE_ACCOUNT: "verified by record: service account",
+    VerifiedBy.NODE_WIDE: "verified by record: node-wide access",
+    VerifiedBy.POLICY: "policy exempt (no verification needed)",
+    VerifiedBy.FEATURE_DISABLED: "already present (verification disabled)",
+}
 
 
 class ListedImage(Protocol):
@@ -115,6 +169,7 @@ class Decision:
     must_pull: bool
     result: MustPullResult | None  # the metric label; None when no check was made (no imageRef)
     reason: str
+    step: Step
     image: str
     image_ref: str
     policy: str = ""
@@ -123,9 +178,10 @@ class Decision:
     record_found: bool = False
     mapping_key: str = ""
     mapping_keys: tuple[str, ...] = ()
-    matched_secret: ImagePullSecret | None = None
+    matched_secret: ImagePullSecret | None = None  # the recorded secret that matched
+    pod_secret: ImagePullSecret | None = None  # the pod's secret that matched it
     matched_service_account: ImagePullServiceAccount | None = None
-    match: MatchKind | None = None
+    verified_by: VerifiedBy = VerifiedBy.NONE  # how access was granted; NONE when must_pull
     credentials_requested: bool = False
     record_update: ImagePullCredentials | None = None  # what was (or would be) merged in
     error: str = ""
@@ -161,7 +217,7 @@ class _Verdict:
         self.image_ref = image_ref
         self.must_pull = True
         self.result: MustPullResult | None = None
-        self.step = "no-ref"
+        self.step = Step.NO_REF
         self.pulled_by_kubelet: bool | None = None
         self.intent_image = ""
         self.record: ImagePulledRecord | None = None
@@ -174,7 +230,7 @@ class _Verdict:
         self.update: ImagePullCredentials | None = None
         self.error: Exception | None = None
 
-    def end(self, must_pull: bool, result: MustPullResult, step: str) -> _Verdict:
+    def end(self, must_pull: bool, result: MustPullResult, step: Step) -> _Verdict:
         self.must_pull = must_pull
         self.result = result
         self.step = step
@@ -448,33 +504,33 @@ class PullManager:
             except RecordError as err:
                 log.warning("cannot read the records of %s, verifying: %s", image_ref, err)
                 v.error = err
-                return v.end(True, "error", "read-error")
+                return v.end(True, "error", Step.READ_ERROR)
         v.record = record
         v.pulled_by_kubelet = pulled_by_kubelet
         if not self.enforcer.require_credential_verification(image, pulled_by_kubelet):
-            return v.end(False, "credentialPolicyAllowed", "policy")
+            return v.end(False, "credentialPolicyAllowed", Step.POLICY)
         if record is None:
-            return v.end(True, "mustAuthenticate", "no-record")
+            return v.end(True, "mustAuthenticate", Step.NO_RECORD)
         try:
             v.key = key = trim_tag_digest(image)
         except PullwardenError as err:
             v.error = err
-            return v.end(True, "error", "bad-name")
+            return v.end(True, "error", Step.BAD_NAME)
         entry = record.credential_mapping.get(key)
         if entry is None:
-            return v.end(True, "mustAuthenticate", "no-name")
+            return v.end(True, "mustAuthenticate", Step.NO_NAME)
         if entry.node_pods_accessible:
-            return v.end(False, "credentialRecordFound", "node-wide")
+            return v.end(False, "credentialRecordFound", Step.NODE_WIDE)
         cached = entry.kubernetes_secrets
         if not cached and not entry.kubernetes_service_accounts:
-            return v.end(True, "mustAuthenticate", "no-credentials")
+            return v.end(True, "mustAuthenticate", Step.NO_CREDENTIALS)
 
         v.asked = True
         try:
             pod_secrets, pod_account = get_pod_credentials()
         except Exception as err:
             v.error = err
-            return v.end(True, "error", "pod-credentials")
+            return v.end(True, "error", Step.POD_CREDENTIALS)
 
         room = len(cached) < MAX_SECRETS_PER_IMAGE
         for pod_secret in pod_secrets:
@@ -495,26 +551,28 @@ class PullManager:
                 v.pod_secret = pod_secret
                 v.by_hash = by_hash
                 v.error = None
-                return v.end(False, "credentialRecordFound", "secret")
+                return v.end(False, "credentialRecordFound", Step.SECRET)
         if pod_account is not None and pod_account in entry.kubernetes_service_accounts:
             v.account = pod_account
-            return v.end(False, "credentialRecordFound", "service-account")
-        return v.end(True, "mustAuthenticate", "no-match")
+            return v.end(False, "credentialRecordFound", Step.SERVICE_ACCOUNT)
+        return v.end(True, "mustAuthenticate", Step.NO_MATCH)
 
     def _explain(self, v: _Verdict) -> Decision:
         """Turn a verdict into a :class:`Decision` with its reasons in words."""
         policy_reason = ""
         if v.pulled_by_kubelet is not None:
             policy_reason = self.enforcer.explain(v.image, v.pulled_by_kubelet)
-        match: MatchKind | None = {
-            "node-wide": "node-wide",
-            "secret": "hash" if v.by_hash else "coordinates",
-            "service-account": "service-account",
-        }.get(v.step)
+        verified_by = {
+            Step.POLICY: VerifiedBy.POLICY,
+            Step.NODE_WIDE: VerifiedBy.NODE_WIDE,
+            Step.SECRET: VerifiedBy.SECRET_HASH if v.by_hash else VerifiedBy.SECRET_COORDINATES,
+            Step.SERVICE_ACCOUNT: VerifiedBy.SERVICE_ACCOUNT,
+        }.get(v.step, VerifiedBy.NONE)
         return Decision(
             must_pull=v.must_pull,
             result=v.result,
             reason=_reason(v, policy_reason),
+            step=v.step,
             image=v.image,
             image_ref=v.image_ref,
             policy=self.enforcer.policy.value,
@@ -524,8 +582,9 @@ class PullManager:
             mapping_key=v.key,
             mapping_keys=tuple(v.record.credential_mapping) if v.record is not None else (),
             matched_secret=v.known_secret,
+            pod_secret=v.pod_secret,
             matched_service_account=v.account,
-            match=match,
+            verified_by=verified_by,
             credentials_requested=v.asked,
             record_update=v.update,
             error="" if v.error is None else str(v.error),
@@ -658,13 +717,13 @@ def _reason(v: _Verdict, policy_reason: str) -> str:
     """The verdict's step in words."""
     key = repr(v.key)
     step = v.step
-    if step == "policy":
+    if step is Step.POLICY:
         return policy_reason
-    if step == "no-ref":
+    if step is Step.NO_REF:
         return "the image is not present on the node (no imageRef)"
-    if step == "read-error":
+    if step is Step.READ_ERROR:
         return f"the pull records could not be read, so credentials must be verified: {v.error}"
-    if step == "no-record":
+    if step is Step.NO_RECORD:
         if v.intent_image == _UNREADABLE_INTENT:
             return (
                 "a pull intent file cannot be read, so any image may have been pulled by this "
@@ -681,23 +740,23 @@ def _reason(v: _Verdict, policy_reason: str) -> str:
                 "credentials are recorded for it yet"
             )
         return "nothing is recorded for this image (it counts as preloaded)"
-    if step == "bad-name":
+    if step is Step.BAD_NAME:
         return f"the image name cannot be trimmed: {v.error}"
-    if step == "no-name":
+    if step is Step.NO_NAME:
         return f"the record of {v.image_ref} has no credentials for the name {key}"
-    if step == "node-wide":
+    if step is Step.NODE_WIDE:
         return f"the record says {key} was pulled with node-wide or anonymous access"
-    if step == "no-credentials":
+    if step is Step.NO_CREDENTIALS:
         return f"the record holds no credentials for {key}"
-    if step == "pod-credentials":
+    if step is Step.POD_CREDENTIALS:
         return f"the pod's credentials could not be looked up: {v.error}"
-    if step == "secret" and v.known_secret is not None and v.pod_secret is not None:
+    if step is Step.SECRET and v.known_secret is not None and v.pod_secret is not None:
         how = "credential hash" if v.by_hash else "coordinates (the secret was rotated)"
         return (
             f"pod secret {v.pod_secret.namespace}/{v.pod_secret.name} matches the recorded "
             f"secret {v.known_secret.namespace}/{v.known_secret.name} by {how}"
         )
-    if step == "service-account" and v.account is not None:
+    if step is Step.SERVICE_ACCOUNT and v.account is not None:
         return f"the pod's service account {v.account.namespace}/{v.account.name} pulled it"
     return (
         f"none of the pod's credentials is recorded for {key}; a pull (manifest only) must "

@@ -20,18 +20,7 @@ from pullwarden.imagemanager._errors import (
     aggregate_error_text,
     classify_pull_error,
 )
-from pullwarden.imagemanager._manager import (
-    PULL_POLICIES,
-    VERIFIED_BY_FEATURE_DISABLED,
-    VERIFIED_BY_NODE_WIDE,
-    VERIFIED_BY_POLICY,
-    VERIFIED_BY_PULL,
-    VERIFIED_BY_SECRET_COORDINATES,
-    VERIFIED_BY_SECRET_HASH,
-    VERIFIED_BY_SERVICE_ACCOUNT,
-    EnsureResult,
-    ImageManager,
-)
+from pullwarden.imagemanager._manager import PULL_POLICIES, EnsureResult, ImageManager
 from pullwarden.imagemanager._pullers import (
     MAX_IMAGE_PULL_REQUESTS,
     STOP_GRACE,
@@ -57,13 +46,6 @@ __all__ = [
     "PULL_POLICIES",
     "QPS_EXCEEDED",
     "STOP_GRACE",
-    "VERIFIED_BY_FEATURE_DISABLED",
-    "VERIFIED_BY_NODE_WIDE",
-    "VERIFIED_BY_POLICY",
-    "VERIFIED_BY_PULL",
-    "VERIFIED_BY_SECRET_COORDINATES",
-    "VERIFIED_BY_SECRET_HASH",
-    "VERIFIED_BY_SERVICE_ACCOUNT",
     "Backoff",
     "CredentialLookup",
     "EnsureResult",

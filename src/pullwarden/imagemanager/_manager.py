@@ -54,19 +54,12 @@ from pullwarden.imagemanager._pullers import (
 from pullwarden.imagemanager._throttle import TokenBucket
 from pullwarden.metrics import Metrics
 from pullwarden.objects import Container, Pod, Secret
-from pullwarden.pullmanager import Decision, PullManager
+from pullwarden.pullmanager import Decision, PullManager, VerifiedBy
 from pullwarden.reference import apply_default_tag, default_pull_policy
 from pullwarden.runtime import ImageService
 
 __all__ = [
     "PULL_POLICIES",
-    "VERIFIED_BY_FEATURE_DISABLED",
-    "VERIFIED_BY_NODE_WIDE",
-    "VERIFIED_BY_POLICY",
-    "VERIFIED_BY_PULL",
-    "VERIFIED_BY_SECRET_COORDINATES",
-    "VERIFIED_BY_SECRET_HASH",
-    "VERIFIED_BY_SERVICE_ACCOUNT",
     "EnsureResult",
     "ImageManager",
 ]
@@ -78,22 +71,6 @@ IF_NOT_PRESENT: Final = "IfNotPresent"
 NEVER: Final = "Never"
 PULL_POLICIES: Final = (ALWAYS, IF_NOT_PRESENT, NEVER)
 
-# How a container came to have its image (EnsureResult.verified_by).
-VERIFIED_BY_PULL: Final = "pull"
-VERIFIED_BY_SECRET_HASH: Final = "secretHash"
-VERIFIED_BY_SECRET_COORDINATES: Final = "secretCoordinates"
-VERIFIED_BY_SERVICE_ACCOUNT: Final = "serviceAccount"
-VERIFIED_BY_NODE_WIDE: Final = "nodeWide"
-VERIFIED_BY_POLICY: Final = "policy"
-VERIFIED_BY_FEATURE_DISABLED: Final = "featureDisabled"
-
-_VERIFIED_BY_MATCH: Final = {
-    "hash": VERIFIED_BY_SECRET_HASH,
-    "coordinates": VERIFIED_BY_SECRET_COORDINATES,
-    "service-account": VERIFIED_BY_SERVICE_ACCOUNT,
-    "node-wide": VERIFIED_BY_NODE_WIDE,
-}
-
 
 @dataclass(frozen=True, slots=True)
 class EnsureResult:
@@ -103,8 +80,8 @@ class EnsureResult:
     ``ImagePullBackOff``, ``ErrImageNeverPull``, ``InvalidImageName``, ``ImageInspectError``,
     ``RegistryUnavailable``, ``SignatureValidationFailed``) with the kubelet's ``message``.
     ``pulled`` says whether the registry was asked in this call; ``verified_by`` how the pod's
-    access was established (``pull``, ``secretHash``, ``secretCoordinates``, ``serviceAccount``,
-    ``nodeWide``, ``policy``, ``featureDisabled``; "" on failure); ``credential`` who pulled or
+    access was established (:class:`~pullwarden.pullmanager.VerifiedBy`, ``NONE`` on failure);
+    ``credential`` who pulled or
     was verified (``secret ns/name``, ``service account ns/name``, ``node credentials``,
     ``anonymous``; "" when no credential of the pod was involved).  ``interrupted`` marks a
     request the manager's cancel token stopped (or never started): ``error`` is then
@@ -115,7 +92,7 @@ class EnsureResult:
     error: str | None
     message: str
     pulled: bool
-    verified_by: str
+    verified_by: VerifiedBy
     credential: str
     interrupted: bool = False
 
@@ -127,7 +104,7 @@ class EnsureResult:
 def _failure(
     error: str, message: str, *, pulled: bool = False, interrupted: bool = False
 ) -> EnsureResult:
-    return EnsureResult("", error, message, pulled, "", "", interrupted)
+    return EnsureResult("", error, message, pulled, VerifiedBy.NONE, "", interrupted)
 
 
 class _Request:
@@ -296,7 +273,7 @@ class ImageManager:
                     PULLED,
                     f"Container image {go_quote(requested)} already present on machine",
                 )
-                return EnsureResult(image_ref, None, "", False, VERIFIED_BY_FEATURE_DISABLED, "")
+                return EnsureResult(image_ref, None, "", False, VerifiedBy.FEATURE_DISABLED, "")
             try:
                 decision = self.pull_manager.decide(
                     requested, image_ref, lookup.pod_credentials, image_names=names
@@ -312,8 +289,9 @@ class ImageManager:
                     f"Container image {go_quote(requested)} already present on machine and can "
                     "be accessed by the pod",
                 )
-                verified_by, credential = self._verified(decision, lookup)
-                return EnsureResult(image_ref, None, "", False, verified_by, credential)
+                return EnsureResult(
+                    image_ref, None, "", False, decision.verified_by, _who(decision)
+                )
         req.required = True
 
         if policy == NEVER:
@@ -324,29 +302,6 @@ class ImageManager:
         except Exception as err:
             return _failure(ERR_IMAGE_PULL, error_text(err))
         return self._pull(req, image, credentials)
-
-    @staticmethod
-    def _verified(decision: Decision, lookup: CredentialLookup) -> tuple[str, str]:
-        """(verified_by, credential) for a present image the pull manager let the pod use."""
-        if decision.result == "credentialPolicyAllowed":
-            return VERIFIED_BY_POLICY, ""
-        verified_by = _VERIFIED_BY_MATCH.get(decision.match or "", VERIFIED_BY_POLICY)
-        known = decision.matched_secret
-        if known is not None and lookup.done:
-            # The pod secret that matched is the first one in pod order to match the recorded
-            # secret, by hash or (for a coordinate match) by uid, namespace and name.
-            pod_secrets, _ = lookup.pod_credentials()
-            for secret in pod_secrets:
-                by_hash = (
-                    decision.match == "hash" and secret.credential_hash == known.credential_hash
-                )
-                by_coordinates = decision.match == "coordinates" and secret.same_coordinates(known)
-                if by_hash or by_coordinates:
-                    return verified_by, f"secret {secret.namespace}/{secret.name}"
-        account = decision.matched_service_account
-        if account is not None:
-            return verified_by, f"service account {account.namespace}/{account.name}"
-        return verified_by, ""
 
     # -- pullImage (spec §1.3 step 10) -------------------------------------------------------
 
@@ -465,4 +420,14 @@ class ImageManager:
         self.metrics.observe_image_pull(total_ns / 1e9, outcome.size)
         self.backoff.gc()
         credential = describe_credential(outcome.credential)
-        return EnsureResult(outcome.image_ref, None, "", True, VERIFIED_BY_PULL, credential)
+        return EnsureResult(outcome.image_ref, None, "", True, VerifiedBy.PULL, credential)
+
+
+def _who(decision: Decision) -> str:
+    """The pod credential a record matched, for :attr:`EnsureResult.credential`."""
+    if decision.pod_secret is not None:
+        return f"secret {decision.pod_secret.namespace}/{decision.pod_secret.name}"
+    account = decision.matched_service_account
+    if account is not None:
+        return f"service account {account.namespace}/{account.name}"
+    return ""

@@ -31,21 +31,22 @@ from pullwarden.config import KubeletConfig
 from pullwarden.credentials.providers import NodeDockerConfigProvider, ProviderKeyring
 from pullwarden.errors import NodeBusyError, PullwardenError
 from pullwarden.events import EventRecorder, ListRecorder
-from pullwarden.imagemanager import STOP_GRACE, EnsureResult, ImageManager
+from pullwarden.imagemanager import ERR_IMAGE_PULL, STOP_GRACE, EnsureResult, ImageManager
 from pullwarden.metrics import Metrics
 from pullwarden.node._gc import DiskStats, GCReport, ImageGC
 from pullwarden.objects import Container, Objects, Pod, Secret
 from pullwarden.policy import PolicyEnforcer
-from pullwarden.pullmanager import Protections, PullManager
+from pullwarden.pullmanager import Protections, PullManager, VerifiedBy
 from pullwarden.records.fs import FileRecordStore
 from pullwarden.runtime.base import ImageService
 from pullwarden.runtime.registry import HostOptions, RegistryClient
 from pullwarden.runtime.store import LocalImageService
 
-__all__ = ["ContainerOutcome", "Node", "PodOutcome"]
+__all__ = ["READY", "ContainerOutcome", "Node", "PodOutcome"]
 
 IMAGES_DIR = "images"
 LOCK_FILE = "node.lock"
+READY = "Ready"
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,33 +54,22 @@ class ContainerOutcome:
     name: str
     image: str
     image_ref: str
-    outcome: str  # "Ready" or the kubelet's error value (ErrImagePull, ErrImageNeverPull, …)
+    outcome: str  # READY or the kubelet's error value (ErrImagePull, ErrImageNeverPull, …)
     message: str
     pulled: bool
-    verified_by: str
+    verified_by: VerifiedBy
     credential: str
     init: bool = False
     interrupted: bool = False  # stopped (or never started) because the node was cancelled
 
     @property
     def ready(self) -> bool:
-        return self.outcome == "Ready"
+        return self.outcome == READY
 
     @property
     def why(self) -> str:
         """A short human reason for the outcome."""
-        if not self.ready:
-            return self.message
-        by = {
-            "pull": f"pulled with {self.credential or 'no credentials'}",
-            "secretHash": "verified by record: secret hash match",
-            "secretCoordinates": "verified by record: secret coordinates match (rotated secret)",
-            "serviceAccount": "verified by record: service account",
-            "nodeWide": "verified by record: node-wide access",
-            "policy": "policy exempt (no verification needed)",
-            "featureDisabled": "already present (verification disabled)",
-        }
-        return by.get(self.verified_by, self.verified_by)
+        return self.verified_by.describe(self.credential) if self.ready else self.message
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,7 +288,7 @@ class Node:
             name=container.name,
             image=container.image,
             image_ref=result.image_ref,
-            outcome="Ready" if result.error is None else result.error,
+            outcome=READY if result.error is None else result.error,
             message=result.message,
             pulled=result.pulled,
             verified_by=result.verified_by,
@@ -335,7 +325,9 @@ def _not_done(pod: Pod, cancel: CancelToken) -> PodOutcome:
     """The outcome of a pod whose worker had not finished when the node stopped waiting."""
     message = f"not done: {cancel.error or 'stopped'}"
     containers = tuple(
-        ContainerOutcome(c.name, c.image, "", "ErrImagePull", message, False, "", "", init, True)
+        ContainerOutcome(
+            c.name, c.image, "", ERR_IMAGE_PULL, message, False, VerifiedBy.NONE, "", init, True
+        )
         for init, c in _containers(pod)
     )
     return PodOutcome(pod.namespace, pod.name, pod.uid, containers)
