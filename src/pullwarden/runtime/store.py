@@ -73,6 +73,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -121,6 +122,8 @@ _TMP_DIR = "tmp"
 _DIR_MODE = 0o700
 _HEX_ID_LEN = 64
 DEFAULT_PROGRESS_TIMEOUT = 300.0  # containerd's image_pull_progress_timeout (5m)
+
+log = logging.getLogger("pullwarden.runtime.store")
 
 
 class ContentSource(Protocol):
@@ -734,11 +737,27 @@ class LocalImageService:
             return cached
 
     def _write_index(self, state: _State) -> None:
-        """Replace ``index.json`` (caller holds the lock); the commit point of every change."""
+        """Replace ``index.json`` (caller holds the lock); the commit point of every change.
+
+        The rename is the commit: it either raises (nothing changed) or the change is made, and
+        nothing after it raises, so that "raised" always means "not committed".  A failed
+        directory fsync only means the rename may not survive a power cut; it is logged.
+        """
         with self._disk_errors(f"cannot write {self._index_path}"):
             write_atomically(self._index_path, _encode_index(state), workdir=self._tmp, sync=True)
+        try:
             _fsync_dir(self._root)
-        self._snapshot()
+        except OSError as err:
+            log.warning(
+                "image store %s: index.json was replaced but the directory could not be synced "
+                "(%s); the change may not survive a power failure",
+                self._root,
+                err.strerror or err,
+            )
+        try:
+            self._snapshot()
+        except ImageStoreError as err:  # the next read tries again, and reports it then
+            log.warning("%s", err)
 
     def _collect(self, state: _State) -> int:
         """GC under the lock: sweep stale temp files, delete blobs nobody references."""
