@@ -534,3 +534,33 @@ def test_brackets_in_yaml_strings_do_not_count(tmp_path: Path) -> None:
     quoted = "'" + "[" * 300 + "'"
     text = "{apiVersion: kubelet.config.k8s.io/v1beta1, kind: KubeletConfiguration, x: "
     assert load_kubelet_config(write(tmp_path, text + quoted + "}")) == KubeletConfig()
+
+
+def test_a_pattern_that_reads_like_two_messages_is_one_problem(tmp_path: Path) -> None:
+    # The problems are carried as a list end to end, never split back out of the joined text.
+    body = (
+        "imagePullCredentialsVerificationPolicy: Bogus\n"
+        "preloadedImagesVerificationAllowlist: ['a, invalid configuration: b/*x']\n"
+    )
+    found = problems(tmp_path, body)
+    assert len(found) == 2
+    assert found[1].endswith("are allowed: a, invalid configuration: b/*x")
+
+
+def test_problems_of_a_directly_built_config() -> None:
+    with pytest.raises(ConfigError) as info:
+        KubeletConfig(registry_burst=-1, registry_pull_qps=-1.0)
+    err = info.value
+    assert err.source == ""
+    assert [p.split()[2] for p in err.problems] == ["registryBurst", "registryPullQPS"]
+    assert str(err) == "[" + ", ".join(err.problems) + "]"
+
+
+def test_config_error_message_from_problems() -> None:
+    assert str(ConfigError(problems=["one"])) == "one"
+    assert str(ConfigError(problems=["one", "two"], source="f.yaml")) == "f.yaml: [one, two]"
+    assert ConfigError(problems=iter(["a", "b"])).problems == ("a", "b")
+    explicit = ConfigError("as given", source="f.yaml")
+    assert str(explicit) == "as given" and explicit.problems == ("as given",)
+    with pytest.raises(TypeError):
+        ConfigError()

@@ -10,6 +10,7 @@ from pullwarden._gofmt import (
     MILLISECOND,
     MINUTE,
     SECOND,
+    aggregate_text,
     go_duration,
     go_quote,
     seconds_to_ns,
@@ -77,3 +78,17 @@ def test_truncate_and_seconds() -> None:
     assert truncate(17, 0) == 17
     assert seconds_to_ns(1.5) == 1_500_000_000
     assert go_duration(truncate(seconds_to_ns(8.6581234), MILLISECOND)) == "8.658s"
+
+
+@pytest.mark.parametrize(
+    ("texts", "joined"),
+    [
+        (["one"], "one"),
+        (["one", "two"], "[one, two]"),
+        (["a, b", "c"], "[a, b, c]"),
+        ([], "[]"),
+        (dict.fromkeys(["x", "x"]), "x"),
+    ],
+)
+def test_aggregate_text(texts: list[str], joined: str) -> None:
+    assert aggregate_text(texts) == joined

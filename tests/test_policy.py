@@ -19,6 +19,7 @@ from pullwarden.policy import (
     Allowlist,
     PolicyEnforcer,
     VerificationPolicy,
+    check_kubelet_config,
     validate_allowlist,
     validate_kubelet_config,
 )
@@ -693,3 +694,43 @@ def test_property_policies_relate_as_documented(
 def test_property_exact_entries_do_not_cover_other_names(listed: str, asked: str) -> None:
     allowlist = validate_allowlist([listed])
     assert allowlist.matches(asked + ":tag") is (asked == listed)
+
+
+def test_check_kubelet_config_lists_every_problem_in_the_kubelet_order() -> None:
+    effective, problems = check_kubelet_config(True, "Bogus", ["/*"])
+    assert effective is None
+    assert len(problems) == 2
+    assert problems[0].startswith("invalid configuration: `imagePullCredentialsVerificationPolicy`")
+    assert "at least registry hostname" in problems[1]
+    with pytest.raises(ConfigError) as info:
+        validate_kubelet_config(True, "Bogus", ["/*"])
+    assert info.value.problems == tuple(problems)
+    assert str(info.value) == "[" + ", ".join(problems) + "]"
+
+
+@pytest.mark.parametrize(
+    ("gate", "policy", "allowlist", "expected"),
+    [
+        (False, None, None, None),
+        (True, None, None, VerificationPolicy.NEVER_VERIFY_PRELOADED_IMAGES),
+        (
+            True,
+            "NeverVerifyAllowlistedImages",
+            ["a.io/*"],
+            VerificationPolicy.NEVER_VERIFY_ALLOWLISTED_IMAGES,
+        ),
+    ],
+)
+def test_check_kubelet_config_without_problems(
+    gate: bool, policy: str | None, allowlist: list[str] | None, expected: VerificationPolicy | None
+) -> None:
+    assert check_kubelet_config(gate, policy, allowlist) == (expected, [])
+
+
+def test_check_kubelet_config_with_the_gate_off_names_each_set_field() -> None:
+    effective, problems = check_kubelet_config(False, "AlwaysVerify", ["a.io/*"])
+    assert effective is None
+    assert [p.split("`")[1] for p in problems] == [
+        "imagePullCredentialsVerificationPolicy",
+        "preloadedImagesVerificationAllowlist",
+    ]

@@ -1,5 +1,6 @@
-"""Go's text renderings that kubelet messages carry (``%q`` quoting, ``time.Duration``), and
-``time.ParseDuration`` for the kubelet configuration's duration fields.
+"""Go's text renderings that kubelet messages carry (``%q`` quoting, ``time.Duration``, the
+text of Kubernetes' aggregate error), and ``time.ParseDuration`` for the kubelet
+configuration's duration fields.
 
 Kubelet events quote image names with ``%q`` and print pull times with ``%v`` of a
 ``time.Duration``; matching them byte for byte keeps our events greppable with the same patterns
@@ -12,7 +13,7 @@ shown as ``\\xNN``, as Go shows a byte that is not valid UTF-8.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Final
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "MINUTE",
     "NANOSECOND",
     "SECOND",
+    "aggregate_text",
     "go_duration",
     "go_quote",
     "parse_go_duration",
@@ -82,6 +84,19 @@ def go_quote(s: str) -> str:
             out.append(_escape_nonprintable(ch))
     out.append('"')
     return "".join(out)
+
+
+def aggregate_text(texts: Iterable[str]) -> str:
+    """Several error texts as one, the way Kubernetes' aggregate error prints them.
+
+    One text is shown as it is; several are joined by ``, `` inside square brackets.  The
+    aggregate also shows a repeated text only once: a caller whose texts can repeat passes
+    ``dict.fromkeys(texts)``.  Every joined kubelet message in pullwarden is made here.
+    """
+    items = list(texts)
+    if len(items) == 1:
+        return items[0]
+    return "[" + ", ".join(items) + "]"
 
 
 def seconds_to_ns(seconds: float) -> int:

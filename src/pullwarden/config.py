@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -50,7 +49,7 @@ from pullwarden.policy import (
     FEATURE_GATE,
     POLICY_FIELD,
     VerificationPolicy,
-    validate_kubelet_config,
+    check_kubelet_config,
 )
 
 __all__ = [
@@ -141,7 +140,7 @@ class KubeletConfig:
             max_age=_timedelta_ns(self.image_maximum_gc_age),
         )
         if problems:
-            raise ConfigError(_join(problems), problems=tuple(problems))
+            raise ConfigError(problems=problems)
 
     @property
     def parallel_pull_limit(self) -> int | None:
@@ -159,13 +158,6 @@ class KubeletConfig:
 def default_kubelet_config() -> KubeletConfig:
     """The configuration a kubelet v1.35+ runs with when its config file sets nothing."""
     return KubeletConfig()
-
-
-def _join(problems: Sequence[str]) -> str:
-    """One message for several problems, bracketed the way Kubernetes' aggregate error is."""
-    if len(problems) == 1:
-        return problems[0]
-    return "[" + ", ".join(problems) + "]"
 
 
 def _check(
@@ -244,23 +236,9 @@ def _check(
             "invalid configuration: maxParallelImagePulls cannot be larger than 1 unless "
             "SerializeImagePulls (--serialize-image-pulls) is set to false"
         )
-    effective: VerificationPolicy | None = None
-    try:
-        effective = validate_kubelet_config(gate_on, policy, list(allowlist))
-    except ConfigError as err:
-        out.extend(_unjoin(str(err)))
+    effective, policy_problems = check_kubelet_config(gate_on, policy, list(allowlist))
+    out.extend(policy_problems)
     return effective, out
-
-
-def _unjoin(message: str) -> list[str]:
-    """Undo :func:`_join` for a message from :func:`policy.validate_kubelet_config`.
-
-    Each kubelet message starts with ``invalid configuration:``; a bracketed message holds
-    several, joined with ``", "``.
-    """
-    if message.startswith("[") and message.endswith("]"):
-        return re.split(r", (?=invalid configuration: )", message[1:-1])
-    return [message]
 
 
 def _number(value: float) -> str:
@@ -455,7 +433,7 @@ def _to_timedelta(ns: int) -> timedelta:
 
 
 def _error(source: str, problems: Sequence[str]) -> ConfigError:
-    return ConfigError(f"{source}: {_join(problems)}", source=source, problems=tuple(problems))
+    return ConfigError(source=source, problems=problems)
 
 
 def load_kubelet_config(path: Path) -> KubeletConfig:

@@ -9,8 +9,8 @@ Every error pullwarden raises on purpose derives from :class:`PullwardenError`::
     ├── PolicyError
     │   ├── UnknownPolicyError     not one of the four verification policies (also ValueError)
     │   └── InvalidAllowlistError  an allowlist pattern is rejected (also ValueError)
-    ├── ConfigError                a kubelet configuration is invalid; names the field
-    │                              (also ValueError)
+    ├── ConfigError                a kubelet configuration is invalid; ``problems`` lists
+    │                              every problem, each naming its field (also ValueError)
     ├── ManifestError              a Kubernetes manifest cannot be read; names file, document and
     │                              field (also ValueError)
     ├── RecordError                something is wrong with an on-disk pull record
@@ -35,6 +35,10 @@ Messages never contain credentials: secrets are identified by namespace/name onl
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
+
+from pullwarden._gofmt import aggregate_text
 
 __all__ = [
     "ConfigError",
@@ -96,14 +100,27 @@ class InvalidAllowlistError(PolicyError, ValueError):
 class ConfigError(PullwardenError, ValueError):
     """A kubelet configuration is invalid (for example a field set with the feature gate off).
 
-    ``source`` names the file (empty when the configuration did not come from one) and
-    ``problems`` lists each problem found; the message joins them all.
+    ``problems`` lists each problem found, in the kubelet's order, and ``source`` names the file
+    (empty when the configuration did not come from one).  Raised as
+    ``ConfigError(problems=[...], source=...)``, the message is ``source: `` (when there is a
+    source) followed by the problems joined as Kubernetes' aggregate error joins them: one as it
+    is, several as ``[first, second]``.  An explicit ``message`` is used as it is, and a
+    ``ConfigError(message)`` without problems has that message as its only problem.
     """
 
-    def __init__(self, message: str, *, source: str = "", problems: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, message: str = "", *, source: str = "", problems: Iterable[str] = ()
+    ) -> None:
+        found = tuple(problems)
+        if not message:
+            if not found:
+                raise TypeError("ConfigError needs a message or at least one problem")
+            message = aggregate_text(found)
+            if source:
+                message = f"{source}: {message}"
         super().__init__(message)
         self.source = source
-        self.problems = problems or (message,)
+        self.problems: tuple[str, ...] = found or (message,)
 
 
 class ManifestError(PullwardenError, ValueError):

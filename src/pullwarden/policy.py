@@ -41,6 +41,7 @@ __all__ = [
     "Allowlist",
     "PolicyEnforcer",
     "VerificationPolicy",
+    "check_kubelet_config",
     "validate_allowlist",
     "validate_kubelet_config",
 ]
@@ -266,11 +267,26 @@ def _when_pulled_by_kubelet(image: str, pulled_by_kubelet: bool) -> bool:
 # --- kubelet configuration validation --------------------------------------------------------
 
 
-def _aggregate(errors: Sequence[str]) -> str:
-    """Join several messages the way Kubernetes' aggregate error prints them."""
-    if len(errors) == 1:
-        return errors[0]
-    return "[" + ", ".join(errors) + "]"
+def check_kubelet_config(
+    feature_gate_enabled: bool,
+    policy: str | None,
+    allowlist: Sequence[str] | None,
+) -> tuple[VerificationPolicy | None, list[str]]:
+    """Check the two KubeletConfiguration fields against each other and the feature gate.
+
+    Returns the effective policy and every problem found, each a kubelet message, in the
+    kubelet's order.  The policy is None when the gate is off or anything is wrong; with the
+    gate on, an empty ``policy`` means ``NeverVerifyPreloadedImages``.
+    """
+    if isinstance(allowlist, str):
+        raise TypeError(f"{ALLOWLIST_FIELD} must be a sequence of strings, not a single string")
+    patterns = list(allowlist or ())
+    if not feature_gate_enabled:
+        return None, _gate_off_problems(policy, patterns)
+    effective, problems = _policy_problems(policy)
+    if patterns:
+        problems += _allowlist_problems(effective, patterns)
+    return (None if problems else effective), problems
 
 
 def validate_kubelet_config(
@@ -278,53 +294,52 @@ def validate_kubelet_config(
     policy: str | None,
     allowlist: Sequence[str] | None,
 ) -> VerificationPolicy | None:
-    """Check the two KubeletConfiguration fields against each other and the feature gate.
+    """Like :func:`check_kubelet_config`, but raising what it finds.
 
     Returns the effective policy (empty means ``NeverVerifyPreloadedImages``) when the gate
     is on, None when it is off and neither field is set; otherwise raises
-    :class:`ConfigError` listing every problem found.
+    :class:`ConfigError` with every problem found in its ``problems``.
     """
-    if isinstance(allowlist, str):
-        raise TypeError(f"{ALLOWLIST_FIELD} must be a sequence of strings, not a single string")
-    patterns = list(allowlist or ())
-    errors: list[str] = []
-    if not feature_gate_enabled:
-        for field, is_set in ((POLICY_FIELD, bool(policy)), (ALLOWLIST_FIELD, bool(patterns))):
-            if is_set:
-                errors.append(
-                    f"invalid configuration: `{field}` must not be set if "
-                    f"{FEATURE_GATE} feature gate is not enabled"
-                )
-        if errors:
-            raise ConfigError(_aggregate(errors))
-        return None
-
-    effective: VerificationPolicy | None
-    if not policy:
-        effective = DEFAULT_POLICY
-    else:
-        try:
-            effective = VerificationPolicy.parse(policy)
-        except UnknownPolicyError:
-            effective = None
-            allowed = ", ".join(p.value for p in VerificationPolicy)
-            errors.append(
-                f"invalid configuration: `{POLICY_FIELD}` must be one of "
-                f'[{allowed}], got "{policy}"'
-            )
-    if patterns:
-        if effective is not None and effective is not (
-            VerificationPolicy.NEVER_VERIFY_ALLOWLISTED_IMAGES
-        ):
-            errors.append(
-                f"invalid configuration: `{ALLOWLIST_FIELD}` must not be set unless "
-                f"`{POLICY_FIELD}` is {VerificationPolicy.NEVER_VERIFY_ALLOWLISTED_IMAGES.value}"
-                f" (it is {effective.value})"
-            )
-        try:
-            validate_allowlist(patterns)
-        except InvalidAllowlistError as err:
-            errors.append(f"invalid configuration: `{ALLOWLIST_FIELD}` is invalid: {err}")
-    if errors:
-        raise ConfigError(_aggregate(errors))
+    effective, problems = check_kubelet_config(feature_gate_enabled, policy, allowlist)
+    if problems:
+        raise ConfigError(problems=problems)
     return effective
+
+
+def _gate_off_problems(policy: str | None, patterns: Sequence[str]) -> list[str]:
+    """With the feature gate off, neither field may be set."""
+    return [
+        f"invalid configuration: `{field}` must not be set if "
+        f"{FEATURE_GATE} feature gate is not enabled"
+        for field, is_set in ((POLICY_FIELD, bool(policy)), (ALLOWLIST_FIELD, bool(patterns)))
+        if is_set
+    ]
+
+
+def _policy_problems(policy: str | None) -> tuple[VerificationPolicy | None, list[str]]:
+    """The policy a (gate on) configuration names, or None and the problem with it."""
+    if not policy:
+        return DEFAULT_POLICY, []
+    try:
+        return VerificationPolicy.parse(policy), []
+    except UnknownPolicyError:
+        allowed = ", ".join(p.value for p in VerificationPolicy)
+        return None, [
+            f'invalid configuration: `{POLICY_FIELD}` must be one of [{allowed}], got "{policy}"'
+        ]
+
+
+def _allowlist_problems(effective: VerificationPolicy | None, patterns: Sequence[str]) -> list[str]:
+    """What is wrong with a non-empty allowlist under the ``effective`` policy (None: invalid)."""
+    problems: list[str] = []
+    wanted = VerificationPolicy.NEVER_VERIFY_ALLOWLISTED_IMAGES
+    if effective is not None and effective is not wanted:
+        problems.append(
+            f"invalid configuration: `{ALLOWLIST_FIELD}` must not be set unless "
+            f"`{POLICY_FIELD}` is {wanted.value} (it is {effective.value})"
+        )
+    try:
+        validate_allowlist(patterns)
+    except InvalidAllowlistError as err:
+        problems.append(f"invalid configuration: `{ALLOWLIST_FIELD}` is invalid: {err}")
+    return problems
