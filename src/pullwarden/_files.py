@@ -2,6 +2,10 @@
 
 A kill at any instant leaves the old file or the new one, never a torn one; at worst a draft
 remains, which its owner's start-up sweep removes.
+
+The two small pieces every such writer needs live here too, so that each is written once:
+:func:`write_all` (``os.write`` until every byte is out) and :func:`remove_quietly` (the
+clean-up of a draft, which must never hide the error that made it necessary).
 """
 
 from __future__ import annotations
@@ -11,7 +15,20 @@ import os
 import uuid
 from pathlib import Path
 
-__all__ = ["write_atomically"]
+__all__ = ["remove_quietly", "write_all", "write_atomically"]
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write every byte of ``data`` to the file descriptor ``fd`` (``os.write`` may write less)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def remove_quietly(path: str | os.PathLike[str]) -> None:
+    """Remove the file at ``path`` if it can be; a missing file or any other failure is ignored."""
+    with contextlib.suppress(OSError):
+        os.remove(path)
 
 
 def write_atomically(
@@ -34,15 +51,12 @@ def write_atomically(
     fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            write_all(fd, data)
             if sync:
                 os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(draft, target)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            draft.unlink()
+        remove_quietly(draft)
         raise

@@ -1,6 +1,6 @@
 """Go's text renderings that kubelet messages carry (``%q`` quoting, ``time.Duration``, the
-text of Kubernetes' aggregate error), and ``time.ParseDuration`` for the kubelet
-configuration's duration fields.
+text of Kubernetes' aggregate error), ``time.ParseDuration`` for the kubelet configuration's
+duration fields, and the white space Go's ``strings.TrimSpace`` removes.
 
 Kubelet events quote image names with ``%q`` and print pull times with ``%v`` of a
 ``time.Duration``; matching them byte for byte keeps our events greppable with the same patterns
@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from typing import Final
 
 __all__ = [
+    "GO_SPACE",
     "HOUR",
     "MICROSECOND",
     "MILLISECOND",
@@ -37,6 +38,13 @@ MILLISECOND: Final = 1_000_000
 SECOND: Final = 1_000_000_000
 MINUTE: Final = 60 * SECOND
 HOUR: Final = 60 * MINUTE
+
+GO_SPACE: Final = (
+    "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009"
+    "\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+"""What Go's ``strings.TrimSpace`` removes (``unicode.IsSpace``).  Python's ``str.strip()``
+removes more (``\x1c``-``\x1f`` among others), so ``text.strip(GO_SPACE)`` is the Go one."""
 
 # The escapes strconv.Quote writes with a letter rather than as a number.
 _LETTER_ESCAPES: Final = {

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
-__all__ = ["format_rfc3339", "go_bytes", "go_str", "quote", "quote_bytes"]
+__all__ = ["as_utc", "format_rfc3339", "go_bytes", "go_str", "quote", "quote_bytes"]
 
 _SHORT = {
     0x22: b'\\"',
@@ -128,10 +128,21 @@ def quote(value: str | bytes) -> bytes:
     return quote_bytes(go_bytes(value))
 
 
+def as_utc(t: datetime) -> datetime:
+    """``t`` in UTC; a naive datetime is taken to be UTC already."""
+    tz = t.tzinfo
+    if tz is None:
+        return t.replace(tzinfo=UTC)
+    if tz is UTC:
+        return t
+    return t.astimezone(UTC)
+
+
 def format_rfc3339(t: datetime) -> str:
-    """RFC 3339 in UTC with whole seconds, the way ``metav1.Time`` is written (``...Z``)."""
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=UTC)
-    u = t.astimezone(UTC)
+    """RFC 3339 in UTC with whole seconds, the way ``metav1.Time`` is written (``...Z``).
+
+    A naive ``t`` is taken to be UTC; fractions of a second are dropped, not rounded.
+    """
+    u = as_utc(t)
     # strftime("%Y") drops leading zeros before year 1000 on glibc; format the fields ourselves.
     return f"{u.year:04d}-{u.month:02d}-{u.day:02d}T{u.hour:02d}:{u.minute:02d}:{u.second:02d}Z"

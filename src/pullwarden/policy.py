@@ -25,6 +25,7 @@ import enum
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from pullwarden._gofmt import GO_SPACE
 from pullwarden.errors import (
     ConfigError,
     InvalidAllowlistError,
@@ -49,12 +50,6 @@ __all__ = [
 FEATURE_GATE = "KubeletEnsureSecretPulledImages"
 POLICY_FIELD = "imagePullCredentialsVerificationPolicy"
 ALLOWLIST_FIELD = "preloadedImagesVerificationAllowlist"
-
-# What Go's strings.TrimSpace removes (unicode.IsSpace); Python's str.strip() removes more.
-_GO_SPACE = (
-    "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008"
-    "\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
-)
 
 
 class VerificationPolicy(enum.StrEnum):
@@ -118,7 +113,7 @@ class Allowlist:
 
 def _check_pattern(pattern: str) -> tuple[str, bool]:
     """Validate one pattern; return (name or prefix, is_wildcard) or raise."""
-    if pattern != pattern.strip(_GO_SPACE):
+    if pattern != pattern.strip(GO_SPACE):
         raise InvalidAllowlistError(f"leading/trailing spaces are not allowed: {pattern}")
     wildcard = pattern.endswith("/*")
     value = pattern[:-1] if wildcard else pattern

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final, TypeAlias
 
+from pullwarden._gofmt import GO_SPACE
 from pullwarden._gojson import go_bytes
 from pullwarden._nesting import NestingError, loads_json
 from pullwarden.errors import DockerConfigError
@@ -190,12 +191,6 @@ _PAD: Final = ord("=")
 _CR: Final = ord("\r")
 _LF: Final = ord("\n")
 
-# What Go's strings.TrimSpace removes (unicode.IsSpace), used to choose padded vs raw decoding.
-_GO_SPACE: Final = (
-    "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009"
-    "\u200a\u2028\u2029\u202f\u205f\u3000"
-)
-
 
 class _Base64Error(Exception):
     def __init__(self, offset: int) -> None:
@@ -261,7 +256,7 @@ def _b64decode(src: bytes, *, padded: bool) -> bytes:
 
 def _decode_auth(auth: str) -> tuple[str, str]:
     """Split a base64 ``username:password`` into its two halves (bytes kept exactly)."""
-    padded = auth.rstrip(_GO_SPACE).endswith("=")
+    padded = auth.rstrip(GO_SPACE).endswith("=")
     try:
         decoded = _b64decode(go_bytes(auth), padded=padded)
     except _Base64Error as exc:

@@ -33,11 +33,11 @@ import secrets
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC
 from email.message import Message
 from typing import Any, BinaryIO
 from urllib.parse import parse_qs, quote
 
+from pullwarden._gojson import format_rfc3339
 from pullwarden.devregistry.auth import TOKEN_LIFETIME, Authority, Decision
 from pullwarden.devregistry.faults import Faults
 from pullwarden.devregistry.storage import Storage, Upload
@@ -581,7 +581,7 @@ class DistributionApi:
             )
         scopes = [s for raw in raw_scopes for s in raw.split()]
         token, grant = authority.issue_token(user, scopes)
-        issued = grant.issued_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        issued = format_rfc3339(grant.issued_at)
         return _json_reply(
             {
                 "token": token,

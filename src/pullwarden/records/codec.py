@@ -39,7 +39,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TypeVar
 
-from pullwarden._gojson import go_bytes, quote
+from pullwarden._gojson import as_utc, format_rfc3339, go_bytes, quote
 from pullwarden._nesting import check_json
 from pullwarden.errors import RecordDecodeError
 from pullwarden.records.model import (
@@ -95,22 +95,10 @@ _RECORD_HEAD: Final = {
 
 def _encode_time(t: datetime) -> bytes:
     """``metav1.Time`` on the wire: ``null`` for the zero time, else whole-second UTC."""
-    tz = t.tzinfo
-    if tz is None:
-        t = t.replace(tzinfo=UTC)
-    elif tz is not UTC:
-        t = t.astimezone(UTC)
+    t = as_utc(t)
     if t == ZERO_TIME:
         return b"null"
-    # Formatted by hand: strftime("%Y") does not zero-pad years below 1000 on glibc.
-    return b'"%04d-%02d-%02dT%02d:%02d:%02dZ"' % (
-        t.year,
-        t.month,
-        t.day,
-        t.hour,
-        t.minute,
-        t.second,
-    )
+    return b'"' + format_rfc3339(t).encode() + b'"'
 
 
 def _encode_credentials(creds: ImagePullCredentials, out: list[bytes]) -> None:

@@ -25,7 +25,6 @@ counts for the on-disk gauges, and :func:`scan`, a read-only consistency check o
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import hashlib
 import logging
@@ -36,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, TypeVar
 
+from pullwarden._files import remove_quietly, write_all
 from pullwarden._gojson import go_bytes
 from pullwarden._nesting import loads_json
 from pullwarden.errors import RecordDecodeError, RecordError, RecordReadError, RecordWriteError
@@ -301,9 +301,7 @@ class FileRecordStore:
         try:
             try:
                 try:
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(fd, view) :]
+                    write_all(fd, data)
                 finally:
                     os.close(fd)
             except OSError as e:
@@ -317,7 +315,7 @@ class FileRecordStore:
                     f"failed to rename {draft!r} to {target!r}: {_strerror(e)}", target
                 ) from e
         except BaseException:
-            self._remove_quietly(draft)
+            remove_quietly(draft)
             raise
 
     def sweep_drafts(self) -> int:
@@ -335,14 +333,9 @@ class FileRecordStore:
                 continue
             for name in names:
                 if _OWN_DRAFT_RE.fullmatch(name):
-                    self._remove_quietly(os.path.join(directory, name))
+                    remove_quietly(os.path.join(directory, name))
                     removed += 1
         return removed
-
-    @staticmethod
-    def _remove_quietly(path: str) -> None:
-        with contextlib.suppress(OSError):
-            os.remove(path)
 
     @staticmethod
     def _delete(path: str) -> None:
