@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from pullwarden._cancel import CancelToken
 from pullwarden._clock import FakeClock
 from pullwarden.credentials import credential_hash
 from pullwarden.events import ListRecorder
@@ -207,11 +208,13 @@ class HoldingService:
         image: str,
         auth: AuthConfig | None = None,
         on_progress: ProgressCallback | None = None,
+        *,
+        cancel: CancelToken | None = None,
     ) -> str:
         user = auth.username if auth is not None else None
         self._pass(user, "before")
         try:
-            return self.inner.pull_image(image, auth, on_progress)
+            return self.inner.pull_image(image, auth, on_progress, cancel=cancel)
         finally:
             self._pass(user, "after")
 
