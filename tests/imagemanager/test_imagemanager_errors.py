@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pullwarden._clock import FakeClock
-from pullwarden.errors import RecordWriteError
+from pullwarden.errors import ImageStoreError, RecordWriteError
 from pullwarden.imagemanager import aggregate_error_text, classify_pull_error
 from pullwarden.metrics import Metrics, image_size_bucket
 from pullwarden.reference import apply_default_tag
@@ -143,3 +143,23 @@ def test_intent_write_failure(tmp_path: Path, clock: FakeClock) -> None:
     )
     assert rig.service.calls == ["status"]  # no pull without an intent
     assert rig.events.reasons() == []
+
+
+@pytest.mark.parametrize(
+    ("error", "logged"),
+    [(TypeError("a bug"), True), (ImageStoreError("disk on fire"), False)],
+)
+def test_unexpected_errors_are_logged_with_their_traceback(
+    tmp_path: Path,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+    error: Exception,
+    logged: bool,
+) -> None:
+    service = FakeImageService(clock=clock, inspect_error=error)
+    rig = make_rig(tmp_path, clock, service=service)
+    with caplog.at_level("ERROR", logger="pullwarden.imagemanager"):
+        result = rig.ensure("registry.example/app:v1", "IfNotPresent")
+    assert result.error == "ImageInspectError" and str(error) in result.message
+    tracebacks = [r for r in caplog.records if r.exc_info is not None]
+    assert bool(tracebacks) is logged

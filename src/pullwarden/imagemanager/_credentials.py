@@ -9,6 +9,7 @@ manager compares with its records.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Sequence
 
@@ -22,19 +23,34 @@ from pullwarden.credentials import (
     keyring_from_secrets,
     pod_credentials,
 )
+from pullwarden.errors import PullwardenError
 from pullwarden.pullmanager import PodCredentials
 from pullwarden.reference import parse_image_name
+
+log = logging.getLogger("pullwarden.imagemanager")
 
 __all__ = ["CredentialLookup", "describe_credential", "error_text"]
 
 
 def error_text(err: BaseException) -> str:
-    """``str(err)`` followed by the notes attached to it (which Secret failed to decode)."""
+    """``str(err)`` followed by the notes attached to it (which Secret failed to decode).
+
+    The kubelet reports every failure as a container error, and so does the image manager; an
+    exception that is neither a :class:`~pullwarden.errors.PullwardenError` nor an ``OSError``
+    is a bug somewhere, so it is also logged here with its traceback.
+    """
+    log_unexpected(err)
     notes = getattr(err, "__notes__", None) or []
     text = str(err) or type(err).__name__
     if notes:
         text += " (" + "; ".join(str(n) for n in notes) + ")"
     return text
+
+
+def log_unexpected(err: BaseException) -> None:
+    """Log ``err`` with its traceback unless it is an error pullwarden expects at a seam."""
+    if not isinstance(err, PullwardenError | OSError):
+        log.error("unexpected %s", type(err).__name__, exc_info=err)
 
 
 def describe_credential(cred: TrackedCredential | None) -> str:
