@@ -125,6 +125,21 @@ def running(args: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen[s
             proc.wait(10)
 
 
+def alice_run(link: ThrottledLink, tmp_path: Path) -> tuple[str, Path, list[str]]:
+    """(image, root, argv) of a `pullwarden run` in which alice pulls the big image via ``link``."""
+    image = f"{link.host}/{BIG}"
+    root = tmp_path / "node"
+    manifest = write_docs(
+        tmp_path / "alice.yaml",
+        [
+            secret("a", "alice-cred", link.host, ALICE),
+            pod("a", "alice", image, "Always", "alice-cred"),
+        ],
+    )
+    argv = [sys.executable, "-m", "pullwarden.cli", "run", "-f", str(manifest)]
+    return image, root, [*argv, "--root", str(root), "--no-node-credentials"]
+
+
 @pytest.mark.parametrize(
     ("sig", "moment"),
     [
@@ -138,28 +153,9 @@ def test_interrupted_run_never_leaves_an_unrecorded_image(
     big_image: Registry, tmp_path: Path, sig: signal.Signals, moment: str
 ) -> None:
     with ThrottledLink(("127.0.0.1", big_image.port), rate=400_000) as link:
-        image = f"{link.host}/{BIG}"
-        root = tmp_path / "node"
-        manifest = write_docs(
-            tmp_path / "alice.yaml",
-            [
-                secret("a", "alice-cred", link.host, ALICE),
-                pod("a", "alice", image, "Always", "alice-cred"),
-            ],
-        )
+        image, root, args = alice_run(link, tmp_path)
         if moment == "manifest":
             link.rate = 2_000  # the token and manifest answers crawl
-        args = [
-            sys.executable,
-            "-m",
-            "pullwarden.cli",
-            "run",
-            "-f",
-            str(manifest),
-            "--root",
-            str(root),
-            "--no-node-credentials",
-        ]
         with running(args, {**os.environ, "HOME": str(tmp_path)}) as proc:
             pulling = root / "image_manager" / "pulling"
             deadline = time.monotonic() + 30
@@ -406,26 +402,7 @@ def test_full_record_disk_keeps_the_image_verified(
 
 def test_second_run_on_the_same_root_is_refused(big_image: Registry, tmp_path: Path) -> None:
     with ThrottledLink(("127.0.0.1", big_image.port), rate=300_000) as link:
-        image = f"{link.host}/{BIG}"
-        root = tmp_path / "node"
-        slow = write_docs(
-            tmp_path / "slow.yaml",
-            [
-                secret("a", "alice-cred", link.host, ALICE),
-                pod("a", "alice", image, "Always", "alice-cred"),
-            ],
-        )
-        args = [
-            sys.executable,
-            "-m",
-            "pullwarden.cli",
-            "run",
-            "-f",
-            str(slow),
-            "--root",
-            str(root),
-            "--no-node-credentials",
-        ]
+        image, root, args = alice_run(link, tmp_path)
         with running(args, {**os.environ, "HOME": str(tmp_path)}) as first:
             deadline = time.monotonic() + 30
             while link.forwarded == 0:
