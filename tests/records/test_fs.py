@@ -1,4 +1,4 @@
-"""The file store: layout, atomic writes, reads, listings, counts, migration, scan (spec §4)."""
+"""The file store: layout, atomic writes, reads, listings, counts, migration (spec §4)."""
 
 from __future__ import annotations
 
@@ -12,17 +12,15 @@ import pytest
 
 from pullwarden.errors import RecordDecodeError, RecordReadError, RecordWriteError
 from pullwarden.records import fs
+from pullwarden.records.audit import ProblemKind, scan
 from pullwarden.records.base import Listing, RecordStore
 from pullwarden.records.codec import V1ALPHA1, V1BETA1, decode_versioned, encode
 from pullwarden.records.fs import (
     MAX_FILE_SIZE,
-    FileProblem,
     FileRecordStore,
     MigrationItem,
-    ProblemKind,
     file_name_for,
     is_record_file_name,
-    scan,
 )
 from pullwarden.records.model import (
     ImagePullCredentials,
@@ -725,94 +723,6 @@ def test_migration_of_upstream_shaped_fixtures(tmp_path: Path) -> None:
         key = obj.image if isinstance(obj, ImagePullIntent) else obj.image_ref
         d = names[alpha_name]
         assert (d / file_name_for(key)).read_bytes() == (TESTDATA / beta_name).read_bytes()
-
-
-# --------------------------------------------------------------------------------------------
-# scan
-# --------------------------------------------------------------------------------------------
-
-
-def test_scan_clean_and_missing(tmp_path: Path) -> None:
-    assert scan(tmp_path / "nothing-here") == []
-    store = FileRecordStore(tmp_path)
-    store.write_intent(ImagePullIntent(IMAGE))
-    store.write_pulled_record(secret_rec())
-    assert scan(tmp_path) == []
-
-
-def test_scan_reports_each_problem_kind(tmp_path: Path) -> None:
-    store = FileRecordStore(tmp_path)
-    store.write_intent(ImagePullIntent(IMAGE))
-    store.write_pulled_record(secret_rec())
-    pi, pd = pulling(tmp_path), pulled(tmp_path)
-    (pd / "sha256-broken").write_bytes(b"{broken")
-    (pd / "sha256-config").write_bytes(
-        (TESTDATA / "decode_kubelet_configuration.json").read_bytes()
-    )
-    (pd / "sha256-anintent").write_bytes(encode(ImagePullIntent("x")))
-    (pi / "sha256-misnamed").write_bytes(encode(ImagePullIntent("y")))
-    (pi / (file_name_for("old"))).write_bytes(encode(ImagePullIntent("old"), V1ALPHA1))
-    (pi / (IMAGE_FILE + ".tmp")).write_bytes(b"{")
-    (pi / "notes.txt").write_text("hi")
-    (pi / "subdir").mkdir()
-    (tmp_path / "image_manager" / "observed-preloaded").mkdir()
-    (tmp_path / "image_manager" / "stray").write_text("")
-    os.symlink(pi / IMAGE_FILE, pd / "sha256-link")
-    os.mkdir(pd / "sha256-unreadable")
-    os.mkfifo(pd / "sha256-fifo")
-    with open(pd / "sha256-huge", "wb") as f:
-        f.truncate(MAX_FILE_SIZE + 1)
-    (pd / (REF_FILE + ".5f0c1e2d3a4b6978.tmp")).write_bytes(b"{")
-    (pd / "sha256-unknownfield").write_bytes(
-        b'{"kind":"ImagePulledRecord","apiVersion":"kubelet.config.k8s.io/v1beta1","x":1}'
-    )
-
-    problems = scan(tmp_path)
-    assert all(isinstance(p, FileProblem) and p.message for p in problems)
-    got = {(os.path.relpath(p.path, tmp_path / "image_manager"), p.kind) for p in problems}
-    assert got == {
-        ("pulled/sha256-broken", ProblemKind.UNDECODABLE),
-        ("pulled/sha256-unknownfield", ProblemKind.UNDECODABLE),
-        ("pulled/sha256-config", ProblemKind.FOREIGN_KIND),
-        ("pulled/sha256-anintent", ProblemKind.FOREIGN_KIND),
-        ("pulled/sha256-link", ProblemKind.UNEXPECTED_FILE),
-        ("pulled/sha256-unreadable", ProblemKind.UNEXPECTED_DIRECTORY),
-        ("pulled/sha256-fifo", ProblemKind.UNEXPECTED_FILE),
-        ("pulled/sha256-huge", ProblemKind.TOO_LARGE),
-        (f"pulled/{REF_FILE}.5f0c1e2d3a4b6978.tmp", ProblemKind.STALE_TMP),
-        ("pulling/sha256-misnamed", ProblemKind.MISNAMED),
-        (f"pulling/{IMAGE_FILE}.tmp", ProblemKind.STALE_TMP),
-        ("pulling/notes.txt", ProblemKind.UNEXPECTED_FILE),
-        ("pulling/subdir", ProblemKind.UNEXPECTED_DIRECTORY),
-        ("observed-preloaded", ProblemKind.UNEXPECTED_DIRECTORY),
-        ("stray", ProblemKind.UNEXPECTED_FILE),
-    }
-    huge = next(p for p in problems if p.kind is ProblemKind.TOO_LARGE)
-    assert huge.message == (
-        f"{MAX_FILE_SIZE + 1} bytes, more than the 4 MiB a record file may hold; "
-        "pullwarden treats it as unreadable (every pod must verify)"
-    )
-    # scan changes nothing
-    assert scan(tmp_path) == problems
-    # v1alpha1 files are valid; they are listed only on request.
-    with_old = scan(tmp_path, old_versions=True)
-    assert [p for p in with_old if p not in problems] == [
-        FileProblem(
-            str(pi / file_name_for("old")),
-            ProblemKind.OLD_VERSION,
-            "stored as kubelet.config.k8s.io/v1alpha1; start-up migration rewrites it as "
-            "kubelet.config.k8s.io/v1beta1",
-        )
-    ]
-
-
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads anything")
-def test_scan_unreadable_file(tmp_path: Path) -> None:
-    store = FileRecordStore(tmp_path)
-    store.write_intent(ImagePullIntent(IMAGE))
-    os.chmod(store.intent_path(IMAGE), 0)
-    problems = scan(tmp_path)
-    assert [p.kind for p in problems] == [ProblemKind.UNREADABLE]
 
 
 def test_sweep_drafts_removes_only_our_own_drafts(tmp_path: Path) -> None:

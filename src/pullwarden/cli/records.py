@@ -31,14 +31,15 @@ from pullwarden.objects import derived_uid, load_secrets
 from pullwarden.policy import DEFAULT_POLICY, FEATURE_GATE, PolicyEnforcer, VerificationPolicy
 from pullwarden.pullmanager import Decision, PullManager
 from pullwarden.records import (
+    FileRecordStore,
     ImagePullCredentials,
     ImagePulledRecord,
     ImagePullIntent,
     ImagePullSecret,
     ImagePullServiceAccount,
+    decode,
+    scan,
 )
-from pullwarden.records.codec import decode
-from pullwarden.records.fs import FileRecordStore, scan
 from pullwarden.reference import apply_default_tag
 
 DEFAULT_KUBELET_DIR = "/var/lib/kubelet"

@@ -7,10 +7,11 @@ per imageRef; ``<hex>`` is the SHA-256 of the key's bytes.  Directories are crea
 exclusively (never through an existing name or a symlink) with mode 0600, then renamed over the
 target, without fsync, as the kubelet does.  A kill at any instant therefore leaves the old or
 the new file, never a torn one; at worst a stale draft remains, which every listing ignores
-(its name ends in ``.tmp``) and :func:`scan` reports.  Because every write has its own draft,
-any number of threads or processes may rewrite the same file at once: the last rename wins and
-no reader ever sees a mixture.  (The kubelet uses the fixed name ``<target>.tmp`` and truncates
-it; a leftover of that name is left alone here, since it may be a live kubelet's.)
+(its name ends in ``.tmp``) and :func:`~pullwarden.records.audit.scan` reports.  Because every
+write has its own draft, any number of threads or processes may rewrite the same file at once:
+the last rename wins and no reader ever sees a mixture.  (The kubelet uses the fixed name
+``<target>.tmp`` and truncates it; a leftover of that name is left alone here, since it may be a
+live kubelet's.)
 
 Reading never follows a symlink, accepts only regular files and at most :data:`MAX_FILE_SIZE`
 (4 MiB) per file; anything else is a :class:`~pullwarden.errors.RecordReadError`, which the pull
@@ -18,36 +19,39 @@ manager treats as "must verify".  Even a record holding thousands of Secrets for
 under a megabyte; the cap keeps a planted or runaway file from costing memory.
 
 Besides the :class:`~pullwarden.records.base.RecordStore` protocol this module offers the
-start-up version migration (:meth:`FileRecordStore.migrate`, with a dry run for operators), file
-counts for the on-disk gauges, and :func:`scan`, a read-only consistency check of a kubelet's
-``image_manager`` directory.
+start-up version migration (:meth:`FileRecordStore.migrate`, with a dry run for operators) and
+file counts for the on-disk gauges.  The layout and the safe read live in
+:mod:`pullwarden.records._layout`; the read-only consistency check of a kubelet's
+``image_manager`` directory is :mod:`pullwarden.records.audit` (its ``scan``, ``FileProblem``
+and ``ProblemKind`` are re-exported here only so that older imports keep working).
 """
 
 from __future__ import annotations
 
-import enum
-import hashlib
 import logging
 import os
 import re
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, TypeVar
 
 from pullwarden._files import remove_quietly, write_all
-from pullwarden._gojson import go_bytes
-from pullwarden._nesting import loads_json
 from pullwarden.errors import RecordDecodeError, RecordError, RecordReadError, RecordWriteError
-from pullwarden.records.base import Listing
-from pullwarden.records.codec import (
-    API_VERSIONS,
-    CURRENT_VERSION,
-    KIND_INTENT,
-    KIND_RECORD,
-    decode_versioned,
-    encode,
+from pullwarden.records._layout import (
+    FILE_PREFIX,
+    IMAGE_MANAGER_DIR,
+    MAX_FILE_SIZE,
+    PULLED_DIR,
+    PULLING_DIR,
+    TMP_SUFFIX,
+    file_name_for,
+    is_record_file_name,
+    read_file,
+    strerror,
 )
+from pullwarden.records.audit import FileProblem, ProblemKind, scan
+from pullwarden.records.base import Listing
+from pullwarden.records.codec import CURRENT_VERSION, decode_versioned, encode
 from pullwarden.records.model import ImagePulledRecord, ImagePullIntent
 
 __all__ = [
@@ -69,90 +73,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-IMAGE_MANAGER_DIR: Final = "image_manager"
-PULLING_DIR: Final = "pulling"
-PULLED_DIR: Final = "pulled"
-FILE_PREFIX: Final = "sha256-"
-TMP_SUFFIX: Final = ".tmp"
-MAX_FILE_SIZE: Final = 4 << 20
-"""The largest intent or record file read (4 MiB); a larger one is a read error."""
-
 _DIR_MODE: Final = 0o700
 _FILE_MODE: Final = 0o600
-# O_NONBLOCK keeps a FIFO planted in a record directory from hanging the open (the fstat that
-# follows rejects it); it changes nothing for regular files.
-_READ_FLAGS: Final = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOFOLLOW
 _DRAFT_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-_READ_CHUNK: Final = 1 << 16
-_MAX_SIZE_TEXT: Final = f"{MAX_FILE_SIZE >> 20} MiB"
-
-_sha256 = hashlib.sha256
 
 T = TypeVar("T", ImagePullIntent, ImagePulledRecord)
-
-
-def file_name_for(key: str) -> str:
-    """``sha256-`` + hex SHA-256 of the key's bytes: the file name of an intent or record."""
-    try:
-        raw = key.encode()
-    except UnicodeEncodeError:
-        raw = go_bytes(key)
-    return FILE_PREFIX + _sha256(raw).hexdigest()
-
-
-def is_record_file_name(name: str) -> bool:
-    """Whether a listing considers a directory entry of this name (spec §4.1)."""
-    return name.startswith(FILE_PREFIX) and not name.endswith(TMP_SUFFIX)
-
-
-def _strerror(e: OSError) -> str:
-    return e.strerror or type(e).__name__
-
-
-def _too_large(path: str) -> RecordReadError:
-    return RecordReadError(f"failed to read {path!r}: larger than {_MAX_SIZE_TEXT}", path)
-
-
-def _read_fd(fd: int, path: str) -> bytes:
-    """The content of an open regular file of at most :data:`MAX_FILE_SIZE` bytes."""
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        raise RecordReadError(f"failed to read {path!r}: not a regular file", path)
-    # A short read of a regular file means end of file, which saves a second read() on the hot
-    # path; were it ever cut short otherwise, the truncated JSON fails to decode, which fails
-    # safe.  The size is checked while reading, so a file that grows meanwhile is caught too.
-    data = os.read(fd, _READ_CHUNK)
-    if len(data) < _READ_CHUNK:
-        return data
-    chunks = [data]
-    size = len(data)
-    while chunk := os.read(fd, _READ_CHUNK):
-        size += len(chunk)
-        if size > MAX_FILE_SIZE:
-            raise _too_large(path)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _read_file(path: str) -> bytes | None:
-    """The whole file, or ``None`` if it does not exist; other failures raise RecordReadError.
-
-    Symlinks are not followed, anything but a regular file is refused, and so is a file larger
-    than :data:`MAX_FILE_SIZE`.
-    """
-    try:
-        fd = os.open(path, _READ_FLAGS)
-    except FileNotFoundError:
-        return None
-    except OSError as e:
-        raise RecordReadError(f"failed to read {path!r}: {_strerror(e)}", path) from e
-    try:
-        return _read_fd(fd, path)
-    except RecordReadError:
-        raise
-    except OSError as e:
-        raise RecordReadError(f"failed to read {path!r}: {_strerror(e)}", path) from e
-    finally:
-        os.close(fd)
 
 
 def _decode_as(path: str, data: bytes, cls: type[T]) -> tuple[T, str]:
@@ -256,9 +181,7 @@ class FileRecordStore:
             try:
                 _make_dirs(d)
             except OSError as e:
-                raise RecordWriteError(
-                    f"failed to create directory {d!r}: {_strerror(e)}", d
-                ) from e
+                raise RecordWriteError(f"failed to create directory {d!r}: {strerror(e)}", d) from e
             if not os.path.isdir(d):
                 raise RecordWriteError(f"failed to create directory {d!r}: not a directory", d)
         self.migration_report: MigrationReport | None = None
@@ -296,7 +219,7 @@ class FileRecordStore:
                 fd = os.open(draft, _DRAFT_FLAGS, _FILE_MODE)
         except OSError as e:
             raise RecordWriteError(
-                f"failed to create temporary file {draft!r}: {_strerror(e)}", target
+                f"failed to create temporary file {draft!r}: {strerror(e)}", target
             ) from e
         try:
             try:
@@ -306,13 +229,13 @@ class FileRecordStore:
                     os.close(fd)
             except OSError as e:
                 raise RecordWriteError(
-                    f"failed to write temporary file {draft!r}: {_strerror(e)}", target
+                    f"failed to write temporary file {draft!r}: {strerror(e)}", target
                 ) from e
             try:
                 os.replace(draft, target)
             except OSError as e:
                 raise RecordWriteError(
-                    f"failed to rename {draft!r} to {target!r}: {_strerror(e)}", target
+                    f"failed to rename {draft!r} to {target!r}: {strerror(e)}", target
                 ) from e
         except BaseException:
             remove_quietly(draft)
@@ -344,7 +267,7 @@ class FileRecordStore:
         except FileNotFoundError:
             pass
         except OSError as e:
-            raise RecordWriteError(f"failed to delete {path!r}: {_strerror(e)}", path) from e
+            raise RecordWriteError(f"failed to delete {path!r}: {strerror(e)}", path) from e
 
     @staticmethod
     def _encode(obj: ImagePullIntent | ImagePulledRecord, version: str) -> bytes:
@@ -382,7 +305,7 @@ class FileRecordStore:
         """The record for ``image_ref``; ``None`` if there is none or the file holds another
         imageRef (hash collision guard).  Raises RecordReadError / RecordDecodeError."""
         path = self._pulled_prefix + file_name_for(image_ref)
-        data = _read_file(path)
+        data = read_file(path)
         if data is None:
             return None
         record = _decode_as(path, data, ImagePulledRecord)[0]
@@ -391,7 +314,7 @@ class FileRecordStore:
     def intent_exists(self, image: str) -> bool:
         """Whether an intent file for exactly ``image`` exists.  Raises on unreadable files."""
         path = self._pulling_prefix + file_name_for(image)
-        data = _read_file(path)
+        data = read_file(path)
         if data is None:
             return False
         return _decode_as(path, data, ImagePullIntent)[0].image == image
@@ -406,7 +329,7 @@ class FileRecordStore:
             names = _record_entries(directory)
         except OSError as e:
             errors.append(
-                RecordReadError(f"failed to list {directory!r}: {_strerror(e)}", directory)
+                RecordReadError(f"failed to list {directory!r}: {strerror(e)}", directory)
             )
             return found, errors
         if names is None:
@@ -414,7 +337,7 @@ class FileRecordStore:
         for name in names:
             path = os.path.join(directory, name)
             try:
-                data = _read_file(path)
+                data = read_file(path)
                 if data is None:  # deleted since the directory was read
                     continue
                 obj, version = _decode_as(path, data, cls)
@@ -441,7 +364,7 @@ class FileRecordStore:
         try:
             names = _record_entries(directory)
         except OSError as e:
-            raise RecordReadError(f"failed to list {directory!r}: {_strerror(e)}", directory) from e
+            raise RecordReadError(f"failed to list {directory!r}: {strerror(e)}", directory) from e
         return 0 if names is None else len(names)
 
     def count_intent_files(self) -> int:
@@ -497,205 +420,3 @@ def _draft_path(target: str) -> str:
 
 def _key(obj: ImagePullIntent | ImagePulledRecord) -> str:
     return obj.image if isinstance(obj, ImagePullIntent) else obj.image_ref
-
-
-# ------------------------------------------------------------------------------------------------
-# scan: a read-only consistency check for operators
-# ------------------------------------------------------------------------------------------------
-
-
-class ProblemKind(enum.Enum):
-    """What :func:`scan` found wrong with a directory entry."""
-
-    UNREADABLE = "unreadable"
-    """A record file that exists but cannot be read."""
-    UNDECODABLE = "undecodable"
-    """Not a valid ImagePullIntent/ImagePulledRecord (bad JSON, unknown field, wrong type...)."""
-    FOREIGN_KIND = "foreign-kind"
-    """A well-formed object of another kind/apiVersion, or of the other directory's kind."""
-    MISNAMED = "misnamed"
-    """The file name is not ``sha256-`` + the hash of the image/imageRef it holds."""
-    OLD_VERSION = "old-version"
-    """A v1alpha1 file: valid, but start-up migration would rewrite it (informational; only
-    reported when asked for)."""
-    STALE_TMP = "stale-tmp"
-    """A ``*.tmp`` file: a draft left over from an interrupted write (or a write in progress),
-    ours (``<target>.<hex>.tmp``) or a kubelet's (``<target>.tmp``)."""
-    TOO_LARGE = "too-large"
-    """A record file larger than :data:`MAX_FILE_SIZE`: lookups refuse to read it."""
-    UNEXPECTED_FILE = "unexpected-file"
-    """A file the kubelet does not use, or a record-named entry that is not a regular file."""
-    UNEXPECTED_DIRECTORY = "unexpected-directory"
-    """A sub-directory where the kubelet keeps none."""
-
-
-@dataclass(frozen=True, slots=True)
-class FileProblem:
-    path: str
-    kind: ProblemKind
-    message: str
-
-
-def _peek_gvk(data: bytes) -> tuple[object, object] | None:
-    """(apiVersion, kind) of a JSON object, decoded leniently; ``None`` if not a JSON object."""
-    try:
-        doc = loads_json(data)
-    except ValueError:  # UnicodeDecodeError and NestingError included
-        return None
-    if not isinstance(doc, dict):
-        return None
-    return doc.get("apiVersion"), doc.get("kind")
-
-
-def _scan_record_dir(
-    directory: str, kind: str, problems: list[FileProblem], old_versions: bool
-) -> None:
-    try:
-        with os.scandir(directory) as it:
-            entries = sorted(it, key=lambda e: os.fsencode(e.name))
-    except OSError as e:
-        problems.append(
-            FileProblem(directory, ProblemKind.UNREADABLE, f"cannot list: {_strerror(e)}")
-        )
-        return
-    other = KIND_RECORD if kind == KIND_INTENT else KIND_INTENT
-    add = problems.append
-    for entry in entries:
-        name, path = entry.name, entry.path
-        try:
-            st = entry.stat(follow_symlinks=False)
-        except OSError as e:
-            add(FileProblem(path, ProblemKind.UNREADABLE, f"cannot stat: {_strerror(e)}"))
-            continue
-        if stat.S_ISDIR(st.st_mode):
-            add(
-                FileProblem(
-                    path, ProblemKind.UNEXPECTED_DIRECTORY, "sub-directory; the kubelet ignores it"
-                )
-            )
-            continue
-        if name.endswith(TMP_SUFFIX):
-            add(
-                FileProblem(
-                    path,
-                    ProblemKind.STALE_TMP,
-                    "draft of an interrupted (or in-progress) write; listings ignore it",
-                )
-            )
-            continue
-        if not name.startswith(FILE_PREFIX):
-            add(
-                FileProblem(
-                    path, ProblemKind.UNEXPECTED_FILE, f"not a {FILE_PREFIX}* name; ignored"
-                )
-            )
-            continue
-        if not stat.S_ISREG(st.st_mode):
-            what = "symbolic link" if stat.S_ISLNK(st.st_mode) else "special file"
-            add(
-                FileProblem(
-                    path,
-                    ProblemKind.UNEXPECTED_FILE,
-                    f"{what}, not a regular file; the kubelet would try to read it",
-                )
-            )
-            continue
-        if st.st_size > MAX_FILE_SIZE:
-            add(
-                FileProblem(
-                    path,
-                    ProblemKind.TOO_LARGE,
-                    f"{st.st_size} bytes, more than the {_MAX_SIZE_TEXT} a record file may hold; "
-                    "pullwarden treats it as unreadable (every pod must verify)",
-                )
-            )
-            continue
-        try:
-            data = _read_file(path)
-        except RecordReadError as e:
-            add(FileProblem(path, ProblemKind.UNREADABLE, str(e)))
-            continue
-        if data is None:
-            continue
-        try:
-            obj, version = decode_versioned(data)
-        except RecordDecodeError as e:
-            gvk = _peek_gvk(data)
-            if gvk is not None and (gvk[0] not in API_VERSIONS or gvk[1] not in (kind, other)):
-                api_version, found_kind = gvk
-                add(
-                    FileProblem(
-                        path,
-                        ProblemKind.FOREIGN_KIND,
-                        f"holds kind {found_kind!r} of apiVersion {api_version!r}, not {kind}",
-                    )
-                )
-            else:
-                add(FileProblem(path, ProblemKind.UNDECODABLE, str(e)))
-            continue
-        if isinstance(obj, ImagePullIntent):
-            found_kind, key = KIND_INTENT, obj.image
-        else:
-            found_kind, key = KIND_RECORD, obj.image_ref
-        if found_kind != kind:
-            add(
-                FileProblem(
-                    path, ProblemKind.FOREIGN_KIND, f"holds an {found_kind}, expected an {kind}"
-                )
-            )
-            continue
-        expected = file_name_for(key)
-        if name != expected:
-            add(
-                FileProblem(
-                    path,
-                    ProblemKind.MISNAMED,
-                    f"content belongs in {expected}; lookups will not find this file",
-                )
-            )
-        if old_versions and version != CURRENT_VERSION:
-            add(
-                FileProblem(
-                    path,
-                    ProblemKind.OLD_VERSION,
-                    f"stored as {version}; start-up migration rewrites it as {CURRENT_VERSION}",
-                )
-            )
-
-
-def scan(kubelet_root: Path | str, *, old_versions: bool = False) -> list[FileProblem]:
-    """Check ``<kubelet_root>/image_manager`` without changing anything.
-
-    Reports unreadable, oversized and undecodable record files, foreign kinds, misnamed files,
-    stale ``.tmp`` drafts and entries the kubelet does not use, in path order.  v1alpha1 files are
-    valid records; they are reported (as :attr:`ProblemKind.OLD_VERSION`) only when
-    ``old_versions`` is set.  A missing directory is not a problem (a kubelet creates it on
-    start-up).
-    """
-    root = os.path.join(os.fspath(kubelet_root), IMAGE_MANAGER_DIR)
-    problems: list[FileProblem] = []
-    try:
-        with os.scandir(root) as it:
-            top = sorted(it, key=lambda e: os.fsencode(e.name))
-    except FileNotFoundError:
-        return problems
-    except OSError as e:
-        return [FileProblem(root, ProblemKind.UNREADABLE, f"cannot list: {_strerror(e)}")]
-    for entry in top:
-        is_dir = entry.is_dir(follow_symlinks=False)
-        if entry.name in (PULLING_DIR, PULLED_DIR) and is_dir:
-            kind = KIND_INTENT if entry.name == PULLING_DIR else KIND_RECORD
-            _scan_record_dir(entry.path, kind, problems, old_versions)
-        elif is_dir:
-            problems.append(
-                FileProblem(
-                    entry.path,
-                    ProblemKind.UNEXPECTED_DIRECTORY,
-                    "not a directory this kubelet version uses",
-                )
-            )
-        else:
-            problems.append(
-                FileProblem(entry.path, ProblemKind.UNEXPECTED_FILE, "not a file the kubelet uses")
-            )
-    return problems
