@@ -21,7 +21,12 @@ field                                       default (as the kubelet's v1beta1 de
 
 Every other field of a real configuration is accepted and ignored.  Values are checked with
 the kubelet's own rules and messages; each problem names its field, and all problems found
-are reported together in one :class:`~pullwarden.errors.ConfigError`.
+are reported together in one :class:`~pullwarden.errors.ConfigError` (its ``problems``).
+
+A document goes through four steps, each a function of its own: the header (kind and
+apiVersion), the typed read of the fields (every wrongly typed field is reported at once), the
+kubelet's v1beta1 defaulting, and validation, which lists problems rather than raising them
+(:func:`pullwarden.policy.check_kubelet_config` checks the two verification fields).
 
 Durations use Go's ``time.ParseDuration`` syntax (``2m``, ``1h30m``, ``300ms``, ``0s``);
 :func:`parse_go_duration` and :func:`format_go_duration` implement it.
@@ -125,20 +130,7 @@ class KubeletConfig:
             object.__setattr__(self, "verification_policy", DEFAULT_POLICY)
         if not isinstance(self.allowlist, tuple):
             object.__setattr__(self, "allowlist", tuple(self.allowlist))
-        policy = self.verification_policy
-        _, problems = _check(
-            gate_on=self.feature_gate_enabled,
-            policy=policy.value if policy is not None else None,
-            allowlist=self.allowlist,
-            serialize=self.serialize_image_pulls,
-            max_parallel=self.max_parallel_image_pulls,
-            qps=self.registry_pull_qps,
-            burst=self.registry_burst,
-            high=self.image_gc_high_threshold_percent,
-            low=self.image_gc_low_threshold_percent,
-            min_age=_timedelta_ns(self.image_minimum_gc_age),
-            max_age=_timedelta_ns(self.image_maximum_gc_age),
-        )
+        _, problems = _check(_fields_of(self))
         if problems:
             raise ConfigError(problems=problems)
 
@@ -160,26 +152,61 @@ def default_kubelet_config() -> KubeletConfig:
     return KubeletConfig()
 
 
-def _check(
-    *,
-    gate_on: bool,
-    policy: str | None,
-    allowlist: Sequence[str],
-    serialize: bool,
-    max_parallel: int | None,
-    qps: float,
-    burst: int,
-    high: int,
-    low: int,
-    min_age: int,
-    max_age: int,
-    max_gc_age_gate: bool = True,
-) -> tuple[VerificationPolicy | None, list[str]]:
+@dataclass(frozen=True, slots=True)
+class _Fields:
+    """The fields the kubelet validates, defaulted; durations in nanoseconds."""
+
+    gate_on: bool
+    policy: str | None
+    allowlist: tuple[str, ...]
+    serialize: bool
+    max_parallel: int | None
+    qps: float
+    burst: int
+    high: int
+    low: int
+    min_age: int
+    max_age: int
+    max_gc_age_gate: bool = True
+    image_endpoint: str = ""
+    runtime_endpoint: str = ""
+
+
+def _fields_of(config: KubeletConfig) -> _Fields:
+    policy = config.verification_policy
+    return _Fields(
+        gate_on=config.feature_gate_enabled,
+        policy=policy.value if policy is not None else None,
+        allowlist=config.allowlist,
+        serialize=config.serialize_image_pulls,
+        max_parallel=config.max_parallel_image_pulls,
+        qps=config.registry_pull_qps,
+        burst=config.registry_burst,
+        high=config.image_gc_high_threshold_percent,
+        low=config.image_gc_low_threshold_percent,
+        min_age=_timedelta_ns(config.image_minimum_gc_age),
+        max_age=_timedelta_ns(config.image_maximum_gc_age),
+        image_endpoint=config.image_service_endpoint,
+        runtime_endpoint=config.container_runtime_endpoint,
+    )
+
+
+def _check(fields: _Fields) -> tuple[VerificationPolicy | None, list[str]]:
     """Apply the kubelet's validation rules for these fields, in the kubelet's order.
 
-    Durations are in nanoseconds.  Returns the effective verification policy (None when the
-    gate is off or the policy is invalid) and the list of problems (empty when valid).
+    Returns the effective verification policy (None when the gate is off or the policy is
+    invalid) and the list of problems (empty when valid).
     """
+    problems = _gc_threshold_problems(fields.high, fields.low)
+    problems += _gc_age_problems(fields.min_age, fields.max_age, fields.max_gc_age_gate)
+    problems += _pull_problems(fields.serialize, fields.max_parallel, fields.qps, fields.burst)
+    effective, policy_problems = check_kubelet_config(
+        fields.gate_on, fields.policy, list(fields.allowlist)
+    )
+    return effective, problems + policy_problems
+
+
+def _gc_threshold_problems(high: int, low: int) -> list[str]:
     out: list[str] = []
     if not 0 <= high <= 100:
         out.append(
@@ -197,6 +224,11 @@ def _check(
             f"{low} must be less than imageGCHighThresholdPercent (--image-gc-high-threshold) "
             f"{high}"
         )
+    return out
+
+
+def _gc_age_problems(min_age: int, max_age: int, max_gc_age_gate: bool) -> list[str]:
+    out: list[str] = []
     if max_age != 0 and not max_gc_age_gate:
         out.append(
             f"invalid configuration: {_MAX_GC_AGE_GATE} feature gate is required for Kubelet "
@@ -217,6 +249,11 @@ def _check(
             f"invalid configuration: imageMaximumGCAge {format_go_duration(max_age)} must be "
             f"greater than imageMinimumGCAge {format_go_duration(min_age)}"
         )
+    return out
+
+
+def _pull_problems(serialize: bool, max_parallel: int | None, qps: float, burst: int) -> list[str]:
+    out: list[str] = []
     if burst < 0:
         out.append(
             f"invalid configuration: registryBurst (--registry-burst) {burst} "
@@ -236,9 +273,7 @@ def _check(
             "invalid configuration: maxParallelImagePulls cannot be larger than 1 unless "
             "SerializeImagePulls (--serialize-image-pulls) is set to false"
         )
-    effective, policy_problems = check_kubelet_config(gate_on, policy, list(allowlist))
-    out.extend(policy_problems)
-    return effective, out
+    return out
 
 
 def _number(value: float) -> str:
@@ -349,6 +384,30 @@ def parse_kubelet_config(doc: Mapping[str, Any], source: str = "config") -> Kube
     reported first (the kubelet would fail to decode them); otherwise the kubelet's defaulting
     and validation rules apply.  Errors are :class:`ConfigError` prefixed with ``source``.
     """
+    _check_header(doc, source)
+    fields = _defaulted(_read_fields(doc, source))
+    policy, problems = _check(fields)
+    if problems:
+        raise _error(source, problems)
+    return KubeletConfig(
+        feature_gate_enabled=fields.gate_on,
+        verification_policy=policy,
+        allowlist=fields.allowlist,
+        serialize_image_pulls=fields.serialize,
+        max_parallel_image_pulls=fields.max_parallel,
+        registry_pull_qps=float(fields.qps),
+        registry_burst=fields.burst,
+        image_gc_high_threshold_percent=fields.high,
+        image_gc_low_threshold_percent=fields.low,
+        image_minimum_gc_age=_to_timedelta(fields.min_age),
+        image_maximum_gc_age=_to_timedelta(fields.max_age),
+        image_service_endpoint=fields.image_endpoint,
+        container_runtime_endpoint=fields.runtime_endpoint,
+    )
+
+
+def _check_header(doc: object, source: str) -> None:
+    """Raise unless ``doc`` is a mapping of the right ``kind`` and ``apiVersion``."""
     if not isinstance(doc, Mapping):
         raise _error(
             source, [f"expected a {KIND} object, got {describe_value(doc, show_strings=True)}"]
@@ -366,64 +425,69 @@ def parse_kubelet_config(doc: Mapping[str, Any], source: str = "config") -> Kube
     if header:
         raise _error(source, header)
 
+
+@dataclass(frozen=True, slots=True)
+class _RawFields:
+    """The fields as the file gives them (None: not set)."""
+
+    gates: dict[str, bool]
+    policy: str | None
+    allowlist: list[str] | None
+    serialize: bool | None
+    max_parallel: int | None
+    qps: int | None
+    burst: int | None
+    high: int | None
+    low: int | None
+    min_age: int | None
+    max_age: int | None
+    image_endpoint: str | None
+    runtime_endpoint: str | None
+
+
+def _read_fields(doc: Mapping[str, Any], source: str) -> _RawFields:
+    """The fields pullwarden uses, each of its type; raise naming every wrongly typed one."""
     r = _Reader(doc)
-    gates = r.feature_gates()
-    gate_on = gates.get(FEATURE_GATE, True)
-    max_gc_age_gate = gates.get(_MAX_GC_AGE_GATE, True)
-    policy_text = r.string(POLICY_FIELD)
-    allowlist = r.string_list(ALLOWLIST_FIELD)
-    serialize = r.boolean("serializeImagePulls")
-    max_parallel = r.int32("maxParallelImagePulls")
-    qps = r.int32("registryPullQPS")
-    burst = r.int32("registryBurst")
-    high = r.int32("imageGCHighThresholdPercent")
-    low = r.int32("imageGCLowThresholdPercent")
-    min_age = r.duration("imageMinimumGCAge")
-    max_age = r.duration("imageMaximumGCAge")
-    image_endpoint = r.string("imageServiceEndpoint")
-    runtime_endpoint = r.string("containerRuntimeEndpoint")
+    raw = _RawFields(
+        gates=r.feature_gates(),
+        policy=r.string(POLICY_FIELD),
+        allowlist=r.string_list(ALLOWLIST_FIELD),
+        serialize=r.boolean("serializeImagePulls"),
+        max_parallel=r.int32("maxParallelImagePulls"),
+        qps=r.int32("registryPullQPS"),
+        burst=r.int32("registryBurst"),
+        high=r.int32("imageGCHighThresholdPercent"),
+        low=r.int32("imageGCLowThresholdPercent"),
+        min_age=r.duration("imageMinimumGCAge"),
+        max_age=r.duration("imageMaximumGCAge"),
+        image_endpoint=r.string("imageServiceEndpoint"),
+        runtime_endpoint=r.string("containerRuntimeEndpoint"),
+    )
     if r.errors:
         raise _error(source, r.errors)
+    return raw
 
-    # The kubelet's v1beta1 defaulting, including its zero-means-default quirks.
+
+def _defaulted(raw: _RawFields) -> _Fields:
+    """The kubelet's v1beta1 defaulting, including its zero-means-default quirks."""
+    serialize = raw.serialize
     if serialize is None:
-        serialize = max_parallel is None or max_parallel < 2
-    qps = 5 if qps is None else qps
-    burst = burst or 10
-    high = 85 if high is None else high
-    low = 80 if low is None else low
-    min_age = min_age or _DEFAULT_MIN_GC_AGE_NS
-    max_age = max_age or 0
-    policy, problems = _check(
-        gate_on=gate_on,
-        policy=policy_text,
-        allowlist=allowlist or (),
+        serialize = raw.max_parallel is None or raw.max_parallel < 2
+    return _Fields(
+        gate_on=raw.gates.get(FEATURE_GATE, True),
+        policy=raw.policy,
+        allowlist=tuple(raw.allowlist or ()),
         serialize=serialize,
-        max_parallel=max_parallel,
-        qps=qps,
-        burst=burst,
-        high=high,
-        low=low,
-        min_age=min_age,
-        max_age=max_age,
-        max_gc_age_gate=max_gc_age_gate,
-    )
-    if problems:
-        raise _error(source, problems)
-    return KubeletConfig(
-        feature_gate_enabled=gate_on,
-        verification_policy=policy,
-        allowlist=tuple(allowlist or ()),
-        serialize_image_pulls=serialize,
-        max_parallel_image_pulls=max_parallel,
-        registry_pull_qps=float(qps),
-        registry_burst=burst,
-        image_gc_high_threshold_percent=high,
-        image_gc_low_threshold_percent=low,
-        image_minimum_gc_age=_to_timedelta(min_age),
-        image_maximum_gc_age=_to_timedelta(max_age),
-        image_service_endpoint=image_endpoint or "",
-        container_runtime_endpoint=runtime_endpoint or "",
+        max_parallel=raw.max_parallel,
+        qps=_unset_is(raw.qps, 5),
+        burst=raw.burst or 10,
+        high=_unset_is(raw.high, 85),
+        low=_unset_is(raw.low, 80),
+        min_age=raw.min_age or _DEFAULT_MIN_GC_AGE_NS,
+        max_age=raw.max_age or 0,
+        max_gc_age_gate=raw.gates.get(_MAX_GC_AGE_GATE, True),
+        image_endpoint=raw.image_endpoint or "",
+        runtime_endpoint=raw.runtime_endpoint or "",
     )
 
 
@@ -436,6 +500,11 @@ def _error(source: str, problems: Sequence[str]) -> ConfigError:
     return ConfigError(source=source, problems=problems)
 
 
+def _unset_is(value: int | None, default: int) -> int:
+    """``default`` for a field that is not set (an explicit 0 stays 0)."""
+    return default if value is None else value
+
+
 def load_kubelet_config(path: Path) -> KubeletConfig:
     """Read, default and validate a ``KubeletConfiguration`` file (YAML or JSON).
 
@@ -445,26 +514,46 @@ def load_kubelet_config(path: Path) -> KubeletConfig:
     :class:`ConfigError`.
     """
     source = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
-        raise _error(source, [f"cannot read: {reason}"]) from None
+    text = _read_text(path, source)
     if text.lstrip().startswith("{"):
         # JSON first (YAML parsers reject some valid JSON, such as tab indentation); a ``.yaml``
         # file in YAML flow style that is not JSON falls through to the YAML parser.
-        try:
-            return parse_kubelet_config(loads_json(text), source)
-        except NestingError as err:
-            if path.suffix == ".json":
-                raise _error(
-                    source, [f"line {err.line}, column {err.column}: invalid JSON: {err}"]
-                ) from None
-        except json.JSONDecodeError as err:
-            if path.suffix == ".json":
-                raise _error(
-                    source, [f"line {err.lineno}, column {err.colno}: invalid JSON: {err.msg}"]
-                ) from None
+        doc = _json_document(text, source, json_only=path.suffix == ".json")
+        if doc is not None:
+            return parse_kubelet_config(doc, source)
+    return parse_kubelet_config(_yaml_document(text, source), source)
+
+
+def _read_text(path: Path, source: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        raise _error(source, [f"cannot read: {reason}"]) from None
+
+
+def _json_document(text: str, source: str, *, json_only: bool) -> Any:
+    """The JSON object ``text`` holds; None when it is not JSON and may still be YAML.
+
+    With ``json_only`` (a ``.json`` file), text that is not JSON raises instead.
+    """
+    try:
+        return loads_json(text)
+    except NestingError as err:
+        if json_only:
+            raise _error(
+                source, [f"line {err.line}, column {err.column}: invalid JSON: {err}"]
+            ) from None
+    except json.JSONDecodeError as err:
+        if json_only:
+            raise _error(
+                source, [f"line {err.lineno}, column {err.colno}: invalid JSON: {err.msg}"]
+            ) from None
+    return None
+
+
+def _yaml_document(text: str, source: str) -> Any:
+    """The one YAML document ``text`` holds (empty documents do not count)."""
     try:
         check_yaml(text, yaml.SafeLoader)
         docs = [d for d in yaml.safe_load_all(text) if d is not None]
@@ -482,4 +571,4 @@ def load_kubelet_config(path: Path) -> KubeletConfig:
         raise _error(source, [f"empty file: expected a {KIND} document"])
     if len(docs) > 1:
         raise _error(source, [f"expected one {KIND} document, found {len(docs)}"])
-    return parse_kubelet_config(docs[0], source)
+    return docs[0]
