@@ -13,7 +13,7 @@ from pullwarden._clock import FakeClock
 from pullwarden.cli import main
 from pullwarden.config import KubeletConfig
 from pullwarden.devregistry import DevRegistry
-from pullwarden.node import DiskStats, Node
+from pullwarden.node import DiskStats, GCPlan, Node
 from pullwarden.objects import Container, Objects, Pod
 from pullwarden.records import FileRecordStore
 from pullwarden.runtime.layout import build_image
@@ -166,3 +166,59 @@ def test_gc_command_all(registry: DevRegistry, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "2 image(s) removed" in result.output
     assert "pruned the pull record" in result.output
+
+
+def test_plan_changes_nothing_and_apply_carries_it_out(
+    registry: DevRegistry, tmp_path: Path
+) -> None:
+    clock = FakeClock(T0)
+    root = tmp_path / "n"
+    disk = Disk(QUIET_DISK)
+    with make_node(root, clock, disk) as node:
+        node.run(pods(registry, 0))
+        clock.advance(600)
+        node.run(pods(registry, 1))
+        by_name = {i.repo_tags[0].rsplit("/", 1)[1]: i.id for i in node.images.list_images()}
+        clock.advance(600)
+        disk.stats = FULL_DISK
+        state = (root / "image_gc_state.json").read_bytes()
+
+        plan = node.gc.plan(in_use=[by_name["img1:v1"]])
+        assert isinstance(plan, GCPlan)
+        assert plan.started == T0 + timedelta(seconds=1200)
+        assert plan.usage_percent == FULL_DISK.usage_percent
+        assert plan.first_seen == ()  # both images were used through the node
+        assert [(r.image.id, r.reason) for r in plan.removals] == [
+            (by_name["img0:v1"], "disk 90% ≥ imageGCHighThresholdPercent 85%")
+        ]
+        assert node.gc.plan(in_use=[by_name["img1:v1"]]) == plan  # nothing moved
+        assert image_ids(node) == set(by_name.values())
+        assert (root / "image_gc_state.json").read_bytes() == state
+
+        report = node.gc.apply(plan)
+        assert [i.id for i in report.removed] == [by_name["img0:v1"]]
+        assert report.reasons == {by_name["img0:v1"]: plan.removals[0].reason}
+        assert report.started == plan.started
+        assert report.usage_percent_before == plan.usage_percent
+        assert report.pruned_records == [by_name["img0:v1"]]
+        assert image_ids(node) == {by_name["img1:v1"]}
+        assert by_name["img0:v1"] not in (root / "image_gc_state.json").read_text()
+
+
+def test_plan_counts_a_first_sighting_as_a_use(registry: DevRegistry, tmp_path: Path) -> None:
+    clock = FakeClock(T0)
+    root = tmp_path / "n"
+    with make_node(root, clock, QUIET_DISK) as node:
+        node.run(pods(registry, 0))
+    (root / "image_gc_state.json").unlink()  # usage history lost: every image is new again
+    clock.advance(3600)
+    with make_node(root, clock, QUIET_DISK) as node:
+        plan = node.gc.plan(force_all_unused=True)
+        (image_id,) = image_ids(node)
+        assert plan.first_seen == (image_id,)
+        assert plan.removals == ()  # just seen: younger than imageMinimumGCAge
+        node.gc.apply(plan)
+        assert image_id in (root / "image_gc_state.json").read_text()
+        clock.advance(121)
+        (removal,) = node.gc.plan(force_all_unused=True).removals
+        assert (removal.image.id, removal.reason) == (image_id, "unused (gc --all)")

@@ -1,6 +1,15 @@
 """A node image manager: pods from manifests, images ensured and verified, state kept on disk."""
 
-from pullwarden.node._gc import DiskStats, GCReport, ImageGC
+from pullwarden.node._gc import DiskStats, GCPlan, GCReport, ImageGC, PlannedRemoval
 from pullwarden.node._node import ContainerOutcome, Node, PodOutcome
 
-__all__ = ["ContainerOutcome", "DiskStats", "GCReport", "ImageGC", "Node", "PodOutcome"]
+__all__ = [
+    "ContainerOutcome",
+    "DiskStats",
+    "GCPlan",
+    "GCReport",
+    "ImageGC",
+    "Node",
+    "PlannedRemoval",
+    "PodOutcome",
+]

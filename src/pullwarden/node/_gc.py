@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -27,7 +27,7 @@ from pullwarden.errors import ImageStoreError
 from pullwarden.pullmanager import PullManager
 from pullwarden.runtime.base import Image, ImageService
 
-__all__ = ["DiskStats", "GCReport", "ImageGC", "disk_stats_of"]
+__all__ = ["DiskStats", "GCPlan", "GCReport", "ImageGC", "PlannedRemoval", "disk_stats_of"]
 
 _STATE_FILE = "image_gc_state.json"
 
@@ -52,6 +52,29 @@ def disk_stats_of(path: Path) -> Callable[[], DiskStats]:
     return stats
 
 
+@dataclass(frozen=True, slots=True)
+class PlannedRemoval:
+    """One image a GC pass would remove, and why."""
+
+    image: Image
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class GCPlan:
+    """What :meth:`ImageGC.plan` found: a pure value that :meth:`ImageGC.apply` carries out."""
+
+    started: datetime
+    """When the pass began: the ``until`` guard of the record pruning that follows."""
+    usage_percent: float
+    """The image filesystem's usage when the pass began."""
+    first_seen: tuple[str, ...]
+    """Ids of images seen for the first time; applying the plan records ``started`` as their
+    last use."""
+    removals: tuple[PlannedRemoval, ...]
+    """The images to remove, in the order they are removed."""
+
+
 @dataclass(slots=True)
 class GCReport:
     started: datetime
@@ -63,7 +86,11 @@ class GCReport:
 
 
 class ImageGC:
-    """Decides which images to remove and removes them; remembers when each image was used."""
+    """Decides which images to remove and removes them; remembers when each image was used.
+
+    A pass is two steps: :meth:`plan` (pure: what would go and why) and :meth:`apply` (remove
+    the images, prune the records, save the usage times); :meth:`collect` is both.
+    """
 
     def __init__(
         self,
@@ -115,58 +142,113 @@ class ImageGC:
     # -- collection ------------------------------------------------------------------------------
 
     def collect(self, in_use: Iterable[str] = (), *, force_all_unused: bool = False) -> GCReport:
-        """One GC pass.  ``in_use``: image ids of running containers (never removed)."""
+        """One GC pass: :meth:`plan` it, then :meth:`apply` the plan.
+
+        ``in_use``: image ids of running containers (never removed).  ``force_all_unused``
+        removes every unused image old enough (``pullwarden gc --all``).
+        """
+        return self.apply(self.plan(in_use, force_all_unused=force_all_unused))
+
+    def plan(self, in_use: Iterable[str] = (), *, force_all_unused: bool = False) -> GCPlan:
+        """What a GC pass now would remove, and why; changes nothing.
+
+        Reads the clock, the disk usage and the runtime's image list.  Removals come in the
+        order they are made: images past ``imageMaximumGCAge`` first, then, least recently used
+        first, those that bring usage under the low threshold (or every eligible unused one).
+        """
         started = self._clock.now()
         stats = self._disk_stats()
-        report = GCReport(started, stats.usage_percent)
-        busy = set(in_use)
         images = self._images.list_images()
-        for image in images:  # first sighting counts as a use, as the kubelet's detection time does
-            self._last_used.setdefault(image.id, started)
-        candidates = sorted(
-            (i for i in images if i.id not in busy),
-            key=lambda i: (self._last_used[i.id], i.id),
-        )
-        eligible = [i for i in candidates if started - self._last_used[i.id] >= self.minimum_age]
-
-        doomed: dict[str, str] = {}
-        if self.maximum_age > timedelta(0):
-            for image in candidates:
-                idle = started - self._last_used[image.id]
-                if idle > self.maximum_age:
-                    doomed[image.id] = f"unused for {idle} (> imageMaximumGCAge)"
-        to_free = 0
+        last_used, first_seen = self._with_first_sightings(images, started)
+        candidates = _least_recently_used_first(images, set(in_use), last_used)
+        eligible = [i for i in candidates if started - last_used[i.id] >= self.minimum_age]
+        doomed = self._past_maximum_age(candidates, last_used, started)
         if force_all_unused:
             for image in eligible:
                 doomed.setdefault(image.id, "unused (gc --all)")
         elif stats.capacity and stats.usage_percent >= self.high_threshold:
-            to_free = int(stats.capacity * (100 - self.low_threshold) / 100) - stats.available
-            freed = sum(i.size for i in images if i.id in doomed)
-            for image in eligible:
-                if freed >= to_free:
-                    break
-                if image.id not in doomed:
-                    doomed[image.id] = (
-                        f"disk {stats.usage_percent:.0f}% ≥ imageGCHighThresholdPercent "
-                        f"{self.high_threshold}%"
-                    )
-                    freed += image.size
-
+            self._relieve_disk(stats, images, eligible, doomed)
         by_id = {i.id: i for i in images}
-        for image_id, reason in doomed.items():  # least recently used first
-            image = by_id[image_id]
+        return GCPlan(
+            started=started,
+            usage_percent=stats.usage_percent,
+            first_seen=first_seen,
+            removals=tuple(PlannedRemoval(by_id[k], why) for k, why in doomed.items()),
+        )
+
+    def _with_first_sightings(
+        self, images: Sequence[Image], now: datetime
+    ) -> tuple[dict[str, datetime], tuple[str, ...]]:
+        """The last use of every image, an image first seen now counting as used now (as the
+        kubelet's detection time does), and the ids of those first seen."""
+        last_used = dict(self._last_used)
+        first_seen: list[str] = []
+        for image in images:
+            if image.id not in last_used:
+                last_used[image.id] = now
+                first_seen.append(image.id)
+        return last_used, tuple(first_seen)
+
+    def _past_maximum_age(
+        self, candidates: Sequence[Image], last_used: Mapping[str, datetime], now: datetime
+    ) -> dict[str, str]:
+        """Image id → reason, for the unused images idle longer than ``imageMaximumGCAge``."""
+        doomed: dict[str, str] = {}
+        if self.maximum_age > timedelta(0):
+            for image in candidates:
+                idle = now - last_used[image.id]
+                if idle > self.maximum_age:
+                    doomed[image.id] = f"unused for {idle} (> imageMaximumGCAge)"
+        return doomed
+
+    def _relieve_disk(
+        self,
+        stats: DiskStats,
+        images: Sequence[Image],
+        eligible: Sequence[Image],
+        doomed: dict[str, str],
+    ) -> None:
+        """Add eligible images to ``doomed`` until usage would be under the low threshold."""
+        to_free = int(stats.capacity * (100 - self.low_threshold) / 100) - stats.available
+        freed = sum(i.size for i in images if i.id in doomed)
+        for image in eligible:
+            if freed >= to_free:
+                break
+            if image.id not in doomed:
+                doomed[image.id] = (
+                    f"disk {stats.usage_percent:.0f}% ≥ imageGCHighThresholdPercent "
+                    f"{self.high_threshold}%"
+                )
+                freed += image.size
+
+    def apply(self, plan: GCPlan) -> GCReport:
+        """Carry out ``plan``: remove its images, prune the records of images now gone (with the
+        plan's start as the ``until`` guard) and save the usage times."""
+        report = GCReport(plan.started, plan.usage_percent)
+        for image_id in plan.first_seen:
+            self._last_used.setdefault(image_id, plan.started)
+        for removal in plan.removals:
+            image = removal.image
             try:
                 self._images.remove_image(image.id)
             except ImageStoreError as err:
                 report.reasons[image.id] = f"could not be removed: {err}"
                 continue
             report.removed.append(image)
-            report.reasons[image.id] = reason
+            report.reasons[image.id] = removal.reason
             report.freed_bytes += image.size
             self._last_used.pop(image.id, None)
-
         if self._pull_manager is not None:
             remaining = [i.id for i in self._images.list_images()]
-            report.pruned_records = self._pull_manager.prune_unknown_records(remaining, started)
+            report.pruned_records = self._pull_manager.prune_unknown_records(
+                remaining, plan.started
+            )
         self._save()
         return report
+
+
+def _least_recently_used_first(
+    images: Sequence[Image], busy: set[str], last_used: Mapping[str, datetime]
+) -> list[Image]:
+    """The images not in ``busy``, least recently used first (ties by id)."""
+    return sorted((i for i in images if i.id not in busy), key=lambda i: (last_used[i.id], i.id))
