@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from pullwarden._clock import FakeClock
+from pullwarden.testing import FakeClock
 from tests.support import T0
 
 

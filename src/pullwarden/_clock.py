@@ -1,11 +1,16 @@
-"""Injectable time: production code asks a clock, tests move a fake one."""
+"""Injectable time: production code asks a clock, tests move a fake one.
+
+The fake one is :class:`pullwarden.testing.FakeClock`; ``pullwarden._clock.FakeClock`` is an
+alias kept only until the last old import has moved to :mod:`pullwarden.testing`.
+"""
 
 from __future__ import annotations
 
-import threading
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Protocol
+
+from pullwarden.testing import FakeClock
 
 __all__ = ["Clock", "FakeClock", "SystemClock"]
 
@@ -26,25 +31,3 @@ class SystemClock:
 
     def monotonic(self) -> float:
         return time.monotonic()
-
-
-class FakeClock:
-    """A clock that only moves when told to; thread-safe."""
-
-    def __init__(self, start: datetime | None = None) -> None:
-        self._now = start or datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
-        self._mono = 1000.0
-        self._lock = threading.Lock()
-
-    def now(self) -> datetime:
-        with self._lock:
-            return self._now
-
-    def monotonic(self) -> float:
-        with self._lock:
-            return self._mono
-
-    def advance(self, seconds: float) -> None:
-        with self._lock:
-            self._now += timedelta(seconds=seconds)
-            self._mono += seconds

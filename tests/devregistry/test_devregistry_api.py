@@ -9,7 +9,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pullwarden._clock import FakeClock
 from pullwarden.devregistry import SERVICE, AccessRule, DevRegistry, Faults
 from pullwarden.errors import DeniedError, NotFoundError, UnauthorizedError
 from pullwarden.runtime import oci
@@ -17,6 +16,7 @@ from pullwarden.runtime.base import AuthConfig, Platform
 from pullwarden.runtime.layout import BuiltImage, build_image, build_index, push_layout
 from pullwarden.runtime.registry import RegistryClient
 from pullwarden.runtime.store import LocalImageService
+from pullwarden.testing import FakeClock
 
 ALICE = AuthConfig("alice", "alice-secret-pw")
 BOB = AuthConfig("bob", "bob-secret-pw")

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from pullwarden._clock import FakeClock
 from pullwarden.cli import main
 from pullwarden.config import KubeletConfig
 from pullwarden.devregistry import DevRegistry
@@ -17,6 +16,7 @@ from pullwarden.node import DiskStats, GCPlan, Node
 from pullwarden.objects import Container, Objects, Pod
 from pullwarden.records import FileRecordStore
 from pullwarden.runtime.layout import build_image
+from pullwarden.testing import FakeClock
 from tests.support import T0
 
 MB = 1_000_000
