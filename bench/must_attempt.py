@@ -127,11 +127,11 @@ def main() -> None:
             checks = requests(stored, args.requests)
             for mode in ("cache", "files"):
                 t0 = time.perf_counter()
+                files = FileRecordStore(root)
                 manager = PullManager(
-                    FileRecordStore(root),
+                    CachedRecordStore(files) if mode == "cache" else files,
                     PolicyEnforcer("AlwaysVerify"),
                     None,
-                    cache=mode == "cache",
                     metrics=Metrics(),
                 )
                 start_s = time.perf_counter() - t0

@@ -13,7 +13,7 @@ import pytest
 from pullwarden._clock import FakeClock
 from pullwarden.metrics import Metrics
 from pullwarden.policy import PolicyEnforcer, VerificationPolicy
-from pullwarden.pullmanager import PodCredentials, PullManager, merge_credentials
+from pullwarden.pullmanager import PodCredentials, Protections, PullManager, merge_credentials
 from pullwarden.records import (
     ImagePullCredentials,
     ImagePulledRecord,
@@ -21,6 +21,7 @@ from pullwarden.records import (
     ImagePullSecret,
     ImagePullServiceAccount,
 )
+from pullwarden.records.cache import CachedRecordStore
 from pullwarden.records.fs import FileRecordStore
 from tests.support import T0, FakeImage, FakeImageLister
 
@@ -79,19 +80,21 @@ def build(
     intents: Iterable[str] = (),
     images: Iterable[FakeImage] = (),
     clock: FakeClock | None = None,
+    protections: Protections | None = None,
+    store: FileRecordStore | None = None,
 ) -> PullManager:
-    store = FileRecordStore(root)
+    store = store or FileRecordStore(root)
     for r in records:
         store.write_pulled_record(r)
     for i in intents:
         store.write_intent(ImagePullIntent(i))
     return PullManager(
-        store,
+        CachedRecordStore(store) if cached else store,
         PolicyEnforcer(policy, allowlist),
         FakeImageLister(list(images)),
-        cache=cached,
         clock=clock or FakeClock(T0),
         metrics=Metrics(),
+        protections=protections,
     )
 
 
@@ -458,7 +461,7 @@ def test_record_write_failure_keeps_intent_with_failing_store(tmp_path: Path) ->
 
             raise RecordWriteError("disk full")
 
-    pm = PullManager(Failing(tmp_path), PolicyEnforcer(), None, cache=False, metrics=Metrics())
+    pm = PullManager(Failing(tmp_path), PolicyEnforcer(), None, metrics=Metrics())
     pm.record_pull_intent(IMAGE)
     pm.record_image_pulled(IMAGE, REF, secrets(ALICE))
     assert pm.intents_in_flight(IMAGE) == 1
@@ -659,3 +662,19 @@ def test_concurrent_pulls_keep_a_consistent_record(tmp_path: Path, cached: bool)
     assert set(stored.credential_mapping[KEY].kubernetes_secrets) == set(pod_secrets)
     assert pm.intents_in_flight(IMAGE) == 0
     assert not FileRecordStore(tmp_path, migrate=False).intent_exists(IMAGE)
+
+
+def test_gauges_come_from_the_store_protocol(tmp_path: Path) -> None:
+    """Every store declares its gauges; the cache adds its usage to the files' counts."""
+    files = FileRecordStore(tmp_path)
+    cached = PullManager(
+        CachedRecordStore(files, intents_size=10), PolicyEnforcer(), None, metrics=Metrics()
+    )
+    cached.record_pull_intent(IMAGE)
+    value = cached.metrics.value
+    assert value("kubelet_imagemanager_ondisk_pullintents", {}) == 1
+    assert value("kubelet_imagemanager_inmemory_pullintents_usage_percent", {}) == 10
+    plain = PullManager(FileRecordStore(tmp_path / "plain"), PolicyEnforcer(), None)
+    plain.record_pull_intent(IMAGE)
+    assert plain.metrics.value("kubelet_imagemanager_ondisk_pullintents", {}) == 1
+    assert plain.metrics.value("kubelet_imagemanager_inmemory_pullintents_usage_percent", {}) == 0

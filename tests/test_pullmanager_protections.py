@@ -12,15 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from pullwarden._clock import FakeClock
 from pullwarden.errors import RecordWriteError
-from pullwarden.metrics import Metrics
-from pullwarden.policy import PolicyEnforcer
 from pullwarden.pullmanager import Protections, PullManager
-from pullwarden.records import ImagePulledRecord, ImagePullIntent, ImagePullSecret
+from pullwarden.records import ImagePulledRecord, ImagePullSecret
 from pullwarden.records.fs import FileRecordStore
-from tests.support import T0, FakeImage, FakeImageLister
+from tests.support import T0, FakeImage
 from tests.test_pullmanager import PodCreds, secrets
+from tests.test_pullmanager import build as build_manager
 
 REG = "registry.example"
 IMAGE = f"{REG}/private/app:v1"
@@ -42,18 +40,13 @@ def build(
     images: Iterable[FakeImage] = (),
     store: FileRecordStore | None = None,
 ) -> PullManager:
-    store = store or FileRecordStore(root)
-    for r in records:
-        store.write_pulled_record(r)
-    for i in intents:
-        store.write_intent(ImagePullIntent(i))
-    return PullManager(
-        store,
-        PolicyEnforcer(),
-        FakeImageLister(list(images)),
-        clock=FakeClock(T0),
-        metrics=Metrics(),
+    return build_manager(
+        root,
+        intents=intents,
+        records=records,
+        images=images,
         protections=protections,
+        store=store,
     )
 
 

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
+from pathlib import Path
 from typing import Final, Protocol
 
 from pullwarden._clock import Clock, SystemClock
@@ -23,6 +24,7 @@ from pullwarden.metrics import Metrics, MustPullResult
 from pullwarden.policy import PolicyEnforcer
 from pullwarden.records.base import RecordStore
 from pullwarden.records.cache import CachedRecordStore
+from pullwarden.records.fs import FileRecordStore
 from pullwarden.records.model import (
     ImagePullCredentials,
     ImagePulledRecord,
@@ -43,6 +45,7 @@ __all__ = [
     "Step",
     "VerifiedBy",
     "merge_credentials",
+    "open_kubelet_records",
 ]
 
 log = logging.getLogger("pullwarden.pullmanager")
@@ -240,8 +243,10 @@ class _Verdict:
 class PullManager:
     """Keeps the pull records of one node and decides when credentials must be verified.
 
-    ``store`` is wrapped in a :class:`~pullwarden.records.cache.CachedRecordStore` unless
-    ``cache=False`` or it already is one.  ``image_service`` is used for start-up housekeeping
+    ``store`` is any :class:`~pullwarden.records.base.RecordStore`, used as it is: the cache is
+    a store decorating another (:func:`open_kubelet_records` builds the kubelet's file store
+    behind its write-through cache).  Its :meth:`~RecordStore.gauges` feed the
+    ``kubelet_imagemanager_*`` gauges.  ``image_service`` is used for start-up housekeeping
     (pass ``None`` to skip it, as an operator tool reading someone else's node does) and, with
     ``protections.keep_inherited_intents``, to settle an inherited intent.  ``protections``
     (default: none, exactly the kubelet) are described in :class:`Protections`; they assume this
@@ -254,15 +259,12 @@ class PullManager:
         enforcer: PolicyEnforcer,
         image_service: ImageLister | None,
         *,
-        cache: bool = True,
         lock_stripes: int = 10,
         clock: Clock | None = None,
         metrics: Metrics | None = None,
         protections: Protections | None = None,
     ) -> None:
-        if cache and not isinstance(store, CachedRecordStore):
-            store = CachedRecordStore(store)
-        self.store: RecordStore = store
+        self.store = store
         self.enforcer = enforcer
         self.clock: Clock = clock or SystemClock()
         self.metrics = metrics or Metrics()
@@ -284,17 +286,11 @@ class PullManager:
             self._load_intents()
 
     def _watch_store(self) -> None:
-        disk = self.store.delegate if isinstance(self.store, CachedRecordStore) else self.store
-        counters = (
-            getattr(disk, "count_intent_files", None),
-            getattr(disk, "count_record_files", None),
-        )
-        if counters[0] is not None and counters[1] is not None:
-            self.metrics.watch_disk(counters[0], counters[1])
-        if isinstance(self.store, CachedRecordStore):
-            self.metrics.watch_memory(
-                self.store.intents_usage_percent, self.store.records_usage_percent
-            )
+        gauges = self.store.gauges()
+        if gauges.intent_files is not None and gauges.record_files is not None:
+            self.metrics.watch_disk(gauges.intent_files, gauges.record_files)
+        if gauges.intents_usage_percent is not None and gauges.records_usage_percent is not None:
+            self.metrics.watch_memory(gauges.intents_usage_percent, gauges.records_usage_percent)
 
     # -- intents (§5.1, §5.3) ----------------------------------------------------------------
 
@@ -691,6 +687,11 @@ class PullManager:
                 log.error("cannot turn the intent for %r into a record of %s: %s", image, ref, err)
                 failed.add(ref)
         return failed
+
+
+def open_kubelet_records(kubelet_root: Path | str) -> CachedRecordStore:
+    """The kubelet's record store for a root directory: the files behind the LRU cache."""
+    return CachedRecordStore(FileRecordStore(kubelet_root))
 
 
 def _repository(image: str) -> str | None:

@@ -26,6 +26,7 @@ from pullwarden.objects import Container, Pod, Secret
 from pullwarden.policy import PolicyEnforcer
 from pullwarden.pullmanager import PullManager
 from pullwarden.records import ImagePulledRecord
+from pullwarden.records.cache import CachedRecordStore
 from pullwarden.records.fs import FileRecordStore
 from pullwarden.runtime import AuthConfig, FsUsage, Image, ProgressCallback
 
@@ -274,7 +275,7 @@ def make_rig(
     pm = None
     if gate:
         pm = PullManager(
-            FileRecordStore(root),
+            CachedRecordStore(FileRecordStore(root)),
             PolicyEnforcer(policy, allowlist),
             service,
             clock=clock,

@@ -22,9 +22,8 @@ from pullwarden.events import ListRecorder
 from pullwarden.imagemanager import EnsureResult, ImageManager
 from pullwarden.objects import Container, Pod, Secret
 from pullwarden.policy import PolicyEnforcer
-from pullwarden.pullmanager import PullManager
+from pullwarden.pullmanager import PullManager, open_kubelet_records
 from pullwarden.records import ImagePullCredentials, ImagePullSecret
-from pullwarden.records.fs import FileRecordStore
 from pullwarden.runtime import AuthConfig, Image, ProgressCallback
 from pullwarden.runtime.store import LocalImageService
 from tests.imagemanager.doubles import dockerconfig_secret
@@ -67,7 +66,7 @@ def make_node(
     registry = seeded.registries["token"]
     store = LocalImageService(root / "images", clock=clock)
     service = wrap(store) if wrap is not None else store
-    pm = PullManager(FileRecordStore(root / "kubelet"), PolicyEnforcer(), store, clock=clock)
+    pm = PullManager(open_kubelet_records(root / "kubelet"), PolicyEnforcer(), store, clock=clock)
     events = ListRecorder()
     manager = ImageManager(
         service,  # type: ignore[arg-type]

@@ -424,7 +424,7 @@ def explain_command(
     except PullwardenError as err:
         die(str(err))
     store = open_store(kubelet_dir)
-    manager = PullManager(store, enforcer, None, cache=False, metrics=Metrics())
+    manager = PullManager(store, enforcer, None, metrics=Metrics())
     decision = manager.decide(image, image_ref, lambda: (pod_secrets, account), write=False)
     if output == "json":
         click.echo(
@@ -600,7 +600,7 @@ def prune_command(
         die(err.format_message())
     refs = keep_refs(keep, keep_from, remove_all)
     store = open_store(kubelet_dir)
-    manager = PullManager(store, PolicyEnforcer(), None, cache=False, metrics=Metrics())
+    manager = PullManager(store, PolicyEnforcer(), None, metrics=Metrics())
     removed = manager.prune_unknown_records(refs, until_time, dry_run=not apply)
     verb, note = ("removed", "now counts") if apply else ("would remove", "would count")
     for ref in sorted(removed):

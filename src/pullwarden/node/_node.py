@@ -37,6 +37,7 @@ from pullwarden.node._gc import DiskStats, GCReport, ImageGC
 from pullwarden.objects import Container, Objects, Pod, Secret
 from pullwarden.policy import PolicyEnforcer
 from pullwarden.pullmanager import Protections, PullManager, VerifiedBy
+from pullwarden.records.cache import CachedRecordStore
 from pullwarden.records.fs import FileRecordStore
 from pullwarden.runtime.base import ImageService
 from pullwarden.runtime.registry import HostOptions, RegistryClient
@@ -155,7 +156,7 @@ class Node:
             records = FileRecordStore(self.root)
             records.sweep_drafts()  # this node owns the root: no other writer is at work
             self.pull_manager = PullManager(
-                records,
+                CachedRecordStore(records),
                 enforcer,
                 self.images,
                 clock=self.clock,

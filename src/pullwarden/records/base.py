@@ -8,13 +8,14 @@ possible.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
 from pullwarden.errors import RecordError
 from pullwarden.records.model import ImagePulledRecord, ImagePullIntent
 
-__all__ = ["Listing", "RecordStore"]
+__all__ = ["Gauges", "Listing", "RecordStore"]
 
 T = TypeVar("T")
 
@@ -29,6 +30,21 @@ class Listing(Generic[T]):
     @property
     def ok(self) -> bool:
         return not self.errors
+
+
+Reading = Callable[[], float]
+
+
+@dataclass(frozen=True, slots=True)
+class Gauges:
+    """What a store reports for the ``kubelet_imagemanager_*`` gauges (spec §7.3), read when
+    scraped; ``None`` where this store has nothing to say.  A decorating store (the cache)
+    adds its own readings to its delegate's."""
+
+    intent_files: Reading | None = None
+    record_files: Reading | None = None
+    intents_usage_percent: Reading | None = None
+    records_usage_percent: Reading | None = None
 
 
 class RecordStore(Protocol):
@@ -54,3 +70,7 @@ class RecordStore(Protocol):
     def delete_pulled_record(self, image_ref: str) -> None: ...
 
     def list_pulled_records(self) -> Listing[ImagePulledRecord]: ...
+
+    def gauges(self) -> Gauges:
+        """The readings behind the store's gauges (:class:`Gauges`)."""
+        ...

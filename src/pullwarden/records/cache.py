@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from dataclasses import replace
 from typing import Generic, TypeVar
 
 from pullwarden._locks import StripedLocks
-from pullwarden.records.base import Listing, RecordStore
+from pullwarden.records.base import Gauges, Listing, RecordStore
 from pullwarden.records.model import ImagePulledRecord, ImagePullIntent
 
 __all__ = ["DEFAULT_INTENTS_SIZE", "DEFAULT_RECORDS_SIZE", "CachedRecordStore"]
@@ -115,6 +116,13 @@ class CachedRecordStore:
 
     def records_usage_percent(self) -> float:
         return self._records.usage_percent()
+
+    def gauges(self) -> Gauges:
+        return replace(
+            self.delegate.gauges(),
+            intents_usage_percent=self.intents_usage_percent,
+            records_usage_percent=self.records_usage_percent,
+        )
 
     # -- intents -------------------------------------------------------------------------------
 

@@ -50,7 +50,7 @@ from pullwarden.records._layout import (
     strerror,
 )
 from pullwarden.records.audit import FileProblem, ProblemKind, scan
-from pullwarden.records.base import Listing
+from pullwarden.records.base import Gauges, Listing
 from pullwarden.records.codec import CURRENT_VERSION, decode_versioned, encode
 from pullwarden.records.model import ImagePulledRecord, ImagePullIntent
 
@@ -375,6 +375,9 @@ class FileRecordStore:
     def count_record_files(self) -> int:
         """Pulled record files, counted like :meth:`count_intent_files`."""
         return self._count(self.pulled_dir)
+
+    def gauges(self) -> Gauges:
+        return Gauges(intent_files=self.count_intent_files, record_files=self.count_record_files)
 
     # -- migration -----------------------------------------------------------------------------
 
