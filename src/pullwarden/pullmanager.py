@@ -445,12 +445,8 @@ class PullManager:
         image_names: Sequence[str] = (),
     ) -> Decision:
         """:meth:`must_attempt_image_pull` with its reasoning; ``write=False`` never writes."""
-        v = self._evaluate(image, image_ref, get_pod_credentials, write, image_names)
-        if v.result is not None:
-            self.metrics.count_mustpull(v.result)
-        if v.error is not None and v.asked:
-            raise v.error
-        return self._explain(v)
+        v = self._evaluate(image, image_ref, get_pod_credentials, image_names)
+        return self._explain(self._finish(v, write))
 
     def must_attempt_image_pull(
         self,
@@ -467,67 +463,98 @@ class PullManager:
         ``image_names`` are the names the runtime lists for ``image_ref`` (its repo tags and
         digests); only :attr:`Protections.any_spelling` looks at them.
         """
-        v = self._evaluate(image, image_ref, get_pod_credentials, True, image_names)
-        if v.result is not None:
-            self.metrics.count_mustpull(v.result)
-        if v.error is not None and v.asked:
-            raise v.error
-        return v.must_pull
+        v = self._evaluate(image, image_ref, get_pod_credentials, image_names)
+        return self._finish(v, True).must_pull
 
     def _evaluate(
         self,
         image: str,
         image_ref: str,
         get_pod_credentials: Callable[[], PodCredentials],
-        write: bool,
         image_names: Sequence[str],
     ) -> _Verdict:
-        """The decision tree of spec §5.4, in order; every exit names its step."""
-        v = _Verdict(image, image_ref)
-        if not image_ref:
-            return v
-        with self._pulled_locks.lock(image_ref), self._intent_locks.lock(image):
-            try:
-                record = self.store.get_pulled_record(image_ref)
-                pulled_by_kubelet = (
-                    record is not None
-                    or self._intent_counts.get(image, 0) > 0
-                    or self.store.intent_exists(image)
-                )
-                if not pulled_by_kubelet and self.protections.any_spelling:
-                    v.intent_image = self._evidence_for(image, image_names)
-                    pulled_by_kubelet = bool(v.intent_image)
-            except RecordError as err:
-                log.warning("cannot read the records of %s, verifying: %s", image_ref, err)
-                v.error = err
-                return v.end(True, "error", Step.READ_ERROR)
-        v.record = record
-        v.pulled_by_kubelet = pulled_by_kubelet
-        if not self.enforcer.require_credential_verification(image, pulled_by_kubelet):
-            return v.end(False, "credentialPolicyAllowed", Step.POLICY)
-        if record is None:
-            return v.end(True, "mustAuthenticate", Step.NO_RECORD)
-        try:
-            v.key = key = trim_tag_digest(image)
-        except PullwardenError as err:
-            v.error = err
-            return v.end(True, "error", Step.BAD_NAME)
-        entry = record.credential_mapping.get(key)
-        if entry is None:
-            return v.end(True, "mustAuthenticate", Step.NO_NAME)
-        if entry.node_pods_accessible:
-            return v.end(False, "credentialRecordFound", Step.NODE_WIDE)
-        cached = entry.kubernetes_secrets
-        if not cached and not entry.kubernetes_service_accounts:
-            return v.end(True, "mustAuthenticate", Step.NO_CREDENTIALS)
+        """The decision tree of spec §5.4, in order; every exit names its step.
 
+        A secret to remember (``v.update``) is only noted here; :meth:`_finish` writes it.
+        """
+        v = _Verdict(image, image_ref)
+        if not image_ref or not self._read_evidence(v, image_names):
+            return v
+        assert v.pulled_by_kubelet is not None
+        if not self.enforcer.require_credential_verification(image, v.pulled_by_kubelet):
+            return v.end(False, "credentialPolicyAllowed", Step.POLICY)
+        entry = self._recorded_entry(v)
+        if entry is None:
+            return v
         v.asked = True
         try:
             pod_secrets, pod_account = get_pod_credentials()
         except Exception as err:
             v.error = err
             return v.end(True, "error", Step.POD_CREDENTIALS)
+        if self._match_secret(v, entry.kubernetes_secrets, pod_secrets):
+            return v.end(False, "credentialRecordFound", Step.SECRET)
+        if pod_account is not None and pod_account in entry.kubernetes_service_accounts:
+            v.account = pod_account
+            return v.end(False, "credentialRecordFound", Step.SERVICE_ACCOUNT)
+        return v.end(True, "mustAuthenticate", Step.NO_MATCH)
 
+    def _read_evidence(self, v: _Verdict, image_names: Sequence[str]) -> bool:
+        """Step 2: the record, and whether this node pulled the image; False on a read error."""
+        with self._pulled_locks.lock(v.image_ref), self._intent_locks.lock(v.image):
+            try:
+                v.record = self.store.get_pulled_record(v.image_ref)
+                pulled = (
+                    v.record is not None
+                    or self._intent_counts.get(v.image, 0) > 0
+                    or self.store.intent_exists(v.image)
+                )
+                if not pulled and self.protections.any_spelling:
+                    v.intent_image = self._evidence_for(v.image, image_names)
+                    pulled = bool(v.intent_image)
+            except RecordError as err:
+                log.warning("cannot read the records of %s, verifying: %s", v.image_ref, err)
+                v.record, v.error = None, err
+                v.end(True, "error", Step.READ_ERROR)
+                return False
+        v.pulled_by_kubelet = pulled
+        return True
+
+    @staticmethod
+    def _recorded_entry(v: _Verdict) -> ImagePullCredentials | None:
+        """Steps 4-8: the record's credentials for the image name, when pod ones must be asked.
+
+        None when the verdict already ended (no record, no name, node-wide, nothing recorded).
+        """
+        if v.record is None:
+            v.end(True, "mustAuthenticate", Step.NO_RECORD)
+            return None
+        try:
+            v.key = trim_tag_digest(v.image)
+        except PullwardenError as err:
+            v.error = err
+            v.end(True, "error", Step.BAD_NAME)
+            return None
+        entry = v.record.credential_mapping.get(v.key)
+        if entry is None:
+            v.end(True, "mustAuthenticate", Step.NO_NAME)
+        elif entry.node_pods_accessible:
+            v.end(False, "credentialRecordFound", Step.NODE_WIDE)
+        elif not entry.kubernetes_secrets and not entry.kubernetes_service_accounts:
+            v.end(True, "mustAuthenticate", Step.NO_CREDENTIALS)
+        else:
+            return entry
+        return None
+
+    @staticmethod
+    def _match_secret(
+        v: _Verdict, cached: Sequence[ImagePullSecret], pod_secrets: Sequence[ImagePullSecret]
+    ) -> bool:
+        """Step 10: the first pod secret (pod order) matching a recorded one by hash or coordinates.
+
+        A coordinate match counts only while the entry has room for more secrets; a match that
+        teaches the record something (a rotated hash, new coordinates) is noted in ``v.update``.
+        """
         room = len(cached) < MAX_SECRETS_PER_IMAGE
         for pod_secret in pod_secrets:
             for known in cached:
@@ -539,19 +566,20 @@ class PullManager:
                 if not by_hash and not (by_coords and room):
                     continue
                 if room and not (by_hash and by_coords):
-                    # Remember the secret (a rotated hash, or new coordinates for known content).
                     v.update = ImagePullCredentials(kubernetes_secrets=(pod_secret,))
-                    if write:
-                        self._cache_secret(image, image_ref, v.update)
-                v.known_secret = known
-                v.pod_secret = pod_secret
-                v.by_hash = by_hash
-                v.error = None
-                return v.end(False, "credentialRecordFound", Step.SECRET)
-        if pod_account is not None and pod_account in entry.kubernetes_service_accounts:
-            v.account = pod_account
-            return v.end(False, "credentialRecordFound", Step.SERVICE_ACCOUNT)
-        return v.end(True, "mustAuthenticate", Step.NO_MATCH)
+                v.known_secret, v.pod_secret, v.by_hash = known, pod_secret, by_hash
+                return True
+        return False
+
+    def _finish(self, v: _Verdict, write: bool) -> _Verdict:
+        """Count the check, remember a newly matched secret (``write``), re-raise a lookup error."""
+        if v.result is not None:
+            self.metrics.count_mustpull(v.result)
+        if write and v.update is not None:
+            self._cache_secret(v.image, v.image_ref, v.update)
+        if v.error is not None and v.asked:
+            raise v.error
+        return v
 
     def _explain(self, v: _Verdict) -> Decision:
         """Turn a verdict into a :class:`Decision` with its reasons in words."""
