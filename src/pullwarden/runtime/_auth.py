@@ -21,12 +21,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import ipaddress
-import json
 import re
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from pullwarden._nesting import loads_json
 from pullwarden.runtime.base import AuthConfig
 
 __all__ = [
@@ -228,8 +228,8 @@ def parse_token_reply(data: bytes) -> tuple[str, float]:
     Accepts both ``token`` and ``access_token``; ``expires_in`` defaults to 60 seconds.
     """
     try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError, RecursionError):
+        doc = loads_json(data)
+    except ValueError:  # not JSON, or nested too deeply (NestingError)
         raise ValueError("token server reply is not JSON") from None
     if not isinstance(doc, dict):
         raise ValueError("token server reply is not a JSON object")

@@ -15,7 +15,6 @@ even inside one process, so the same test works between threads.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import json
@@ -29,7 +28,8 @@ from pathlib import Path
 from types import TracebackType
 
 from pullwarden._cancel import CancelToken
-from pullwarden._files import write_atomically
+from pullwarden._files import remove_quietly, write_all, write_atomically
+from pullwarden._nesting import loads_json
 from pullwarden.errors import ImageStoreError, PullwardenError
 from pullwarden.runtime.oci import is_digest
 
@@ -116,11 +116,11 @@ class Lease:
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, _FILE_MODE)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            _write_all(fd, json.dumps(sorted(set(digests))).encode())
+            write_all(fd, json.dumps(sorted(set(digests))).encode())
             self.workdir.mkdir(mode=_DIR_MODE)
         except BaseException:
             os.close(fd)
-            _remove_quietly(self.path)
+            remove_quietly(self.path)  # never hides the error that brought us here
             raise
         self._fd: int | None = fd
 
@@ -129,7 +129,7 @@ class Lease:
         if self._fd is None:
             return
         shutil.rmtree(self.workdir, ignore_errors=True)
-        _remove_quietly(self.path)
+        self.path.unlink(missing_ok=True)
         os.close(self._fd)
         self._fd = None
 
@@ -162,7 +162,7 @@ def sweep_temp(tmp: Path) -> frozenset[str]:
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)
         else:
-            _remove_quietly(path)
+            path.unlink(missing_ok=True)  # anything else it raises is a failed collection
     return frozenset(held)
 
 
@@ -189,26 +189,14 @@ def _read_lease(fd: int, path: Path) -> list[str]:
     while chunk := os.read(fd, 65536):
         chunks.append(chunk)
     try:
-        digests = json.loads(b"".join(chunks))
-    except (ValueError, RecursionError):
+        digests = loads_json(b"".join(chunks))
+    except ValueError:  # not JSON, or nested too deeply (NestingError)
         digests = None
     if not isinstance(digests, list) or not all(isinstance(d, str) for d in digests):
         # A live lease is always complete (it is written under the store lock), so this is
         # foreign or damaged; refusing is safer than collecting blobs a pull may need.
         raise ImageStoreError(f"pull lease {path} is unreadable; refusing to collect garbage")
     return digests
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
-
-
-def _remove_quietly(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
 
 
 class ProgressWatchdog:

@@ -20,11 +20,12 @@ import json
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import httpx
 
 from pullwarden._cancel import CancelToken
+from pullwarden._nesting import loads_json
 from pullwarden.errors import (
     DeniedError,
     NotFoundError,
@@ -292,17 +293,15 @@ def _registry_errors(body: bytes) -> tuple[str, str, str]:
     returned as text only so that callers can check it for secrets.
     """
     try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError):  # too deep: not an error body
+        doc: Any = loads_json(body)
+    except ValueError:  # not JSON, or nested too deeply (NestingError): not an error body
         return "", "", ""
     errors = doc.get("errors") if isinstance(doc, dict) else None
     if not isinstance(errors, list) or not errors or not isinstance(errors[0], dict):
         return "", "", ""
     code, message, detail = (errors[0].get(k) for k in ("code", "message", "detail"))
-    try:
-        detail_text = "" if detail is None else json.dumps(detail, ensure_ascii=False)
-    except (ValueError, RecursionError):
-        detail_text = ""
+    # ``detail`` nests no deeper than loads_json allows, far from the recursion limit.
+    detail_text = "" if detail is None else json.dumps(detail, ensure_ascii=False)
     return (
         code.upper() if isinstance(code, str) else "",
         " ".join(message.split())[:200] if isinstance(message, str) else "",

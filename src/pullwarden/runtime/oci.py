@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pullwarden._nesting import loads_json
 from pullwarden.errors import NotFoundError, UnsupportedMediaTypeError
 from pullwarden.runtime.base import Platform
 
@@ -106,8 +106,8 @@ class Index:
 
 def _load(data: bytes, what: str) -> Mapping[str, Any]:
     try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError, RecursionError):  # too deep to parse is not JSON
+        doc = loads_json(data)
+    except ValueError:  # not JSON, or nested too deeply (NestingError): not JSON we take
         raise UnsupportedMediaTypeError(f"{what} is not valid JSON") from None
     if not isinstance(doc, dict):
         raise UnsupportedMediaTypeError(f"{what} is not a JSON object")

@@ -34,7 +34,6 @@ Protocol notes:
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import ssl
@@ -46,11 +45,12 @@ from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, TypeVar, cast
 
 import httpx
 
 from pullwarden._cancel import CancelToken
+from pullwarden._files import remove_quietly, write_all
 from pullwarden.errors import (
     DigestMismatchError,
     PullCancelledError,
@@ -133,14 +133,6 @@ def _matches(data: bytes, digest: str) -> bool:
     return f"{digest.partition(':')[0]}:{hasher.hexdigest()}" == digest
 
 
-def _write_rest(out: BinaryIO, rest: memoryview) -> None:
-    while rest:
-        written = out.write(rest)
-        if not written:
-            raise OSError("the blob file accepted no more bytes")
-        rest = rest[written:]
-
-
 def load_ca_file(ca_file: Path) -> ssl.SSLContext:
     """A TLS client context trusting the system CAs and the PEM certificates in ``ca_file``.
 
@@ -169,9 +161,12 @@ def load_ca_file(ca_file: Path) -> ssl.SSLContext:
 
 def _remove(path: Path) -> None:
     """Delete a partly written blob file (never a device such as ``/dev/null``)."""
-    with contextlib.suppress(OSError):
-        if stat.S_ISREG(path.lstat().st_mode):
-            path.unlink()
+    try:
+        regular = stat.S_ISREG(path.lstat().st_mode)
+    except OSError:
+        return
+    if regular:
+        remove_quietly(path)
 
 
 # --- the client ------------------------------------------------------------------------------
@@ -647,6 +642,7 @@ class RegistryClient:
         done = 0
         next_report = _PROGRESS_STEP
         with open(dest, "wb", buffering=0) as out:
+            fd = out.fileno()
             for chunk in chunks:
                 done += len(chunk)
                 if done > size:
@@ -655,7 +651,9 @@ class RegistryClient:
                         f"{subject} is longer than the {size} bytes its descriptor says",
                     )
                 hasher.update(chunk)
-                _write_rest(out, memoryview(chunk))
+                # write_all takes any buffer (it writes a memoryview of it); the cast goes
+                # once its annotation says so (mypy then reports the cast as redundant).
+                write_all(fd, cast(bytes, chunk))
                 if done >= next_report:
                     report(done)
                     next_report = done + _PROGRESS_STEP

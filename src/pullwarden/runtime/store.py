@@ -86,6 +86,7 @@ from pullwarden._cancel import CancelToken
 from pullwarden._clock import Clock, SystemClock
 from pullwarden._files import write_atomically
 from pullwarden._gofmt import go_duration, seconds_to_ns
+from pullwarden._nesting import NestingError, loads_json
 from pullwarden.errors import (
     DigestMismatchError,
     ImageStoreError,
@@ -292,11 +293,11 @@ def _decode_target(digest: str, raw: object) -> _Target:
 
 def _decode_index(data: bytes) -> _State:
     try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as err:
-        raise _Corrupt(f"not valid JSON ({err})") from None
-    except RecursionError:
+        doc = loads_json(data)
+    except NestingError:
         raise _Corrupt("not valid JSON (nested too deeply)") from None
+    except ValueError as err:  # UnicodeDecodeError included
+        raise _Corrupt(f"not valid JSON ({err})") from None
     if not isinstance(doc, dict):
         raise _Corrupt("not a JSON object")
     version = doc.get("version")
