@@ -10,13 +10,15 @@ and mixed case; the message must not contain it, nor any 8-character piece of it
 from __future__ import annotations
 
 import base64
+import dataclasses
+import threading
 from collections.abc import Callable
 
 import httpx
 import pytest
 
 from pullwarden.errors import RegistryError
-from pullwarden.runtime._transport import _mask_secrets, _quotes_secret
+from pullwarden.runtime._scrub import Scrubber, mask_secrets, quotes_secret
 from pullwarden.runtime.base import AuthConfig
 from pullwarden.runtime.registry import RegistryClient
 
@@ -150,18 +152,64 @@ def test_registry_echoing_the_bearer_token(where: str, case: str) -> None:
 
 def test_quotes_secret_ignores_case() -> None:
     secrets = {PASSWORD}
-    assert _quotes_secret(PASSWORD.upper(), secrets)
-    assert _quotes_secret(f"x {PASSWORD.swapcase()[2:12]} y", secrets)
-    assert not _quotes_secret("nothing to see", secrets)
-    assert _quotes_secret("STRASSE-1234", {"straße-1234"})  # upper() of ß is SS
-    assert _quotes_secret("pw=AB", {"ab"})
+    assert quotes_secret(PASSWORD.upper(), secrets)
+    assert quotes_secret(f"x {PASSWORD.swapcase()[2:12]} y", secrets)
+    assert not quotes_secret("nothing to see", secrets)
+    assert quotes_secret("STRASSE-1234", {"straße-1234"})  # upper() of ß is SS
+    assert quotes_secret("pw=AB", {"ab"})
 
 
 def test_mask_secrets_masks_every_piece_in_any_case() -> None:
     secrets = {PASSWORD, "straße-1234"}
-    assert _mask_secrets(f"a {PASSWORD.upper()} b", secrets) == "a *** b"
-    assert _mask_secrets(f"a {PASSWORD.lower()[3:]} b", secrets) == "a *** b"
-    assert _mask_secrets("x STRASSE-1234 y", secrets) == "x *** y"
-    assert _mask_secrets(f"{PASSWORD}{PASSWORD.swapcase()}", secrets) == "***"
-    assert _mask_secrets("nothing here", secrets) == "nothing here"
-    assert _mask_secrets("ab ab", {"ab"}) == "ab ab"  # too short to mask (fields are checked)
+    assert mask_secrets(f"a {PASSWORD.upper()} b", secrets) == "a *** b"
+    assert mask_secrets(f"a {PASSWORD.lower()[3:]} b", secrets) == "a *** b"
+    assert mask_secrets("x STRASSE-1234 y", secrets) == "x *** y"
+    assert mask_secrets(f"{PASSWORD}{PASSWORD.swapcase()}", secrets) == "***"
+    assert mask_secrets("nothing here", secrets) == "nothing here"
+    assert mask_secrets("ab ab", {"ab"}) == "ab ab"  # too short to mask (fields are checked)
+
+
+# --- the scrubber of one operation -------------------------------------------------------------
+
+
+def test_a_target_is_immutable_and_its_repr_shows_no_secret() -> None:
+    client = RegistryClient(transport=httpx.MockTransport(lambda r: httpx.Response(200)))
+    with client:
+        target = client._target(IMAGE, AUTH, "pulling", "pull")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        target.tag = "v2"  # type: ignore[misc]
+    target.scrubber.add(TOKEN)
+    shown = repr(target)
+    assert not leaks(shown, PASSWORD) and not leaks(shown, TOKEN), shown
+    encoded = base64.b64encode(f"alice:{PASSWORD}".encode()).decode()
+    assert target.scrubber.secrets() == {PASSWORD, encoded, TOKEN}
+    assert target.message(f"got {TOKEN.lower()}") == f"pulling {IMAGE}: got ***"
+
+
+def test_the_scrubber_is_safe_to_share_between_threads() -> None:
+    scrubber = Scrubber([PASSWORD])
+    errors: list[BaseException] = []
+    start = threading.Barrier(6)
+
+    def add(n: int) -> None:
+        start.wait()
+        for i in range(3000):
+            scrubber.add(f"secret-{n}-{i:06d}")
+
+    def mask() -> None:
+        start.wait()
+        try:
+            for _ in range(200):
+                assert "***" in scrubber.mask(f"x {PASSWORD} y")
+        except BaseException as err:  # a set changing size mid-iteration, say
+            errors.append(err)
+
+    threads = [threading.Thread(target=add, args=(n,)) for n in range(3)]
+    threads += [threading.Thread(target=mask) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert len(scrubber.secrets()) == 1 + 3 * 3000
+    assert PASSWORD not in repr(scrubber)

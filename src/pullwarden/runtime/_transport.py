@@ -11,12 +11,19 @@ Every exchange runs under a :func:`~pullwarden.runtime._network.guarded` block c
 target's cancel token, and manifest and token exchanges also under a deadline: once the token
 is cancelled, the sockets in use are shut down, the exchange raises the token's error, and no
 retry (nor back-off sleep) follows.
+
+A :class:`Target` is one operation: immutable, and shared by the threads of the operation (the
+parallel blob downloads of one pull).  What it learns while running — the ``Authorization``
+values sent, the tokens issued — goes to its :class:`~._scrub.Scrubber`, which is locked.  The
+challenges a registry sent (what to send it up front next time) are per session, under the
+session's lock.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -46,6 +53,7 @@ from pullwarden.runtime._auth import (
     parse_token_reply,
 )
 from pullwarden.runtime._network import DeadlineExceeded, guarded
+from pullwarden.runtime._scrub import Scrubber
 from pullwarden.runtime.base import AuthConfig
 
 __all__ = ["Content", "ServerError", "Session", "Target", "host_port", "read_capped"]
@@ -72,7 +80,11 @@ Content = Callable[[], bytes | Iterator[bytes]]  # a request body, made afresh f
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """One operation on one repository: where to send requests and how to word errors."""
+    """One operation on one repository: where to send requests and how to word errors.
+
+    Immutable; the secrets known to the operation, which grow while it runs, are held by
+    ``scrubber`` (thread-safe), and every message goes through it.
+    """
 
     action: str  # "pulling" or "pushing"
     registry: str  # as in the normalised name, e.g. "docker.io"
@@ -84,7 +96,7 @@ class Target:
     auth: AuthConfig
     insecure_configured: bool
     scope: str  # the token scope this operation needs
-    secrets: set[str] = field(default_factory=set)  # scrubbed from every message
+    scrubber: Scrubber = field(default_factory=Scrubber)  # masks secrets in every message
     cancel: CancelToken | None = None  # stops every exchange of the operation
 
     @property
@@ -108,11 +120,11 @@ class Target:
         The last line of defence: callers already leave out registry-supplied text that quotes
         a secret (:meth:`shown`); this also catches what they did not think of, in any case.
         """
-        return _mask_secrets(f"{self.action} {self.what}: {cause}", self.secrets)
+        return self.scrubber.mask(f"{self.action} {self.what}: {cause}")
 
     def quotes_secret(self, text: str) -> bool:
         """True when ``text`` (from the registry) contains a piece of a secret, in any case."""
-        return _quotes_secret(text, self.secrets)
+        return self.scrubber.quotes(text)
 
     def shown(self, text: str, what: str) -> str:
         """Registry-supplied ``text`` for a message, or a note that it is withheld."""
@@ -137,6 +149,11 @@ class _Authz:
     fresh: bool  # a refusal is final (not a cached token that may merely have gone stale)
     key: TokenKey | None = None
     withheld: bool = False  # credentials were not sent to a cleartext foreign realm
+
+    @property
+    def secret(self) -> str:
+        """The credential part of the header (what must never appear in a message)."""
+        return self.header.partition(" ")[2]
 
 
 class ServerError(Exception):
@@ -222,70 +239,6 @@ def read_capped(response: httpx.Response, limit: int) -> bytes:
     return b"".join(parts)[:limit]
 
 
-_WINDOW = 8  # a piece of a secret this long counts as quoting it
-_MIN_MASKED = 3  # shorter secrets would mask half of every message; fields are still checked
-
-
-def _folded(text: str) -> tuple[str, list[int]]:
-    """``text`` case-folded, and for each folded character the index it came from.
-
-    Case folding can change lengths (``ß`` folds to ``ss``), hence the map back.
-    """
-    parts: list[str] = []
-    origin: list[int] = []
-    for index, char in enumerate(text):
-        folded = char.casefold()
-        parts.append(folded)
-        origin.extend([index] * len(folded))
-    return "".join(parts), origin
-
-
-def _secret_spans(text: str, secrets: set[str], shortest: int) -> list[tuple[int, int]]:
-    """``[start, end)`` ranges of ``text`` that quote a secret, ignoring case.
-
-    A secret quotes when it appears whole, or (when longer than the window) when any
-    ``_WINDOW``-character piece of it does.  Secrets shorter than ``shortest`` are ignored.
-    """
-    folded, origin = _folded(text)
-    spans: list[tuple[int, int]] = []
-    for secret in secrets:
-        want = secret.casefold()
-        if len(want) < max(1, shortest):
-            continue
-        width = min(len(want), _WINDOW)
-        for piece in {want[i : i + width] for i in range(len(want) - width + 1)}:
-            start = folded.find(piece)
-            while start >= 0:
-                spans.append((origin[start], origin[start + width - 1] + 1))
-                start = folded.find(piece, start + 1)
-    return spans
-
-
-def _quotes_secret(text: str, secrets: set[str]) -> bool:
-    """True when ``text`` contains a secret or an 8-character piece of one, in any case."""
-    return bool(_secret_spans(text, secrets, 1))
-
-
-def _mask_secrets(text: str, secrets: set[str]) -> str:
-    """``text`` with every quoted secret (or piece of one, in any case) replaced by ``***``."""
-    spans = sorted(_secret_spans(text, secrets, _MIN_MASKED))
-    if not spans:
-        return text
-    out: list[str] = []
-    position = 0
-    for start, end in spans:
-        if end <= position:
-            continue
-        if start > position:
-            out.append(text[position:start])
-            out.append("***")
-        elif not out or out[-1] != "***":
-            out.append("***")
-        position = end
-    out.append(text[position:])
-    return "".join(out)
-
-
 def _registry_errors(body: bytes) -> tuple[str, str, str]:
     """``(code, message, detail)`` of the first entry of a distribution ``{"errors": [...]}``.
 
@@ -327,6 +280,7 @@ class Session:
         self._retry_backoff = retry_backoff
         self._sleep = sleep
         self._tokens = TokenCache(clock)
+        self._lock = threading.Lock()  # guards _challenges (blob workers share the session)
         self._challenges: dict[tuple[str, str, int], Challenge] = {}
         self._request_timeout = request_timeout
 
@@ -472,7 +426,7 @@ class Session:
         for _ in range(_MAX_REDIRECTS + 1):
             sent = dict(headers)
             if authz is not None and origin_of(url) == target.origin:
-                target.secrets.add(authz.header.partition(" ")[2])  # never echoed in errors
+                target.scrubber.add(authz.secret)  # never echoed in errors
                 sent["Authorization"] = authz.header
             request = self._client.build_request(
                 method, url, headers=sent, content=content() if content is not None else None
@@ -495,22 +449,27 @@ class Session:
         """The ``Authorization`` value to send up front to the registry itself, if any.
 
         For requests made outside httpx (the lean blob reader); the value is added to the
-        target's secrets so that no error message can quote it.
+        target's scrubber so that no error message can quote it.
         """
         authz = self._known_authorization(target)
         if authz is None:
             return None
-        target.secrets.add(authz.header.partition(" ")[2])
+        target.scrubber.add(authz.secret)
         return authz.header
 
     def _known_authorization(self, target: Target) -> _Authz | None:
         """Credentials to send up front, from a challenge this registry sent before."""
-        challenge = self._challenges.get(target.origin)
+        with self._lock:
+            challenge = self._challenges.get(target.origin)
         if challenge is None:
             return None
         if challenge.scheme == "basic":
             return self._basic(target)
         return self._bearer(target, challenge, (target.scope,))
+
+    def _remember(self, target: Target, challenge: Challenge) -> None:
+        with self._lock:
+            self._challenges[target.origin] = challenge
 
     def _answer(
         self, target: Target, challenges: Sequence[Challenge], sent: _Authz | None
@@ -520,7 +479,7 @@ class Session:
         basic = next((c for c in challenges if c.scheme == "basic"), None)
         anonymous = " (anonymous)" if target.auth.anonymous else ""
         if bearer is not None:
-            self._challenges[target.origin] = bearer
+            self._remember(target, bearer)
             error = bearer.param("error")
             if sent is not None and sent.kind == "bearer":
                 note = _WITHHELD if sent.withheld else ""
@@ -529,10 +488,10 @@ class Session:
                 if sent.fresh or sent.key is None:
                     reason = target.shown(error, "reason") if error else "no reason given"
                     target.fail(UnauthorizedError, f"unauthorized: token refused ({reason}){note}")
-                self._tokens.discard(sent.key, sent.header.partition(" ")[2])
+                self._tokens.discard(sent.key, sent.secret)
             return self._bearer(target, bearer, merge_scopes(bearer.scopes, (target.scope,)))
         if basic is not None:
-            self._challenges[target.origin] = basic
+            self._remember(target, basic)
             if sent is not None and sent.kind == "basic":
                 target.fail(UnauthorizedError, "unauthorized: credentials rejected")
             authz = self._basic(target)
@@ -571,7 +530,7 @@ class Session:
         if cached is not None:
             return _Authz(f"Bearer {cached}", "bearer", False, key, withheld)
         token, lifetime = self._fetch_token(target, realm, key, allowed)
-        target.secrets.add(token)
+        target.scrubber.add(token)
         self._tokens.put(key, token, lifetime)
         return _Authz(f"Bearer {token}", "bearer", True, key, withheld)
 

@@ -63,6 +63,7 @@ from pullwarden.runtime import oci
 from pullwarden.runtime._auth import basic_authorization, is_loopback_host
 from pullwarden.runtime._fastblob import open_blob
 from pullwarden.runtime._network import GuardedTransport, guarded
+from pullwarden.runtime._scrub import Scrubber
 from pullwarden.runtime._transport import USER_AGENT, Session, Target
 from pullwarden.runtime.base import AuthConfig, Platform, ProgressCallback, PullProgress
 
@@ -167,6 +168,14 @@ def _remove(path: Path) -> None:
         return
     if regular:
         remove_quietly(path)
+
+
+def _scrubber(auth: AuthConfig) -> Scrubber:
+    """A scrubber for one operation, knowing every secret of ``auth`` (and its Basic value)."""
+    scrubber = Scrubber((auth.password, auth.identity_token, auth.registry_token))
+    if auth.username or auth.password:
+        scrubber.add(basic_authorization(auth.username, auth.password).partition(" ")[2])
+    return scrubber
 
 
 # --- the client ------------------------------------------------------------------------------
@@ -489,9 +498,6 @@ class RegistryClient:
         parsed = parse_normalized(ref)
         tag = parsed.tag or ("" if parsed.digest or not tag_default else DEFAULT_TAG)
         auth = auth or _ANONYMOUS
-        secrets = {s for s in (auth.password, auth.identity_token, auth.registry_token) if s}
-        if auth.username or auth.password:
-            secrets.add(basic_authorization(auth.username, auth.password).partition(" ")[2])
         return Target(
             action=action,
             registry=parsed.domain,
@@ -503,7 +509,7 @@ class RegistryClient:
             auth=auth,
             insecure_configured=self._options(parsed.domain).insecure is True,
             scope=f"repository:{parsed.path}:{actions}",
-            secrets=secrets,
+            scrubber=_scrubber(auth),
             cancel=cancel,
         )
 
