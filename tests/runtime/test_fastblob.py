@@ -1,7 +1,14 @@
-"""The lean blob reader: the plain-200 case it reads itself, and every case it hands back."""
+"""The lean blob reader: the plain-200 case it reads itself, and every case it hands back.
+
+The reader sits behind the client's transport (runtime._wire): these tests drive it directly
+(``exchange``) and through a RegistryClient on real loopback sockets, where the session's rules
+decide what is sent where and the reader only reads.
+"""
 
 from __future__ import annotations
 
+import base64
+import http.server
 import socket
 import ssl
 import threading
@@ -12,10 +19,16 @@ import httpx
 import pytest
 
 from pullwarden.devregistry import DevRegistry
-from pullwarden.runtime._fastblob import MAX_HEADER_BYTES, open_blob
+from pullwarden.runtime import oci
+from pullwarden.runtime._fastblob import BLOB_BODY, LEAN, MAX_HEADER_BYTES, BlobBody, exchange
+from pullwarden.runtime.base import AuthConfig
 from pullwarden.runtime.layout import build_image
-from pullwarden.runtime.registry import RegistryClient
+from pullwarden.runtime.registry import HostOptions, RegistryClient
 from pullwarden.runtime.store import LocalImageService
+from tests.runtime.loopback import Loopback, head
+from tests.runtime.test_registry import serve_tls
+
+NO_TLS = ssl.create_default_context()  # never used: these servers speak plain HTTP
 
 
 class CannedServer:
@@ -60,13 +73,14 @@ def serve() -> Iterator[list[CannedServer]]:
         s.close()
 
 
-def no_tls(url: httpx.URL) -> ssl.SSLContext:
-    raise AssertionError("plain HTTP only")
+def get(url: httpx.URL, **headers: str) -> httpx.Request:
+    timeout = httpx.Timeout(5.0).as_dict()
+    return httpx.Request("GET", url, headers=headers, extensions={LEAN: True, "timeout": timeout})
 
 
-def read_all(body: object) -> bytes:
-    from pullwarden.runtime._fastblob import BlobBody
-
+def read_all(response: httpx.Response | None) -> bytes:
+    assert response is not None
+    body = response.extensions[BLOB_BODY]
     assert isinstance(body, BlobBody)
     buf = memoryview(bytearray(7))  # small buffer: many reads
     out = b""
@@ -80,17 +94,26 @@ def read_all(body: object) -> bytes:
 def test_plain_200_is_read_here(serve: list[CannedServer]) -> None:
     srv = CannedServer(b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nhello world")
     serve.append(srv)
-    body = open_blob(
-        srv.url(),
-        {"User-Agent": "t"},
-        timeout=5,
-        tls=no_tls,
-        authorization="Bearer x",
-        origin=("http", "127.0.0.1", srv.port),
-    )
-    assert read_all(body) == b"hello world"
-    assert b"Authorization: Bearer x" in srv.requests[0]
-    assert srv.requests[0].startswith(b"GET /v2/ns/x/blobs/sha256:abc HTTP/1.1\r\n")
+    response = exchange(get(srv.url(), Authorization="Bearer x", User_Agent="t"), NO_TLS)
+    assert response is not None and response.status_code == 200
+    assert response.headers["Content-Length"] == "11"
+    assert read_all(response) == b"hello world"
+    sent = srv.requests[0]
+    assert sent.startswith(b"GET /v2/ns/x/blobs/sha256:abc HTTP/1.1\r\n")
+    assert f"Host: 127.0.0.1:{srv.port}\r\n".encode() in sent
+    assert b"Authorization: Bearer x\r\n" in sent  # whatever the session put in the request
+    assert b"Connection: close\r\n" in sent and b"keep-alive" not in sent
+
+
+def test_the_body_also_iterates_as_bytes(serve: list[CannedServer]) -> None:
+    srv = CannedServer(b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nhello world")
+    serve.append(srv)
+    response = exchange(get(srv.url()), NO_TLS)
+    assert response is not None
+    try:
+        assert response.read() == b"hello world"
+    finally:
+        response.close()
 
 
 @pytest.mark.parametrize(
@@ -100,28 +123,47 @@ def test_plain_200_is_read_here(serve: list[CannedServer]) -> None:
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
         b"HTTP/1.1 200 OK\r\n\r\nno length",
         b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 302 Found\r\nContent-Length: 0\r\n\r\n",  # a redirect to nowhere
         b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * (MAX_HEADER_BYTES + 10) + b"\r\n\r\n",
     ],
-    ids=["401", "chunked", "no-length", "500", "huge-headers"],
+    ids=["401", "chunked", "no-length", "500", "no-location", "huge-headers"],
 )
-def test_other_answers_go_back_to_httpx(serve: list[CannedServer], answer: bytes) -> None:
+def test_other_answers_go_back_to_the_pool(serve: list[CannedServer], answer: bytes) -> None:
     srv = CannedServer(answer)
     serve.append(srv)
-    assert open_blob(srv.url(), {}, timeout=5, tls=no_tls) is None
+    assert exchange(get(srv.url()), NO_TLS) is None
+
+
+def test_only_marked_gets_are_for_the_lean_reader() -> None:
+    head_request = httpx.Request("HEAD", "http://127.0.0.1:1/x")
+    assert exchange(head_request, NO_TLS) is None  # nothing sent: port 1 is never tried
+
+
+def test_a_redirect_comes_back_without_its_body(serve: list[CannedServer]) -> None:
+    srv = CannedServer(
+        b"HTTP/1.1 307 Temporary Redirect\r\nLocation: http://elsewhere/b?sig=1\r\n"
+        b"Content-Length: 5\r\n\r\nbody!"
+    )
+    serve.append(srv)
+    response = exchange(get(srv.url()), NO_TLS)
+    assert response is not None and response.status_code == 307
+    assert response.headers["Location"] == "http://elsewhere/b?sig=1"
+    assert BLOB_BODY not in response.extensions
+    assert response.read() == b""
 
 
 def test_early_close_is_a_protocol_error(serve: list[CannedServer]) -> None:
     srv = CannedServer(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this")
     serve.append(srv)
     with pytest.raises(httpx.RemoteProtocolError, match="after 9 of 100 bytes"):
-        read_all(open_blob(srv.url(), {}, timeout=5, tls=no_tls))
+        read_all(exchange(get(srv.url()), NO_TLS))
 
 
 def test_garbage_status_line(serve: list[CannedServer]) -> None:
     srv = CannedServer(b"SPDY/9 what\r\n\r\n")
     serve.append(srv)
     with pytest.raises(httpx.RemoteProtocolError, match="malformed status line"):
-        open_blob(srv.url(), {}, timeout=5, tls=no_tls)
+        exchange(get(srv.url()), NO_TLS)
 
 
 def test_refused_connection_is_a_connect_error() -> None:
@@ -129,30 +171,64 @@ def test_refused_connection_is_a_connect_error() -> None:
     port = sock.getsockname()[1]
     sock.close()
     with pytest.raises(httpx.ConnectError):
-        open_blob(httpx.URL(f"http://127.0.0.1:{port}/x"), {}, timeout=5, tls=no_tls)
+        exchange(get(httpx.URL(f"http://127.0.0.1:{port}/x")), NO_TLS)
 
 
-def test_redirect_elsewhere_drops_the_credentials(serve: list[CannedServer]) -> None:
-    target = CannedServer(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-    serve.append(target)
-    hop = CannedServer(
-        b"HTTP/1.1 307 Temporary Redirect\r\nLocation: "
-        + str(target.url("/data?sig=1")).encode()
-        + b"\r\nContent-Length: 0\r\n\r\n"
+# --- through a client: the session's rules, the lean reader's reading -------------------------
+
+BLOB = b"lean blob " * 10_000
+BLOB_DESC = oci.Descriptor(oci.OCI_LAYER_GZIP, oci.digest_of(BLOB), len(BLOB))
+ALICE = AuthConfig("alice", "alice-pw-S3cret")
+BASIC = "Basic " + base64.b64encode(b"alice:alice-pw-S3cret").decode()
+
+
+def test_redirect_elsewhere_drops_the_credentials(tmp_path: Path) -> None:
+    storage = CannedServer(
+        f"HTTP/1.1 200 OK\r\nContent-Length: {len(BLOB)}\r\n\r\n".encode() + BLOB
     )
-    serve.append(hop)
-    body = open_blob(
-        hop.url(),
-        {},
-        timeout=5,
-        tls=no_tls,
-        authorization="Basic c2VjcmV0",
-        origin=("http", "127.0.0.1", hop.port),
-    )
-    assert read_all(body) == b"ok"
-    assert b"Authorization" in hop.requests[0]
-    assert b"Authorization" not in target.requests[0]
-    assert target.requests[0].startswith(b"GET /data?sig=1 HTTP/1.1")
+
+    def registry_behaviour(conn: socket.socket, request: bytes) -> None:
+        if BASIC.encode() not in request:
+            conn.sendall(
+                head("401 Unauthorized", WWW_Authenticate='Basic realm="r"', Content_Length="0")
+            )
+            return
+        location = str(storage.url("/data?sig=1"))
+        conn.sendall(head("307 Temporary Redirect", Location=location, Content_Length="0"))
+
+    registry = Loopback(registry_behaviour)
+    with registry, RegistryClient(retries=0) as client:
+        try:
+            client.fetch_blob(f"{registry.host}/ns/x", BLOB_DESC, tmp_path / "b", ALICE)
+        finally:
+            storage.close()
+        # bare (lean), bare again (the pool: the lean reader hands a 401 back), with Basic
+        assert [BASIC.encode() in r for r in registry.requests] == [False, False, True]
+        assert client.lean_blob_count == 1
+    assert (tmp_path / "b").read_bytes() == BLOB
+    (at_storage,) = storage.requests
+    assert b"Authorization" not in at_storage
+    assert at_storage.startswith(b"GET /data?sig=1 HTTP/1.1")
+
+
+class _TLSBlobHandler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(BLOB)))
+        self.end_headers()
+        self.wfile.write(BLOB)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_the_lean_reader_uses_the_hosts_ca(tmp_path: Path) -> None:
+    with serve_tls(tmp_path, _TLSBlobHandler) as (host, ca):
+        client = RegistryClient(hosts={host: HostOptions(ca_file=ca)}, retries=0)
+        with client:
+            client.fetch_blob(f"{host}/ns/x", BLOB_DESC, tmp_path / "b")
+            assert client.lean_blob_count == 1
+    assert (tmp_path / "b").read_bytes() == BLOB
 
 
 def test_a_real_pull_uses_the_lean_reader(tmp_path: Path) -> None:
@@ -163,3 +239,13 @@ def test_a_real_pull_uses_the_lean_reader(tmp_path: Path) -> None:
         with LocalImageService(tmp_path / "store", client=client) as store:
             assert store.pull_image(f"{reg.host}/ns/app:v1") == image.config_digest
         assert client.lean_blob_count == 1 + len(image.layer_digests)
+
+
+def test_without_lean_blobs_the_pool_reads_them(tmp_path: Path) -> None:
+    layout = tmp_path / "layout"
+    image = build_image(layout, "v1", files={"a": b"x" * 300_000})
+    with DevRegistry() as reg, RegistryClient(lean_blobs=False) as client:
+        reg.add_image("ns/app", "v1", layout, "v1")
+        with LocalImageService(tmp_path / "store", client=client) as store:
+            assert store.pull_image(f"{reg.host}/ns/app:v1") == image.config_digest
+        assert client.lean_blob_count == 0

@@ -7,6 +7,7 @@ These cover the protocol and the faults a real registry will not produce; the re
 from __future__ import annotations
 
 import base64
+import contextlib
 import gzip
 import hashlib
 import http.server
@@ -1315,10 +1316,13 @@ class _TLSHandler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def tls_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    ca, cert, key = _make_ca_and_server_cert(tmp_path)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _TLSHandler)
+@contextlib.contextmanager
+def serve_tls(
+    directory: Path, handler: type[http.server.BaseHTTPRequestHandler]
+) -> Iterator[tuple[str, Path]]:
+    """A loopback HTTPS server with a certificate from a test CA: ``(host:port, CA file)``."""
+    ca, cert, key = _make_ca_and_server_cert(directory)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     server.socket = context.wrap_socket(server.socket, server_side=True)
@@ -1330,6 +1334,12 @@ def tls_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    with serve_tls(tmp_path, _TLSHandler) as served:
+        yield served
 
 
 def test_tls_with_a_per_host_ca_file(tls_server: tuple[str, Path]) -> None:

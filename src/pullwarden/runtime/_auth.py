@@ -1,19 +1,8 @@
-"""Registry authentication helpers: challenge parsing, the token cache, where secrets may go.
+"""Registry authentication helpers: challenge parsing, the token cache, token replies.
 
-Nothing here talks to the network; :mod:`pullwarden.runtime.registry` does the requests and
-uses these pieces to decide what to send.
-
-Credential rule (design §5, "secrets never leak"): the caller's credentials belong to exactly
-one registry.  They are attached only to requests whose scheme, host and port equal the
-registry's own, and to the token realm that registry names in a Bearer challenge.  A realm on
-another host receives the credentials only when
-
-* the realm is ``https``, or
-* the realm host is a loopback address (``localhost``, ``127.0.0.0/8``, ``::1``), or
-* the realm host is the registry host itself and the operator configured that registry as
-  insecure (the credentials already travel to that host in clear text).
-
-Otherwise the token is requested anonymously and the error that follows says so.
+Nothing here talks to the network or decides where credentials may go:
+:mod:`pullwarden.runtime._transport` does the requests, and the rules for what is sent where
+(the registry's own origin, the token realm) are in :mod:`pullwarden.runtime._policy`.
 """
 
 from __future__ import annotations

@@ -2,11 +2,22 @@
 
 Blob GETs dominate a pull, and registries almost always answer them with a plain ``200`` and a
 length.  httpx's response machinery then costs about half of a loopback pull's CPU (measured:
-~400 MB/s through httpx, ~800 MB/s reading the socket with ``recv_into``).  :func:`open_blob`
-sends one GET on a fresh connection and returns a :class:`BlobBody` only for exactly that
-answer.  For anything else — a redirect, ``401``, an error status, chunked encoding, no length —
-it returns ``None`` before touching the body, and the caller repeats the request through httpx,
-which handles all of those (including the rule that credentials never follow a redirect).
+~400 MB/s through httpx, ~800 MB/s reading the socket with ``recv_into``).  :func:`exchange`
+sends one GET on a fresh connection and returns an ``httpx.Response`` only for two answers:
+
+* a plain ``200`` with a length, whose body is a :class:`BlobBody` (also in the response's
+  extensions under :data:`BLOB_BODY`, for readers that fill their own buffer with
+  :meth:`BlobBody.chunks`);
+* a redirect that is to be followed (:func:`._policy.redirect_location`), without its body.
+
+For anything else — ``401``, an error status, chunked encoding, no length, huge headers — it
+returns ``None`` before touching the body, and the caller sends the request again through
+httpcore, which handles all of those.
+
+This reader sits behind the client's transport (:mod:`._wire`): it decides nothing about
+credentials or redirects, which :class:`._transport.Session` decides for every request, and
+gets its TLS context from the transport.  Only requests marked with the :data:`LEAN`
+extension come here.
 
 Socket failures are raised as the httpx exceptions the retry logic already understands.  The
 sockets come from :func:`._network.connect`, so the guard of the calling exchange (its cancel
@@ -18,20 +29,26 @@ from __future__ import annotations
 
 import socket
 import ssl
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator
 from types import TracebackType
 
 import httpx
 
 from pullwarden.runtime._network import connect
+from pullwarden.runtime._policy import redirect_location
 
-__all__ = ["MAX_HEADER_BYTES", "BlobBody", "open_blob"]
+__all__ = ["BLOB_BODY", "LEAN", "MAX_HEADER_BYTES", "BlobBody", "exchange"]
 
+LEAN = "pullwarden.lean"  # request extension: a GET that the lean reader may answer
+BLOB_BODY = "pullwarden.blob_body"  # response extension: the BlobBody of a lean answer
 MAX_HEADER_BYTES = 64 * 1024
 _RECV = 256 * 1024
+_ITER_CHUNK = 64 * 1024
+
+Head = tuple[int, bytes, list[tuple[bytes, bytes]], bytes]  # status, reason, headers, rest
 
 
-class BlobBody:
+class BlobBody(httpx.SyncByteStream):
     """The body of a ``200`` answer on its own connection; ``readinto`` until ``length``."""
 
     def __init__(self, sock: socket.socket, initial: bytes, length: int) -> None:
@@ -69,6 +86,12 @@ class BlobBody:
         while (n := self.readinto(buffer)) > 0:
             yield buffer[:n]
 
+    def __iter__(self) -> Iterator[bytes]:
+        """The body as ``bytes`` (for httpx's ``iter_bytes``; the blob writer uses chunks)."""
+        buffer = memoryview(bytearray(_ITER_CHUNK))
+        for chunk in self.chunks(buffer):
+            yield bytes(chunk)
+
     def close(self) -> None:
         self._sock.close()
 
@@ -81,10 +104,34 @@ class BlobBody:
         self.close()
 
 
-TLSFor = Callable[[httpx.URL], ssl.SSLContext]
+def exchange(request: httpx.Request, context: ssl.SSLContext) -> httpx.Response | None:
+    """Send the GET ``request`` on a fresh connection (TLS with ``context`` for https).
+
+    The answer when it is a plain ``200`` with a length or a redirect to follow, else None
+    (nothing of the body read; the connection is closed).
+    """
+    url = request.url
+    if request.method != "GET" or url.scheme not in ("http", "https"):
+        return None
+    timeouts = request.extensions.get("timeout", {})
+    sock = _connect(url, timeouts.get("connect"), context)
+    try:
+        try:
+            sock.settimeout(timeouts.get("read"))
+            sock.sendall(_request_bytes(request))
+        except OSError as err:
+            raise httpx.WriteError(f"connection failed while sending: {err}") from err
+        head = _read_head(sock)
+        answer = None if head is None else _answer(sock, head)
+    except BaseException:
+        sock.close()
+        raise
+    if answer is None or BLOB_BODY not in answer.extensions:
+        sock.close()  # nothing more is read from this connection
+    return answer
 
 
-def _connect(url: httpx.URL, timeout: float, tls: TLSFor) -> socket.socket:
+def _connect(url: httpx.URL, timeout: float | None, context: ssl.SSLContext) -> socket.socket:
     port = url.port or (443 if url.scheme == "https" else 80)
     try:
         connection = connect(url.host, port, timeout)
@@ -95,7 +142,7 @@ def _connect(url: httpx.URL, timeout: float, tls: TLSFor) -> socket.socket:
     if url.scheme != "https":
         return connection.sock
     try:
-        connection.start_tls(tls(url), url.host, timeout)
+        connection.start_tls(context, url.host, timeout)
     except ssl.SSLCertVerificationError as err:
         connection.close()
         raise httpx.ConnectError(f"certificate verify failed: {err.verify_message}") from err
@@ -108,19 +155,22 @@ def _connect(url: httpx.URL, timeout: float, tls: TLSFor) -> socket.socket:
     return connection.sock
 
 
-def _request_bytes(url: httpx.URL, headers: Mapping[str, str]) -> bytes:
-    default_port = 443 if url.scheme == "https" else 80
-    host = url.host if url.port in (None, default_port) else f"{url.host}:{url.port}"
-    if ":" in url.host and not host.startswith("["):
-        host = f"[{url.host}]" if url.port in (None, default_port) else f"[{url.host}]:{url.port}"
-    target = url.raw_path.decode("ascii")
-    lines = [f"GET {target} HTTP/1.1", f"Host: {host}", "Connection: close"]
-    lines += [f"{name}: {value}" for name, value in headers.items()]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+def _request_bytes(request: httpx.Request) -> bytes:
+    """The request head as httpx would send it, but asking the server to close afterwards."""
+    lines = [b"GET " + request.url.raw_path + b" HTTP/1.1"]
+    lines += [
+        name + b": " + value for name, value in request.headers.raw if not _is_connection(name)
+    ]
+    lines.append(b"Connection: close")
+    return b"\r\n".join(lines) + b"\r\n\r\n"
 
 
-def _read_head(sock: socket.socket) -> tuple[int, dict[str, str], bytes] | None:
-    """Status, headers (lower-cased names) and the body bytes that came with them."""
+def _is_connection(name: bytes) -> bool:
+    return name.lower() == b"connection"
+
+
+def _read_head(sock: socket.socket) -> Head | None:
+    """Status, reason, headers and the body bytes that came with them; None when too large."""
     data = b""
     while b"\r\n\r\n" not in data:
         if len(data) > MAX_HEADER_BYTES:
@@ -135,78 +185,36 @@ def _read_head(sock: socket.socket) -> tuple[int, dict[str, str], bytes] | None:
             raise httpx.RemoteProtocolError("connection closed before the answer's headers")
         data += chunk
     head, _, rest = data.partition(b"\r\n\r\n")
-    status_line, *header_lines = head.decode("latin-1").split("\r\n")
-    parts = status_line.split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
-        raise httpx.RemoteProtocolError(f"malformed status line {status_line[:80]!r}")
-    headers: dict[str, str] = {}
-    for line in header_lines:
-        name, sep, value = line.partition(":")
-        if not sep:
-            raise httpx.RemoteProtocolError("malformed header line")
-        key = name.strip().lower()
-        headers[key] = f"{headers[key]}, {value.strip()}" if key in headers else value.strip()
-    return int(parts[1]), headers, rest
+    status_line, *header_lines = head.split(b"\r\n")
+    status, reason = _status(status_line)
+    return status, reason, [_header(line) for line in header_lines], rest
 
 
-_REDIRECTS = frozenset({301, 302, 303, 307, 308})
-_MAX_REDIRECTS = 5
+def _status(line: bytes) -> tuple[int, bytes]:
+    parts = line.split(b" ", 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+        text = line.decode("latin-1")
+        raise httpx.RemoteProtocolError(f"malformed status line {text[:80]!r}")
+    return int(parts[1]), parts[2] if len(parts) > 2 else b""
 
 
-def open_blob(
-    url: httpx.URL,
-    headers: Mapping[str, str],
-    *,
-    timeout: float,
-    tls: TLSFor,
-    authorization: str | None = None,
-    origin: tuple[str, str, int] | None = None,
-) -> BlobBody | None:
-    """GET ``url``, following redirects; the body of a plain ``200`` with a length, else None.
-
-    ``authorization`` is sent only to ``origin`` (scheme, host, port): a redirect elsewhere is
-    followed without it, as the httpx path does.  ``tls`` gives the TLS context for a URL.
-    """
-    for _ in range(_MAX_REDIRECTS + 1):
-        sent = dict(headers)
-        if authorization is not None and _origin(url) == origin:
-            sent["Authorization"] = authorization
-        answer = _get(url, sent, timeout, tls)
-        if not isinstance(answer, httpx.URL):
-            return answer
-        url = answer
-    return None
+def _header(line: bytes) -> tuple[bytes, bytes]:
+    name, sep, value = line.partition(b":")
+    if not sep:
+        raise httpx.RemoteProtocolError("malformed header line")
+    return name.strip(), value.strip()
 
 
-def _origin(url: httpx.URL) -> tuple[str, str, int]:
-    return (url.scheme, url.host.lower(), url.port or (443 if url.scheme == "https" else 80))
-
-
-def _get(
-    url: httpx.URL, headers: Mapping[str, str], timeout: float, tls: TLSFor
-) -> BlobBody | httpx.URL | None:
-    """One GET: the body, the URL a redirect points to, or None (let httpx handle it)."""
-    sock = _connect(url, timeout, tls)
-    try:
-        sock.sendall(_request_bytes(url, headers))
-        answer = _read_head(sock)
-    except httpx.HTTPError:
-        sock.close()
-        raise
-    except OSError as err:
-        sock.close()
-        raise httpx.WriteError(f"connection failed while sending: {err}") from err
-    if answer is None:
-        sock.close()
+def _answer(sock: socket.socket, head: Head) -> httpx.Response | None:
+    """The response for a head this reader handles (see the module notes), else None."""
+    status, reason, headers, rest = head
+    extensions: dict[str, object] = {"http_version": b"HTTP/1.1", "reason_phrase": reason}
+    response = httpx.Response(status, headers=headers, extensions=extensions)
+    if status != 200:
+        return response if redirect_location("GET", response) is not None else None
+    length = response.headers.get("Content-Length", "")
+    if "Transfer-Encoding" in response.headers or not length.isdigit():
         return None
-    status, fields, rest = answer
-    location = fields.get("location", "")
-    if status in _REDIRECTS and location and url.scheme in ("http", "https"):
-        sock.close()
-        target = url.join(location)
-        return target if target.scheme in ("http", "https") else None
-    length = fields.get("content-length", "")
-    if status != 200 or "transfer-encoding" in fields or not length.isdigit():
-        sock.close()
-        return None
-    return BlobBody(sock, rest, int(length))
+    body = BlobBody(sock, rest, int(length))
+    extensions[BLOB_BODY] = body
+    return httpx.Response(status, headers=headers, stream=body, extensions=extensions)

@@ -1,22 +1,24 @@
 """Requests to one registry: credentials, redirects, retries and typed errors.
 
-:class:`Session` wraps the shared ``httpx.Client``.  It answers ``401`` challenges (Basic, or
-Bearer with a token from the realm), follows redirects itself so that ``Authorization`` only
-goes to the registry's own scheme, host and port, retries connection errors and ``5xx``
-answers, and turns every other failure into a typed :class:`~pullwarden.errors.RegistryError`
-whose message names the operation and image and never a secret.  Where the token realm may
-receive credentials is documented in :mod:`pullwarden.runtime._auth`.
-
-Every exchange runs under a :func:`~pullwarden.runtime._network.guarded` block carrying the
-target's cancel token, and manifest and token exchanges also under a deadline: once the token
-is cancelled, the sockets in use are shut down, the exchange raises the token's error, and no
-retry (nor back-off sleep) follows.
+:class:`Session` wraps the shared ``httpx.Client`` and sends every request pullwarden makes to
+a registry or token server, blob downloads included (the lean blob reader sits behind the
+client's transport, see :mod:`._wire`).  It answers ``401`` challenges (Basic, or Bearer with a
+token from the realm), follows redirects itself, applying the rules of :mod:`._policy` at every
+hop (credentials only to their origin, one redirect limit, the token realm rule), retries
+connection errors and ``5xx`` answers, and turns every other failure into a typed
+:class:`~pullwarden.errors.RegistryError` whose message names the operation and image and never
+a secret.
 
 A :class:`Target` is one operation: immutable, and shared by the threads of the operation (the
 parallel blob downloads of one pull).  What it learns while running — the ``Authorization``
 values sent, the tokens issued — goes to its :class:`~._scrub.Scrubber`, which is locked.  The
 challenges a registry sent (what to send it up front next time) are per session, under the
 session's lock.
+
+Every exchange runs under a :func:`~pullwarden.runtime._network.guarded` block carrying the
+target's cancel token, and manifest and token exchanges also under a deadline: once the token
+is cancelled, the sockets in use are shut down, the exchange raises the token's error, and no
+retry (nor back-off sleep) follows.
 """
 
 from __future__ import annotations
@@ -47,12 +49,19 @@ from pullwarden.runtime._auth import (
     TokenKey,
     basic_authorization,
     credential_id,
-    is_loopback_host,
     merge_scopes,
     parse_challenges,
     parse_token_reply,
 )
 from pullwarden.runtime._network import DeadlineExceeded, guarded
+from pullwarden.runtime._policy import (
+    MAX_REDIRECTS,
+    Origin,
+    origin_of,
+    realm_gets_credentials,
+    redirect_location,
+    sends_credentials,
+)
 from pullwarden.runtime._scrub import Scrubber
 from pullwarden.runtime.base import AuthConfig
 
@@ -61,11 +70,9 @@ __all__ = ["Content", "ServerError", "Session", "Target", "host_port", "read_cap
 _T = TypeVar("_T")
 
 USER_AGENT = "pullwarden"
-_MAX_REDIRECTS = 10
 _MAX_ERROR_BODY = 64 * 1024
 _MAX_TOKEN_REPLY = 1024 * 1024
 _MAX_BACKOFF = 30.0
-_REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _NOT_FOUND_CODES = {
     "MANIFEST_UNKNOWN": "manifest unknown",
     "NAME_UNKNOWN": "repository name not known to registry",
@@ -108,7 +115,8 @@ class Target:
         return str(Reference("", self.name, self.tag, self.digest))
 
     @property
-    def origin(self) -> tuple[str, str, int]:
+    def origin(self) -> Origin:
+        """Where this operation's credentials may go (:func:`._policy.sends_credentials`)."""
         return origin_of(self.base)
 
     def url(self, path: str) -> httpx.URL:
@@ -164,9 +172,14 @@ class ServerError(Exception):
         self.cause = cause
 
 
-def origin_of(url: httpx.URL) -> tuple[str, str, int]:
-    scheme = url.scheme.lower()
-    return scheme, url.host.lower(), url.port or (443 if scheme == "https" else 80)
+@dataclass(frozen=True, slots=True)
+class _Send:
+    """What every hop of one exchange sends (the URL and ``Authorization`` vary by hop)."""
+
+    method: str
+    headers: Mapping[str, str]
+    content: Content | None
+    extensions: dict[str, Any]
 
 
 def host_port(url: httpx.URL) -> str:
@@ -281,7 +294,7 @@ class Session:
         self._sleep = sleep
         self._tokens = TokenCache(clock)
         self._lock = threading.Lock()  # guards _challenges (blob workers share the session)
-        self._challenges: dict[tuple[str, str, int], Challenge] = {}
+        self._challenges: dict[Origin, Challenge] = {}
         self._request_timeout = request_timeout
 
     def retrying(self, target: Target, attempt: Callable[[], _T]) -> _T:
@@ -365,16 +378,19 @@ class Session:
         ok: Sequence[int] = (),
         *,
         deadline: bool = False,
+        extensions: Mapping[str, Any] | None = None,
     ) -> Iterator[httpx.Response]:
         """Send a request and yield the open (streamed) answer when it is a success.
 
         A success is any 2xx, or a status in ``ok``.  Everything else raises a typed error.
         The answer is closed when the ``with`` block ends.  The whole exchange — credentials,
         redirects and reading the answer in the block — runs under ``target.cancel``, and with
-        ``deadline`` must also end within the session's ``request_timeout``.
+        ``deadline`` must also end within the session's ``request_timeout``.  ``extensions``
+        go with every request of the exchange, to the transport (e.g. :data:`._fastblob.LEAN`).
         """
+        send = _Send(method, headers or {}, content, dict(extensions or {}))
         with guarded(target.cancel, self._request_timeout if deadline else None):
-            response = self._authenticated(target, method, url, headers or {}, content)
+            response = self._authenticated(target, url, send)
             try:
                 if not (
                     (200 <= response.status_code < 300 and not ok) or response.status_code in ok
@@ -384,21 +400,14 @@ class Session:
             finally:
                 response.close()
 
-    def _authenticated(
-        self,
-        target: Target,
-        method: str,
-        url: httpx.URL,
-        headers: Mapping[str, str],
-        content: Content | None,
-    ) -> httpx.Response:
+    def _authenticated(self, target: Target, url: httpx.URL, send: _Send) -> httpx.Response:
         """Send with whatever credentials the registry asks for; never returns a 401."""
         authz = self._known_authorization(target)
         for _ in range(4):
-            response = self._follow(target, method, url, headers, authz, content)
+            response = self._follow(target, url, send, authz)
             if response.status_code != 401:
                 return response
-            if origin_of(response.url) != target.origin:
+            if not sends_credentials(response.url, target.origin):
                 response.close()
                 target.fail(
                     UnauthorizedError,
@@ -407,55 +416,37 @@ class Session:
                     "credentials, which are never sent to another host",
                 )
             challenges = parse_challenges(response.headers.get_list("WWW-Authenticate"))
-            if method != "HEAD":
+            if send.method != "HEAD":
                 read_capped(response, _MAX_ERROR_BODY)
             response.close()
             authz = self._answer(target, challenges, authz)
         target.fail(UnauthorizedError, "unauthorized: the registry keeps asking for credentials")
 
     def _follow(
-        self,
-        target: Target,
-        method: str,
-        url: httpx.URL,
-        headers: Mapping[str, str],
-        authz: _Authz | None,
-        content: Content | None,
+        self, target: Target, url: httpx.URL, send: _Send, authz: _Authz | None
     ) -> httpx.Response:
         """Send, following redirects; ``Authorization`` only ever goes to the registry itself."""
-        for _ in range(_MAX_REDIRECTS + 1):
-            sent = dict(headers)
-            if authz is not None and origin_of(url) == target.origin:
+        for _ in range(MAX_REDIRECTS + 1):
+            headers = dict(send.headers)
+            if authz is not None and sends_credentials(url, target.origin):
                 target.scrubber.add(authz.secret)  # never echoed in errors
-                sent["Authorization"] = authz.header
+                headers["Authorization"] = authz.header
             request = self._client.build_request(
-                method, url, headers=sent, content=content() if content is not None else None
+                send.method,
+                url,
+                headers=headers,
+                content=send.content() if send.content is not None else None,
+                extensions=send.extensions,
             )
             response = self._client.send(request, stream=True)
-            location = response.headers.get("Location")
-            if (
-                response.status_code not in _REDIRECTS
-                or not location
-                or method not in ("GET", "HEAD")
-            ):
+            location = redirect_location(send.method, response)
+            if location is None:
                 return response
-            if method != "HEAD":
+            if send.method != "HEAD":
                 read_capped(response, _MAX_ERROR_BODY)
             response.close()
             url = url.join(location)
-        target.fail(RegistryError, f"too many redirects (more than {_MAX_REDIRECTS})")
-
-    def authorization(self, target: Target) -> str | None:
-        """The ``Authorization`` value to send up front to the registry itself, if any.
-
-        For requests made outside httpx (the lean blob reader); the value is added to the
-        target's scrubber so that no error message can quote it.
-        """
-        authz = self._known_authorization(target)
-        if authz is None:
-            return None
-        target.scrubber.add(authz.secret)
-        return authz.header
+        target.fail(RegistryError, f"too many redirects (more than {MAX_REDIRECTS})")
 
     def _known_authorization(self, target: Target) -> _Authz | None:
         """Credentials to send up front, from a challenge this registry sent before."""
@@ -524,7 +515,7 @@ class Session:
             tuple(scopes),
             credential_id(auth),
         )
-        allowed = self._may_send_credentials(target, realm)
+        allowed = realm_gets_credentials(realm, target.base, target.insecure_configured)
         withheld = not auth.anonymous and not allowed
         cached = self._tokens.get(key)
         if cached is not None:
@@ -533,12 +524,6 @@ class Session:
         target.scrubber.add(token)
         self._tokens.put(key, token, lifetime)
         return _Authz(f"Bearer {token}", "bearer", True, key, withheld)
-
-    def _may_send_credentials(self, target: Target, realm: httpx.URL) -> bool:
-        """The realm rule of :mod:`pullwarden.runtime._auth`."""
-        if realm.scheme == "https" or is_loopback_host(realm.host):
-            return True
-        return target.insecure_configured and realm.host.lower() == target.base.host.lower()
 
     def _fetch_token(
         self, target: Target, realm: httpx.URL, key: TokenKey, allowed: bool

@@ -13,8 +13,13 @@ Protocol notes:
   challenge — Basic, or Bearer with a token from the realm.  Tokens are cached per registry,
   realm, service, scope and credential until shortly before they expire.
 * Redirects are followed here, not by httpx, so that the ``Authorization`` header is sent only
-  to the registry's own scheme, host and port.  Where the token realm may receive credentials
-  is documented in :mod:`pullwarden.runtime._auth`.
+  to the registry's own scheme, host and port.  That rule, the redirect limit, where the token
+  realm may receive credentials and which TLS context a host gets are decided in one place,
+  :mod:`pullwarden.runtime._policy`, for every request.
+* Blob bodies are read by a lean reader when the answer is a plain ``200`` with a length
+  (:mod:`._fastblob`).  It sits behind the same httpx transport seam as everything else
+  (:mod:`._wire`), so a client built with an injected ``transport`` runs the same request,
+  credential, redirect, retry and blob-verification code as one on the real network.
 * Connection errors and ``5xx`` answers are retried with exponential back-off (the sleep is
   injectable); ``4xx`` answers never are.  A blob download that fails half-way starts again.
 * Every operation takes a ``cancel`` token (:class:`~pullwarden._cancel.CancelToken`).  Once it
@@ -36,7 +41,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import ssl
 import stat
 import threading
 import time
@@ -58,38 +62,25 @@ from pullwarden.errors import (
     TooLargeError,
     UnsupportedMediaTypeError,
 )
-from pullwarden.reference import DEFAULT_DOMAIN, DEFAULT_TAG, parse_normalized
+from pullwarden.reference import DEFAULT_TAG, parse_normalized
 from pullwarden.runtime import oci
-from pullwarden.runtime._auth import basic_authorization, is_loopback_host
-from pullwarden.runtime._fastblob import open_blob
-from pullwarden.runtime._network import GuardedTransport, guarded
+from pullwarden.runtime._auth import basic_authorization
+from pullwarden.runtime._fastblob import BLOB_BODY, LEAN, BlobBody
+from pullwarden.runtime._policy import HostOptions, HostPolicy, TLSContexts, load_ca_file
 from pullwarden.runtime._scrub import Scrubber
 from pullwarden.runtime._transport import USER_AGENT, Session, Target
+from pullwarden.runtime._wire import RegistryTransport
 from pullwarden.runtime.base import AuthConfig, Platform, ProgressCallback, PullProgress
 
 __all__ = ["HostOptions", "RegistryClient", "ResolvedImage", "load_ca_file"]
 
 _T = TypeVar("_T")
 
-DOCKER_HUB_HOST = "registry-1.docker.io"
 CHUNK_SIZE = 64 * 1024  # iter_bytes chunk size: the fastest measured on loopback
 _LEAN_BUFFER = 1024 * 1024  # recv_into buffer of the lean blob reader
 _PROGRESS_STEP = 1024 * 1024  # report blob progress at most once per MiB (and at the end)
 _ANONYMOUS = AuthConfig()
 _HASHES = {"sha256": 64, "sha384": 96, "sha512": 128}
-
-
-@dataclass(frozen=True, slots=True)
-class HostOptions:
-    """How to reach one registry host.
-
-    ``insecure``: True means plain HTTP; False means HTTPS always; None (the default) means
-    plain HTTP only for loopback hosts (``localhost``, ``127.0.0.0/8``, ``::1``) that have no
-    ``ca_file``, as containerd does.  ``ca_file`` adds a CA bundle for this host's TLS.
-    """
-
-    insecure: bool | None = None
-    ca_file: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,32 +125,6 @@ def _matches(data: bytes, digest: str) -> bool:
     return f"{digest.partition(':')[0]}:{hasher.hexdigest()}" == digest
 
 
-def load_ca_file(ca_file: Path) -> ssl.SSLContext:
-    """A TLS client context trusting the system CAs and the PEM certificates in ``ca_file``.
-
-    Raises ValueError, with a one-line message naming the file, when it cannot be read or
-    holds no certificate (empty, garbage, a private key only, a damaged PEM block).
-    """
-    try:
-        pem = ca_file.read_bytes()
-    except OSError as err:
-        raise ValueError(f"cannot read CA file {ca_file}: {err.strerror or err}") from None
-    text = pem.decode("ascii", errors="replace")
-    if b"-----BEGIN CERTIFICATE-----" not in pem:
-        raise ValueError(f"CA file {ca_file} holds no certificate")
-    probe = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    try:
-        probe.load_verify_locations(cadata=text)
-    except ssl.SSLError as err:
-        reason = err.reason or "unreadable"
-        raise ValueError(f"CA file {ca_file} holds a damaged certificate ({reason})") from None
-    if probe.cert_store_stats()["x509"] == 0:
-        raise ValueError(f"CA file {ca_file} holds no certificate")
-    context = ssl.create_default_context()
-    context.load_verify_locations(cadata=text)
-    return context
-
-
 def _remove(path: Path) -> None:
     """Delete a partly written blob file (never a device such as ``/dev/null``)."""
     try:
@@ -186,13 +151,14 @@ class RegistryClient:
 
     ``hosts`` maps a registry (``host[:port]`` as in image names, e.g. ``127.0.0.1:5000`` or
     ``docker.io``) to its :class:`HostOptions`.  ``transport`` replaces the network (tests pass
-    an ``httpx.MockTransport``); per-host CA files then do not apply.  ``timeout`` bounds
+    an ``httpx.MockTransport``): TLS, per-host CA files and the lean blob reader live in the
+    network transport and then do not apply; everything above it does.  ``timeout`` bounds
     each connect, send and read; ``request_timeout`` bounds a whole manifest or token exchange
     (None: no such bound).  ``retries`` is the number of extra attempts after a connection error,
     timeout or ``5xx``; attempt *n* waits ``retry_backoff * 2**n`` seconds, through ``sleep``
     when given (tests), else in a wait that a cancel ends.  ``clock`` times token expiry.
     ``platform`` is the default for manifest lists (``linux`` and the host architecture).
-    ``lean_blobs`` False sends blob downloads through httpx too (tests and benchmarks).
+    ``lean_blobs`` False reads blob bodies through httpcore too (tests and benchmarks).
     """
 
     def __init__(
@@ -210,25 +176,20 @@ class RegistryClient:
         platform: Platform | None = None,
         lean_blobs: bool = True,
     ) -> None:
-        self._hosts = dict(hosts or {})
+        self._hosts = HostPolicy(hosts)
         # More parallel downloads than cores only adds GIL contention: hashing and writing are
         # CPU-bound (measured on 2 cores: 4 parallel blobs were 13% slower than 2).
         if max_parallel_blobs is None:
             max_parallel_blobs = min(4, os.cpu_count() or 1)
         self._max_parallel = max(1, max_parallel_blobs)
         self._platform = platform or Platform.host()
-        mounts: dict[str, httpx.BaseTransport | None] = {}
-        real_network = transport is None
         if transport is None:
-            # Our own transport, so that a cancel or a deadline can reach the socket (_network).
-            transport = GuardedTransport(httpx.create_ssl_context(trust_env=False))
-            for host, options in self._hosts.items():
-                if options.ca_file is not None:
-                    pattern = f"https://{self._api_host(host)}"
-                    mounts[pattern] = GuardedTransport(load_ca_file(options.ca_file))
+            # Our own transport, so that a cancel or a deadline can reach the socket (_network),
+            # with the TLS context of each host and the lean blob reader (_wire).
+            tls = TLSContexts(self._hosts, httpx.create_ssl_context(trust_env=False))
+            transport = RegistryTransport(tls, lean=lean_blobs)
         self._client = httpx.Client(
             transport=transport,
-            mounts=mounts or None,
             timeout=httpx.Timeout(timeout),
             follow_redirects=False,
             http1=True,
@@ -244,11 +205,7 @@ class RegistryClient:
             clock=clock,
             request_timeout=request_timeout,
         )
-        # Blob bodies skip httpx when talking to real sockets (not an injected transport).
-        self._lean_blobs = real_network and lean_blobs
-        self._timeout = timeout
-        self._tls: dict[str, ssl.SSLContext] = {}
-        self._tls_lock = threading.Lock()
+        self._count_lock = threading.Lock()
         self.lean_blob_count = 0  # blobs read by the lean reader (for tests and benchmarks)
 
     # -- lifecycle --
@@ -468,23 +425,6 @@ class RegistryClient:
 
     # -- targets and errors --
 
-    @staticmethod
-    def _api_host(registry: str) -> str:
-        return DOCKER_HUB_HOST if registry == DEFAULT_DOMAIN else registry
-
-    def _options(self, registry: str) -> HostOptions:
-        return (
-            self._hosts.get(registry) or self._hosts.get(self._api_host(registry)) or HostOptions()
-        )
-
-    def _scheme(self, registry: str) -> str:
-        options = self._options(registry)
-        if options.insecure is not None:
-            return "http" if options.insecure else "https"
-        if options.ca_file is None and is_loopback_host(self._api_host(registry)):
-            return "http"
-        return "https"
-
     def _target(
         self,
         ref: str,
@@ -505,9 +445,9 @@ class RegistryClient:
             name=parsed.name,
             tag=tag,
             digest=parsed.digest,
-            base=httpx.URL(f"{self._scheme(parsed.domain)}://{self._api_host(parsed.domain)}"),
+            base=self._hosts.base_url(parsed.domain),
             auth=auth,
-            insecure_configured=self._options(parsed.domain).insecure is True,
+            insecure_configured=self._hosts.insecure_configured(parsed.domain),
             scope=f"repository:{parsed.path}:{actions}",
             scrubber=_scrubber(auth),
             cancel=cancel,
@@ -616,15 +556,23 @@ class RegistryClient:
         """One attempt at a blob: stream, hash and write; verify size and digest."""
         subject = f"{kind} {desc.digest}"
         url = target.url(f"blobs/{desc.digest}")
-        if self._lean_blobs and self._download_lean(target, desc, dest, url, subject, report):
-            return
         headers = {"Accept-Encoding": "identity"}
-        with self._session.request(target, "GET", url, subject, headers) as response:
+        with self._session.request(
+            target, "GET", url, subject, headers, extensions={LEAN: True}
+        ) as response:
             declared = response.headers.get("Content-Length", "")
             length = int(declared) if declared.isdigit() else None
-            self._store_blob(
-                target, desc, subject, length, response.iter_bytes(CHUNK_SIZE), dest, report
-            )
+            lean = response.extensions.get(BLOB_BODY)
+            if isinstance(lean, BlobBody):  # the lean reader's: read into a buffer of our own
+                chunks: Iterable[bytes | memoryview] = lean.chunks(
+                    memoryview(bytearray(_LEAN_BUFFER))
+                )
+            else:
+                chunks = response.iter_bytes(CHUNK_SIZE)
+            self._store_blob(target, desc, subject, length, chunks, dest, report)
+        if lean is not None:
+            with self._count_lock:
+                self.lean_blob_count += 1
 
     def _store_blob(
         self,
@@ -673,52 +621,6 @@ class RegistryClient:
         if actual != desc.digest:
             target.fail(DigestMismatchError, f"{subject} content has digest {actual}")
         report(done)
-
-    def _download_lean(
-        self,
-        target: Target,
-        desc: oci.Descriptor,
-        dest: Path,
-        url: httpx.URL,
-        subject: str,
-        report: Callable[[int], None],
-    ) -> bool:
-        """The blob through :mod:`._fastblob`; False when the answer needs the httpx path."""
-        headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
-        authorization = self._session.authorization(target)
-        with guarded(target.cancel):  # the cancel token can shut the blob's socket down
-            body = open_blob(
-                url,
-                headers,
-                timeout=self._timeout,
-                tls=self._tls_for,
-                authorization=authorization,
-                origin=target.origin,
-            )
-            if body is None:
-                return False
-            buffer = memoryview(bytearray(_LEAN_BUFFER))
-            with body:
-                self._store_blob(
-                    target, desc, subject, body.length, body.chunks(buffer), dest, report
-                )
-        with self._tls_lock:
-            self.lean_blob_count += 1
-        return True
-
-    def _tls_for(self, url: httpx.URL) -> ssl.SSLContext:
-        """The TLS context for ``url``: its host's CA file if configured, else the system's."""
-        host = url.host if url.port in (None, 443) else f"{url.host}:{url.port}"
-        with self._tls_lock:
-            context = self._tls.get(host)
-            if context is None:
-                configured = next(
-                    (o for h, o in self._hosts.items() if self._api_host(h) == host), None
-                )
-                ca_file = configured.ca_file if configured is not None else None
-                context = load_ca_file(ca_file) if ca_file else ssl.create_default_context()
-                self._tls[host] = context
-            return context
 
     # -- pushing helpers --
 
