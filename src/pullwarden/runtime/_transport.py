@@ -182,6 +182,10 @@ class _Send:
     extensions: dict[str, Any]
 
 
+def _anonymous(target: Target) -> str:
+    return " (anonymous)" if target.auth.anonymous else ""
+
+
 def host_port(url: httpx.URL) -> str:
     host = url.host if ":" not in url.host else f"[{url.host}]"
     return f"{host}:{url.port}" if url.port else host
@@ -194,39 +198,43 @@ def _status_text(response: httpx.Response, target: Target) -> str:
     return f"HTTP {response.status_code}" + (f" {phrase}" if shown else "")
 
 
+# The cause shown for each kind of transport failure, most specific first.
+_TRANSPORT_CAUSES: tuple[tuple[type[httpx.HTTPError], str], ...] = (
+    (httpx.ConnectTimeout, "connection timed out"),
+    (httpx.ReadTimeout, "read timed out"),
+    (httpx.WriteTimeout, "write timed out"),
+    (httpx.PoolTimeout, "timed out waiting for a connection"),
+    (httpx.RemoteProtocolError, "connection closed by the server mid-response"),
+    (httpx.ReadError, "connection dropped while reading"),
+    (httpx.WriteError, "connection dropped while sending"),
+    (httpx.UnsupportedProtocol, "unsupported URL scheme"),
+)
+# What a ConnectError's text says happened (lower-cased text, any of the phrases).
+_CONNECT_CAUSES: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("refused",), "connection refused"),
+    (
+        ("certificate verify failed", "certificate_verify_failed"),
+        "TLS certificate verification failed",
+    ),
+    (("name or service not known", "name resolution"), "host name could not be resolved"),
+)
+
+
+def _transport_cause(exc: httpx.HTTPError) -> str:
+    if isinstance(exc, DeadlineExceeded):
+        return str(exc)
+    if isinstance(exc, httpx.ConnectError):
+        lowered = str(exc).lower()
+        for phrases, cause in _CONNECT_CAUSES:
+            if any(phrase in lowered for phrase in phrases):
+                return cause
+        return "connection failed"
+    return next((c for kind, c in _TRANSPORT_CAUSES if isinstance(exc, kind)), type(exc).__name__)
+
+
 def _describe_transport_error(exc: httpx.HTTPError) -> str:
     """A short cause for a transport failure, naming the host it happened with."""
-    text = str(exc)
-    lowered = text.lower()
-    if isinstance(exc, DeadlineExceeded):
-        cause = str(exc)
-    elif isinstance(exc, httpx.ConnectTimeout):
-        cause = "connection timed out"
-    elif isinstance(exc, httpx.ReadTimeout):
-        cause = "read timed out"
-    elif isinstance(exc, httpx.WriteTimeout):
-        cause = "write timed out"
-    elif isinstance(exc, httpx.PoolTimeout):
-        cause = "timed out waiting for a connection"
-    elif isinstance(exc, httpx.ConnectError):
-        if "refused" in lowered:
-            cause = "connection refused"
-        elif "certificate verify failed" in lowered or "certificate_verify_failed" in lowered:
-            cause = "TLS certificate verification failed"
-        elif "name or service not known" in lowered or "name resolution" in lowered:
-            cause = "host name could not be resolved"
-        else:
-            cause = "connection failed"
-    elif isinstance(exc, httpx.RemoteProtocolError):
-        cause = "connection closed by the server mid-response"
-    elif isinstance(exc, httpx.ReadError):
-        cause = "connection dropped while reading"
-    elif isinstance(exc, httpx.WriteError):
-        cause = "connection dropped while sending"
-    elif isinstance(exc, httpx.UnsupportedProtocol):
-        cause = "unsupported URL scheme"
-    else:
-        cause = type(exc).__name__
+    cause = _transport_cause(exc)
     try:
         return f"{host_port(exc.request.url)}: {cause}"
     except RuntimeError:  # no request attached to the exception
@@ -467,34 +475,50 @@ class Session:
     ) -> _Authz:
         """The credentials to retry with after a 401, or the typed refusal."""
         bearer = next((c for c in challenges if c.scheme == "bearer" and c.param("realm")), None)
-        basic = next((c for c in challenges if c.scheme == "basic"), None)
-        anonymous = " (anonymous)" if target.auth.anonymous else ""
         if bearer is not None:
-            self._remember(target, bearer)
-            error = bearer.param("error")
-            if sent is not None and sent.kind == "bearer":
-                note = _WITHHELD if sent.withheld else ""
-                if error == "insufficient_scope":
-                    target.fail(DeniedError, f"access denied (insufficient_scope){anonymous}{note}")
-                if sent.fresh or sent.key is None:
-                    reason = target.shown(error, "reason") if error else "no reason given"
-                    target.fail(UnauthorizedError, f"unauthorized: token refused ({reason}){note}")
-                self._tokens.discard(sent.key, sent.secret)
-            return self._bearer(target, bearer, merge_scopes(bearer.scopes, (target.scope,)))
+            return self._answer_bearer(target, bearer, sent)
+        basic = next((c for c in challenges if c.scheme == "basic"), None)
         if basic is not None:
-            self._remember(target, basic)
-            if sent is not None and sent.kind == "basic":
-                target.fail(UnauthorizedError, "unauthorized: credentials rejected")
-            authz = self._basic(target)
-            if authz is None:
-                target.fail(UnauthorizedError, f"unauthorized: authentication required{anonymous}")
-            return authz
+            return self._answer_basic(target, basic, sent)
         schemes = ", ".join(sorted({target.shown(c.scheme, "scheme") for c in challenges}))
-        schemes = schemes or "none"
         target.fail(
             UnauthorizedError,
-            f"unauthorized: authentication required (unsupported challenge: {schemes})",
+            f"unauthorized: authentication required (unsupported challenge: {schemes or 'none'})",
         )
+
+    def _answer_bearer(self, target: Target, bearer: Challenge, sent: _Authz | None) -> _Authz:
+        """A token for the challenge; a token that was just refused is final or stale."""
+        self._remember(target, bearer)
+        if sent is not None and sent.kind == "bearer":
+            stale = self._stale_token(target, bearer, sent)
+            self._tokens.discard(stale, sent.secret)
+        return self._bearer(target, bearer, merge_scopes(bearer.scopes, (target.scope,)))
+
+    @staticmethod
+    def _stale_token(target: Target, bearer: Challenge, sent: _Authz) -> TokenKey:
+        """The cache key of a refused token that may merely have gone stale, else the refusal."""
+        error = bearer.param("error")
+        note = _WITHHELD if sent.withheld else ""
+        if error == "insufficient_scope":
+            target.fail(
+                DeniedError, f"access denied (insufficient_scope){_anonymous(target)}{note}"
+            )
+        if sent.fresh or sent.key is None:
+            reason = target.shown(error, "reason") if error else "no reason given"
+            target.fail(UnauthorizedError, f"unauthorized: token refused ({reason}){note}")
+        return sent.key
+
+    def _answer_basic(self, target: Target, basic: Challenge, sent: _Authz | None) -> _Authz:
+        """Basic credentials, unless they were just refused or there are none."""
+        self._remember(target, basic)
+        if sent is not None and sent.kind == "basic":
+            target.fail(UnauthorizedError, "unauthorized: credentials rejected")
+        authz = self._basic(target)
+        if authz is None:
+            target.fail(
+                UnauthorizedError, f"unauthorized: authentication required{_anonymous(target)}"
+            )
+        return authz
 
     @staticmethod
     def _basic(target: Target) -> _Authz | None:
@@ -528,11 +552,22 @@ class Session:
     def _fetch_token(
         self, target: Target, realm: httpx.URL, key: TokenKey, allowed: bool
     ) -> tuple[str, float]:
-        """Ask the realm for a token: refresh-token POST, or GET with Basic or anonymously."""
-        auth = target.auth
+        """Ask the realm for a token (``allowed``: with the caller's credentials)."""
         if realm.scheme not in ("http", "https"):
             target.fail(UnauthorizedError, "unauthorized: token realm is not an http(s) URL")
         where = target.shown(host_port(realm), "token server address")
+        request = self._token_request(target.auth, realm, key, allowed)
+        with guarded(target.cancel, self._request_timeout):
+            body = self._token_reply(target, request, where, allowed)
+        try:
+            return parse_token_reply(body)
+        except ValueError as exc:
+            target.fail(RegistryError, f"token server {where}: {exc}")
+
+    def _token_request(
+        self, auth: AuthConfig, realm: httpx.URL, key: TokenKey, allowed: bool
+    ) -> httpx.Request:
+        """A refresh-token POST, or a GET with Basic credentials or anonymously."""
         headers = {"Accept": "application/json"}
         if allowed and auth.identity_token:
             form = {
@@ -542,31 +577,21 @@ class Session:
                 "scope": " ".join(key.scopes),
                 "client_id": USER_AGENT,
             }
-            request = self._client.build_request("POST", realm, data=form, headers=headers)
-        else:
-            params: list[tuple[str, str | int | float | bool | None]] = (
-                [("service", key.service)] if key.service else []
-            )
-            params.extend(("scope", scope) for scope in key.scopes)
-            if allowed and (auth.username or auth.password):
-                if auth.username:
-                    params.append(("account", auth.username))
-                headers["Authorization"] = basic_authorization(auth.username, auth.password)
-            request = self._client.build_request(
-                "GET", realm.copy_merge_params(params), headers=headers
-            )
-        with guarded(target.cancel, self._request_timeout):
-            body = self._token_reply(target, request, where, allowed)
-        try:
-            return parse_token_reply(body)
-        except ValueError as exc:
-            target.fail(RegistryError, f"token server {where}: {exc}")
+            return self._client.build_request("POST", realm, data=form, headers=headers)
+        params: list[tuple[str, str | int | float | bool | None]] = (
+            [("service", key.service)] if key.service else []
+        )
+        params.extend(("scope", scope) for scope in key.scopes)
+        if allowed and (auth.username or auth.password):
+            if auth.username:
+                params.append(("account", auth.username))
+            headers["Authorization"] = basic_authorization(auth.username, auth.password)
+        return self._client.build_request("GET", realm.copy_merge_params(params), headers=headers)
 
     def _token_reply(
         self, target: Target, request: httpx.Request, where: str, allowed: bool
     ) -> bytes:
         """Send the token request; the reply body, or the typed refusal."""
-        auth = target.auth
         response = self._client.send(request, stream=True)
         try:
             status = response.status_code
@@ -576,7 +601,7 @@ class Session:
                 target.fail(
                     UnauthorizedError,
                     f"unauthorized: token server {where} rejected the credentials"
-                    + (" (anonymous)" if auth.anonymous else "")
+                    + _anonymous(target)
                     + ("" if allowed else _WITHHELD),
                 )
             if status == 403:
