@@ -1514,13 +1514,15 @@ def test_errors_never_contain_secrets(
             errors.append(exc)
     assert errors, "the scenario should make at least one call fail"
     secrets += [t for t in env.registry.tokens if t.startswith("tok-")]
-    for exc in errors:
-        text = " ".join([str(exc), repr(exc), repr(exc.args), exc.registry, exc.repository])
+    for error in errors:
+        text = " ".join(
+            [str(error), repr(error), repr(error.args), error.registry, error.repository]
+        )
         for secret in secrets:
             pieces = {secret[i : i + 8] for i in range(max(1, len(secret) - 7))}
             leaked = [p for p in pieces if p in text]
-            assert not leaked, f"{type(exc).__name__} leaks a secret: {text}"
-        assert exc.__cause__ is None or not any(s in str(exc.__cause__) for s in secrets)
+            assert not leaked, f"{type(error).__name__} leaks a secret: {text}"
+        assert error.__cause__ is None or not any(s in str(error.__cause__) for s in secrets)
 
 
 def test_fetch_blobs_stops_a_blob_in_flight(env: Env, tmp_path: Path) -> None:

@@ -29,7 +29,12 @@ IMAGE = "127.0.0.1:5000/ns/x:v1"
 REALM = "http://127.0.0.1:5080/token"
 WINDOW = 8
 
-CASES = {"lower": str.lower, "upper": str.upper, "mixed": str.swapcase, "same": str}
+CASES: dict[str, Callable[[str], str]] = {
+    "lower": str.lower,
+    "upper": str.upper,
+    "mixed": str.swapcase,
+    "same": str,
+}
 
 Answer = Callable[[str], httpx.Response]
 
