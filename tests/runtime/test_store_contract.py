@@ -7,6 +7,7 @@ tests/integration/test_cancel_real.py; these cover the store's own moments, with
 from __future__ import annotations
 
 import json
+import os
 import random
 from pathlib import Path
 
@@ -66,3 +67,24 @@ def test_a_cancel_after_the_last_blob_stops_the_commit(tmp_path: Path, stub: Stu
         assert sorted(p.name for p in (root / "tmp").iterdir()) == []
         svc.pull_image(REF)
         assert named(root, REF)
+
+
+def test_a_lease_that_cannot_be_removed_after_the_commit_is_not_an_error(
+    tmp_path: Path, stub: StubRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Releasing the pull's lease runs after the commit: it must not make the pull raise."""
+    root = tmp_path / "store"
+    real_remove = os.remove
+
+    def refusing_remove(path: str | os.PathLike[str]) -> None:
+        if os.fspath(path).endswith(".lease"):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        real_remove(path)
+
+    with LocalImageService(root, client=stub) as svc:
+        monkeypatch.setattr(os, "remove", refusing_remove)
+        monkeypatch.setattr(Path, "unlink", lambda self, missing_ok=False: refusing_remove(self))
+        image_id = svc.pull_image(REF)
+        assert named(root, REF)
+        status = svc.image_status(REF)
+        assert status is not None and status.id == image_id

@@ -15,6 +15,7 @@ even inside one process, so the same test works between threads.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -125,12 +126,17 @@ class Lease:
         self._fd: int | None = fd
 
     def release(self) -> None:
-        """Drop the work directory and the lease; safe to call twice."""
+        """Drop the work directory and the lease; safe to call twice; never raises.
+
+        It runs after a pull's commit, and "raised" must keep meaning "not committed": what it
+        cannot remove is stale once the lock is gone, and the next sweep takes it.
+        """
         if self._fd is None:
             return
         shutil.rmtree(self.workdir, ignore_errors=True)
-        self.path.unlink(missing_ok=True)
-        os.close(self._fd)
+        remove_quietly(self.path)
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
         self._fd = None
 
 
