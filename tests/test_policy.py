@@ -267,7 +267,7 @@ def test_matching_pattern_reports_the_configured_pattern() -> None:
 # --- the enforcer: every policy x pulled_by_kubelet x allowlisted -----------------------------
 
 # (policy, image is on the allowlist, pulled by kubelet) -> verification required
-DECISIONS = {
+DECISIONS: dict[tuple[VerificationPolicy, bool, bool], bool] = {
     (NEVER, False, False): False,
     (NEVER, False, True): False,
     (NEVER, True, False): False,
@@ -478,9 +478,11 @@ def test_repr_names_policy_and_patterns() -> None:
 # --- explanations ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("policy", "allowlisted", "pulled"), sorted(DECISIONS, key=lambda k: (k[0].value, k[1:]))
-)
+# Sorted by policy name, so the test ids come in the same order in every run.
+BY_POLICY_NAME = sorted(DECISIONS, key=lambda k: (k[0].value, k[1:]))
+
+
+@pytest.mark.parametrize(("policy", "allowlisted", "pulled"), BY_POLICY_NAME)
 def test_explain_agrees_with_the_decision(
     policy: VerificationPolicy, allowlisted: bool, pulled: bool
 ) -> None:

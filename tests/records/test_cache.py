@@ -165,7 +165,7 @@ def test_cache_and_files_give_the_same_answers(ops: list[tuple[str, object]], si
         plain = FileRecordStore(Path(a))
         cached = CachedRecordStore(FileRecordStore(Path(b)), records_size=size, intents_size=size)
         for op, arg in ops:
-            answers = []
+            answers: list[object] = []
             for store in (plain, cached):
                 if op == "write_record":
                     assert isinstance(arg, ImagePulledRecord)
