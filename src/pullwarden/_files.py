@@ -18,8 +18,8 @@ from pathlib import Path
 __all__ = ["remove_quietly", "write_all", "write_atomically"]
 
 
-def write_all(fd: int, data: bytes) -> None:
-    """Write every byte of ``data`` to the file descriptor ``fd`` (``os.write`` may write less)."""
+def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
+    """Write every byte of ``data`` (any buffer) to ``fd`` (``os.write`` may write less)."""
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]

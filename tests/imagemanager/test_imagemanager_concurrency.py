@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -65,11 +66,11 @@ def test_max_parallel_image_pulls_is_honoured(tmp_path: Path, clock: FakeClock) 
     pods = [make_pod(uid=f"p{i}", name=f"pod-{i}") for i in range(7)]
     with rig.manager:
         threads, results = run_in_threads(
-            [lambda pod=pod: rig.ensure(IMAGE, "Always", pod=pod) for pod in pods[:5]]
+            [partial(rig.ensure, IMAGE, "Always", pod=pod) for pod in pods[:5]]
         )
         rig.service.wait_started(5)
         more, more_results = run_in_threads(
-            [lambda pod=pod: rig.ensure(IMAGE, "Always", pod=pod) for pod in pods[5:]]
+            [partial(rig.ensure, IMAGE, "Always", pod=pod) for pod in pods[5:]]
         )
         # the two extra requests are in the puller, waiting for a slot
         settle(lambda: rig.events.reasons().count("Pulling") == 7)
@@ -88,7 +89,7 @@ def test_unlimited_parallel_pulls(tmp_path: Path, clock: FakeClock) -> None:
     rig = blocking_rig(tmp_path, clock, serial=False)
     with rig.manager:
         threads, results = run_in_threads(
-            [lambda i=i: rig.ensure(f"{IMAGE}{i}", "Always") for i in range(12)]
+            [partial(rig.ensure, f"{IMAGE}{i}", "Always") for i in range(12)]
         )
         rig.service.wait_started(12)
         assert rig.service.in_flight == 12
@@ -101,7 +102,7 @@ def test_serial_puller_runs_one_pull_at_a_time(tmp_path: Path, clock: FakeClock)
     rig = blocking_rig(tmp_path, clock, serial=True)
     with rig.manager:
         threads, results = run_in_threads(
-            [lambda i=i: rig.ensure(f"{IMAGE}{i}", "Always") for i in range(4)]
+            [partial(rig.ensure, f"{IMAGE}{i}", "Always") for i in range(4)]
         )
         rig.service.wait_started(1)
         settle(lambda: rig.events.reasons().count("Pulling") == 4)
@@ -218,7 +219,7 @@ def test_many_threads_share_one_manager(tmp_path: Path, clock: FakeClock) -> Non
         image = (
             "registry.example/shared/base:v1" if i % 2 else f"registry.example/own/app{i % 5}:v1"
         )
-        calls.append(lambda pod=pod, image=image: rig.ensure(image, "IfNotPresent", pod=pod))
+        calls.append(partial(rig.ensure, image, "IfNotPresent", pod=pod))
     with rig.manager:
         threads, results = run_in_threads(calls)
         join(threads)

@@ -49,7 +49,7 @@ from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import httpx
 
@@ -605,9 +605,7 @@ class RegistryClient:
                         f"{subject} is longer than the {size} bytes its descriptor says",
                     )
                 hasher.update(chunk)
-                # write_all takes any buffer (it writes a memoryview of it); the cast goes
-                # once its annotation says so (mypy then reports the cast as redundant).
-                write_all(fd, cast(bytes, chunk))
+                write_all(fd, chunk)
                 if done >= next_report:
                     report(done)
                     next_report = done + _PROGRESS_STEP
