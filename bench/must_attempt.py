@@ -29,12 +29,12 @@ from pullwarden.metrics import Metrics
 from pullwarden.policy import PolicyEnforcer
 from pullwarden.pullmanager import PodCredentials, PullManager
 from pullwarden.records import (
+    FileRecordStore,
     ImagePullCredentials,
     ImagePulledRecord,
     ImagePullSecret,
 )
 from pullwarden.records.cache import CachedRecordStore
-from pullwarden.records.fs import FileRecordStore
 
 UPSTREAM_US = {"cache": 14.5, "files": 66.0}
 Check = tuple[str, str, Callable[[], PodCredentials]]

@@ -22,13 +22,12 @@ import pytest
 from hypothesis import HealthCheck, find, given, settings
 from hypothesis import strategies as st
 
-from pullwarden._clock import FakeClock
 from pullwarden.metrics import Metrics
 from pullwarden.policy import PolicyEnforcer
 from pullwarden.pullmanager import Protections, PullManager
-from pullwarden.records import ImagePullCredentials, ImagePullSecret
-from pullwarden.records.fs import FileRecordStore
+from pullwarden.records import FileRecordStore, ImagePullCredentials, ImagePullSecret
 from pullwarden.reference import parse_image_name
+from pullwarden.testing import FakeClock
 from tests.support import T0, FakeImage
 
 REG = "registry.example"

@@ -42,7 +42,7 @@ def test_the_supported_names() -> None:
 def test_the_test_double_lives_in_pullwarden_testing() -> None:
     assert "FakeClock" not in pullwarden.__all__
     assert not hasattr(pullwarden, "FakeClock")
-    assert pullwarden._clock.FakeClock is pullwarden.testing.FakeClock  # the old path, for now
+    assert not hasattr(pullwarden._clock, "FakeClock")
 
 
 def test_importing_pullwarden_does_not_import_the_cli() -> None:

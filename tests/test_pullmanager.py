@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from pullwarden._clock import FakeClock
 from pullwarden.metrics import Metrics
 from pullwarden.policy import PolicyEnforcer, VerificationPolicy
 from pullwarden.pullmanager import PodCredentials, Protections, PullManager, merge_credentials
 from pullwarden.records import (
+    FileRecordStore,
     ImagePullCredentials,
     ImagePulledRecord,
     ImagePullIntent,
@@ -22,7 +22,7 @@ from pullwarden.records import (
     ImagePullServiceAccount,
 )
 from pullwarden.records.cache import CachedRecordStore
-from pullwarden.records.fs import FileRecordStore
+from pullwarden.testing import FakeClock
 from tests.support import T0, FakeImage, FakeImageLister
 
 IMAGE = "registry.example/team/app:v1"

@@ -14,8 +14,7 @@ import pytest
 
 from pullwarden.errors import RecordWriteError
 from pullwarden.pullmanager import Protections, PullManager
-from pullwarden.records import ImagePulledRecord, ImagePullSecret
-from pullwarden.records.fs import FileRecordStore
+from pullwarden.records import FileRecordStore, ImagePulledRecord, ImagePullSecret
 from tests.support import T0, FakeImage
 from tests.test_pullmanager import PodCreds, secrets
 from tests.test_pullmanager import build as build_manager

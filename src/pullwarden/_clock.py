@@ -1,7 +1,6 @@
 """Injectable time: production code asks a clock, tests move a fake one.
 
-The fake one is :class:`pullwarden.testing.FakeClock`; ``pullwarden._clock.FakeClock`` is an
-alias kept only until the last old import has moved to :mod:`pullwarden.testing`.
+The fake one is :class:`pullwarden.testing.FakeClock`.
 """
 
 from __future__ import annotations
@@ -10,9 +9,7 @@ import time
 from datetime import UTC, datetime
 from typing import Protocol
 
-from pullwarden.testing import FakeClock
-
-__all__ = ["Clock", "FakeClock", "SystemClock"]
+__all__ = ["Clock", "SystemClock"]
 
 
 class Clock(Protocol):

@@ -22,9 +22,9 @@ from pullwarden._locks import StripedLocks
 from pullwarden.errors import PullwardenError, RecordError, RecordWriteError
 from pullwarden.metrics import Metrics, MustPullResult
 from pullwarden.policy import PolicyEnforcer
+from pullwarden.records import FileRecordStore
 from pullwarden.records.base import RecordStore
 from pullwarden.records.cache import CachedRecordStore
-from pullwarden.records.fs import FileRecordStore
 from pullwarden.records.model import (
     ImagePullCredentials,
     ImagePulledRecord,

@@ -7,8 +7,7 @@
       node = Node(root, config, clock=clock)
       clock.advance(300)              # five minutes later, at once
 
-No production code path uses it (``pullwarden._clock`` re-exports :class:`FakeClock` only as
-a temporary alias for older imports).
+No production code path imports this module.
 """
 
 from __future__ import annotations

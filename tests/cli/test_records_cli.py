@@ -19,6 +19,7 @@ from pullwarden.cli import main
 from pullwarden.credentials import credential_hash
 from pullwarden.objects import derived_uid
 from pullwarden.records import (
+    FileRecordStore,
     ImagePullCredentials,
     ImagePulledRecord,
     ImagePullIntent,
@@ -26,7 +27,6 @@ from pullwarden.records import (
     ImagePullServiceAccount,
 )
 from pullwarden.records.codec import V1ALPHA1, encode
-from pullwarden.records.fs import FileRecordStore
 
 IMAGE = "registry.example/team-a/app:v1"
 KEY = "registry.example/team-a/app"

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pullwarden._cancel import CancelToken
-from pullwarden._clock import FakeClock
 from pullwarden.credentials import Keyring, TrackedCredential
 from pullwarden.events import ListRecorder
 from pullwarden.imagemanager import EnsureResult, ImageManager
@@ -25,10 +24,10 @@ from pullwarden.metrics import Metrics
 from pullwarden.objects import Container, Pod, Secret
 from pullwarden.policy import PolicyEnforcer
 from pullwarden.pullmanager import PullManager
-from pullwarden.records import ImagePulledRecord
+from pullwarden.records import FileRecordStore, ImagePulledRecord
 from pullwarden.records.cache import CachedRecordStore
-from pullwarden.records.fs import FileRecordStore
 from pullwarden.runtime import AuthConfig, FsUsage, Image, ProgressCallback
+from pullwarden.testing import FakeClock
 
 IMAGE_SIZE = 4321
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from pullwarden._clock import FakeClock
 from pullwarden.errors import NotFoundError
 from pullwarden.imagemanager import Backoff, TokenBucket
+from pullwarden.testing import FakeClock
 from tests.imagemanager.doubles import FakeImageService, make_pod, make_rig
 
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from pullwarden._cancel import CancelToken
-from pullwarden._clock import FakeClock
 from pullwarden.errors import PullCancelledError
 from pullwarden.imagemanager import EnsureResult
-from pullwarden.records.fs import FileRecordStore
+from pullwarden.records import FileRecordStore
+from pullwarden.testing import FakeClock
 from tests.imagemanager.doubles import FakeImageService, Rig, make_rig
 from tests.support import T0
 

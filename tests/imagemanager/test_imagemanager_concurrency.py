@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from pullwarden._clock import FakeClock
 from pullwarden.imagemanager import (
     MAX_IMAGE_PULL_REQUESTS,
     EnsureResult,
@@ -22,6 +21,7 @@ from pullwarden.imagemanager import (
     PullOutcome,
     SerialPuller,
 )
+from pullwarden.testing import FakeClock
 from tests.imagemanager.doubles import FakeImageService, Rig, make_pod, make_rig
 
 IMAGE = "registry.example/team/app:v1"

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pullwarden._clock import FakeClock
 from pullwarden.credentials import SecretSource, ServiceAccountSource, TrackedCredential
 from pullwarden.errors import RegistryUnavailableError, UnauthorizedError
 from pullwarden.imagemanager import CredentialLookup, describe_credential, pull_with_credentials
 from pullwarden.records import ImagePullCredentials
+from pullwarden.testing import FakeClock
 from tests.imagemanager.doubles import (
     FakeImageService,
     StaticKeyring,

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from pullwarden._clock import FakeClock
 from pullwarden.errors import ImageStoreError, RecordWriteError
 from pullwarden.imagemanager import aggregate_error_text, classify_pull_error
 from pullwarden.metrics import Metrics, image_size_bucket
 from pullwarden.reference import apply_default_tag
+from pullwarden.testing import FakeClock
 from tests.imagemanager.doubles import FakeImageService, make_pod, make_rig
 
 DIGEST = "sha256:" + "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"[:64]

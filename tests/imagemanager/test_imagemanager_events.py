@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from pullwarden._clock import FakeClock
 from pullwarden.errors import NotFoundError
 from pullwarden.events import StreamRecorder
 from pullwarden.imagemanager import ImageManager
+from pullwarden.testing import FakeClock
 from tests.imagemanager.doubles import FakeImageService, make_container, make_pod, make_rig
 
 IMAGE = "registry.example/team/app:v1"

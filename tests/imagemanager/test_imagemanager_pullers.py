@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from pullwarden._clock import FakeClock
 from pullwarden.errors import NotFoundError
+from pullwarden.testing import FakeClock
 from tests.imagemanager.doubles import FakeImageService, Rig, make_rig
 
 PRESENT = "on-node/app"

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from pullwarden._clock import FakeClock
 from pullwarden.credentials import ServiceAccountSource, TrackedCredential, credential_hash
 from pullwarden.records import ImagePullCredentials, ImagePullSecret, ImagePullServiceAccount
+from pullwarden.testing import FakeClock
 from tests.imagemanager.doubles import (
     FakeImageService,
     Rig,

@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 from pullwarden._cancel import CancelToken
-from pullwarden._clock import FakeClock
 from pullwarden.credentials import credential_hash
 from pullwarden.events import ListRecorder
 from pullwarden.imagemanager import EnsureResult, ImageManager
@@ -26,6 +25,7 @@ from pullwarden.pullmanager import PullManager, open_kubelet_records
 from pullwarden.records import ImagePullCredentials, ImagePullSecret
 from pullwarden.runtime import AuthConfig, Image, ProgressCallback
 from pullwarden.runtime.store import LocalImageService
+from pullwarden.testing import FakeClock
 from tests.imagemanager.doubles import dockerconfig_secret
 from tests.integration.infra import ALICE, BOB, Registry, Seeded
 

@@ -19,7 +19,7 @@ from pullwarden.cli import main
 from pullwarden.config import default_kubelet_config
 from pullwarden.errors import NodeBusyError
 from pullwarden.node import Node
-from pullwarden.records.fs import FileRecordStore
+from pullwarden.records import FileRecordStore
 
 
 def test_second_node_on_the_same_root_is_refused(tmp_path: Path) -> None:

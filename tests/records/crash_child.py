@@ -12,7 +12,7 @@ import random
 import sys
 from datetime import UTC, datetime, timedelta
 
-from pullwarden.records.fs import FileRecordStore
+from pullwarden.records import FileRecordStore
 from pullwarden.records.model import (
     ImagePullCredentials,
     ImagePulledRecord,

@@ -13,7 +13,7 @@ import time
 from datetime import UTC, datetime
 
 from pullwarden.errors import RecordWriteError
-from pullwarden.records.fs import FileRecordStore
+from pullwarden.records import FileRecordStore
 from pullwarden.records.model import ImagePullCredentials, ImagePulledRecord, ImagePullSecret
 
 IMAGE_REF = "sha256:" + "ab" * 32

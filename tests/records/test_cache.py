@@ -12,13 +12,13 @@ from hypothesis import strategies as st
 
 from pullwarden.errors import RecordError
 from pullwarden.records import (
+    FileRecordStore,
     ImagePullCredentials,
     ImagePulledRecord,
     ImagePullIntent,
     ImagePullSecret,
 )
 from pullwarden.records.cache import CachedRecordStore
-from pullwarden.records.fs import FileRecordStore
 
 T = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pullwarden
 from pullwarden.errors import RecordDecodeError
-from pullwarden.records.fs import FileRecordStore
+from pullwarden.records import FileRecordStore
 from tests.records.rewrite_child import IMAGE_REF, record
 
 CHILD = Path(__file__).with_name("rewrite_child.py")

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from pullwarden._clock import FakeClock
 from pullwarden.errors import (
     DeniedError,
     ImageStoreError,
@@ -23,6 +22,7 @@ from pullwarden.errors import (
 )
 from pullwarden.runtime.base import AuthConfig, FsUsage, Image, ImageService, PullProgress
 from pullwarden.runtime.store import INDEX_VERSION, LocalImageService
+from pullwarden.testing import FakeClock
 from tests.runtime.stub_registry import AMD64, ARM64, StubImage, StubRegistry, random_layer
 
 REG = "127.0.0.1:5000"

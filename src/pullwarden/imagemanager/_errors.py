@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Final
 
+from pullwarden._gofmt import aggregate_text
+
 __all__ = [
     "ERROR_VALUES",
     "ERR_IMAGE_INSPECT",
@@ -48,10 +50,7 @@ def aggregate_error_text(texts: Iterable[str]) -> str:
     One error is shown as it is; several are de-duplicated (first occurrence kept) and, when
     more than one distinct text remains, joined by ``, `` inside square brackets.
     """
-    distinct = list(dict.fromkeys(texts))
-    if len(distinct) == 1:
-        return distinct[0]
-    return "[" + ", ".join(distinct) + "]"
+    return aggregate_text(dict.fromkeys(texts))
 
 
 def classify_pull_error(

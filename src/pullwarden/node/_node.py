@@ -37,8 +37,8 @@ from pullwarden.node._gc import DiskStats, GCReport, ImageGC
 from pullwarden.objects import Container, Objects, Pod, Secret
 from pullwarden.policy import PolicyEnforcer
 from pullwarden.pullmanager import Protections, PullManager, VerifiedBy
+from pullwarden.records import FileRecordStore
 from pullwarden.records.cache import CachedRecordStore
-from pullwarden.records.fs import FileRecordStore
 from pullwarden.runtime.base import ImageService
 from pullwarden.runtime.registry import HostOptions, RegistryClient
 from pullwarden.runtime.store import LocalImageService
