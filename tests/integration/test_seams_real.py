@@ -46,6 +46,13 @@ def big_image(seeded: Seeded, skopeo: Skopeo, tmp_path_factory: pytest.TempPathF
     return registry
 
 
+def alice_v1(seeded: Seeded) -> tuple[Registry, str, str, str]:
+    """The token registry and alice's private image: (registry, repo:tag, repo, digest)."""
+    image = seeded.ref("token", "private/alice:v1")
+    digest = seeded.digest("token", "private/alice:v1")
+    return seeded.registries["token"], image, image.rsplit(":", 1)[0], digest
+
+
 def write_docs(path: Path, docs: list[dict[str, Any]]) -> Path:
     path.write_text(yaml.safe_dump_all(docs))
     return path
@@ -204,11 +211,8 @@ def big_manifest_digest(root: Path, image_id: str) -> str:
 def test_other_spellings_never_slip_in_while_a_pull_finishes(
     seeded: Seeded, tmp_path: Path
 ) -> None:
-    registry = seeded.registries["token"]
-    image = seeded.ref("token", "private/alice:v1")
-    digest = seeded.digest("token", "private/alice:v1")
+    registry, image, repo, digest = alice_v1(seeded)
     config_id = seeded.images.alice.config_digest
-    repo = image.rsplit(":", 1)[0]
     spellings = [f"{repo}@{digest}", f"{image}@{digest}", config_id]
     config = parallel_config(tmp_path / "kubelet.yaml")
     leaks: list[tuple[str, dict[str, Any]]] = []
@@ -282,10 +286,7 @@ KILLER = textwrap.dedent(
 def test_kill_after_commit_then_every_spelling_is_verified(
     seeded: Seeded, tmp_path: Path, raw: str
 ) -> None:
-    registry = seeded.registries["token"]
-    image = seeded.ref("token", "private/alice:v1")
-    repo = image.rsplit(":", 1)[0]
-    digest = seeded.digest("token", "private/alice:v1")
+    registry, image, repo, digest = alice_v1(seeded)
     pulled_as = {"tag": image, "digest": f"{repo}@{digest}", "tag+digest": f"{image}@{digest}"}[raw]
     root = tmp_path / "node"
     manifest = write_docs(
@@ -356,10 +357,7 @@ def fill(directory: Path, leave_pages: int) -> list[Path]:
 def test_full_record_disk_keeps_the_image_verified(
     seeded: Seeded, tmp_path: Path, tiny_tmpfs: Path
 ) -> None:
-    registry = seeded.registries["token"]
-    image = seeded.ref("token", "private/alice:v1")
-    repo = image.rsplit(":", 1)[0]
-    digest = seeded.digest("token", "private/alice:v1")
+    registry, image, repo, digest = alice_v1(seeded)
     root = tmp_path / "node"
     root.mkdir()
     (root / "image_manager").symlink_to(tiny_tmpfs)
