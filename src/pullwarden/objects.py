@@ -467,39 +467,51 @@ _ManifestLoader.yaml_implicit_resolvers = {
 def _raw_documents(text: str, source: str, json_only: bool) -> Iterator[tuple[int, Any]]:
     """(1-based number, decoded document) for each document of a file; empty ones skipped.
 
-    Documents nested deeper than :data:`pullwarden._nesting.MAX_DEPTH` are refused before
-    anything is parsed.
+    Text that starts like JSON is read as a stream of JSON documents; if that fails and the
+    file may be YAML, it is read as YAML (of which JSON is a subset).  Documents nested deeper
+    than :data:`pullwarden._nesting.MAX_DEPTH` are refused before anything is parsed.
     """
     if text.lstrip().startswith(("{", "[")):
-        decoder = json.JSONDecoder()
-        docs: list[Any] = []
-        pos = 0
-        try:
-            check_json(text)
-            while True:
-                while pos < len(text) and text[pos] in " \t\r\n":
-                    pos += 1
-                if pos >= len(text):
-                    break
-                doc, pos = decoder.raw_decode(text, pos)
-                docs.append(doc)
-        except NestingError as err:
-            # In a YAML file the check is repeated below with YAML's rules for strings.
-            if json_only:
-                raise ManifestError(
-                    f"{source}: line {err.line}, column {err.column}: not valid JSON: {err}",
-                    file=source,
-                ) from None
-        except json.JSONDecodeError as err:
-            if json_only:
-                raise ManifestError(
-                    f"{source}: line {err.lineno}, column {err.colno}: not valid JSON: {err.msg}",
-                    file=source,
-                    document=len(docs) + 1,
-                ) from None
-        else:
+        docs = _json_documents(text, source, json_only)
+        if docs is not None:
             yield from ((n, d) for n, d in enumerate(docs, 1) if d is not None)
             return
+    yield from _yaml_documents(text, source)
+
+
+def _json_documents(text: str, source: str, json_only: bool) -> list[Any] | None:
+    """The JSON documents of ``text``; None when it is not JSON but may still be YAML."""
+    decoder = json.JSONDecoder()
+    docs: list[Any] = []
+    pos = 0
+    try:
+        check_json(text)
+        while True:
+            while pos < len(text) and text[pos] in " \t\r\n":
+                pos += 1
+            if pos >= len(text):
+                return docs
+            doc, pos = decoder.raw_decode(text, pos)
+            docs.append(doc)
+    except NestingError as err:
+        # In a YAML file the check is repeated with YAML's rules for strings.
+        if json_only:
+            raise ManifestError(
+                f"{source}: line {err.line}, column {err.column}: not valid JSON: {err}",
+                file=source,
+            ) from None
+    except json.JSONDecodeError as err:
+        if json_only:
+            raise ManifestError(
+                f"{source}: line {err.lineno}, column {err.colno}: not valid JSON: {err.msg}",
+                file=source,
+                document=len(docs) + 1,
+            ) from None
+    return None
+
+
+def _yaml_documents(text: str, source: str) -> Iterator[tuple[int, Any]]:
+    """(1-based number, document) for each non-empty YAML document of ``text``."""
     try:
         check_yaml(text, _ManifestLoader)
     except NestingError as err:
