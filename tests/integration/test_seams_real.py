@@ -181,6 +181,7 @@ def test_interrupted_run_never_leaves_an_unrecorded_image(
             proc.send_signal(sig)
             _, stderr = proc.communicate(timeout=10)
             took = time.monotonic() - sent
+            print(f"{sig.name} at {moment}: exit {proc.returncode} after {took:.2f} s")
         link.rate = None
         if proc.returncode == 0:  # the pull finished before the signal landed
             assert moment == "end"
