@@ -34,7 +34,7 @@ from pullwarden.records import (
     ImagePulledRecord,
     ImagePullSecret,
 )
-from pullwarden.records.cache import CachedRecordStore
+from pullwarden.records._cache import CachedRecordStore
 
 UPSTREAM_US = {"cache": 14.5, "files": 66.0}
 Check = tuple[str, str, Callable[[], PodCredentials]]

@@ -21,7 +21,7 @@ from pullwarden.records import (
     ImagePullSecret,
     ImagePullServiceAccount,
 )
-from pullwarden.records.cache import CachedRecordStore
+from pullwarden.records._cache import CachedRecordStore
 from pullwarden.testing import FakeClock
 from tests.support import T0, FakeImage, FakeImageLister
 

@@ -22,15 +22,15 @@ from pullwarden._locks import StripedLocks
 from pullwarden.errors import PullwardenError, RecordError, RecordWriteError
 from pullwarden.metrics import Metrics, MustPullResult
 from pullwarden.policy import PolicyEnforcer
-from pullwarden.records import FileRecordStore
-from pullwarden.records.base import RecordStore
-from pullwarden.records.cache import CachedRecordStore
-from pullwarden.records.model import (
+from pullwarden.records import (
+    CachedRecordStore,
+    FileRecordStore,
     ImagePullCredentials,
     ImagePulledRecord,
     ImagePullIntent,
     ImagePullSecret,
     ImagePullServiceAccount,
+    RecordStore,
 )
 from pullwarden.reference import parse_image_name, trim_tag_digest
 
@@ -243,7 +243,7 @@ class _Verdict:
 class PullManager:
     """Keeps the pull records of one node and decides when credentials must be verified.
 
-    ``store`` is any :class:`~pullwarden.records.base.RecordStore`, used as it is: the cache is
+    ``store`` is any :class:`~pullwarden.records.RecordStore`, used as it is: the cache is
     a store decorating another (:func:`open_kubelet_records` builds the kubelet's file store
     behind its write-through cache).  Its :meth:`~RecordStore.gauges` feed the
     ``kubelet_imagemanager_*`` gauges.  ``image_service`` is used for start-up housekeeping

@@ -26,7 +26,7 @@ from pullwarden.records import (
     ImagePullSecret,
     ImagePullServiceAccount,
 )
-from pullwarden.records.codec import V1ALPHA1, encode
+from pullwarden.records._codec import V1ALPHA1, encode
 
 IMAGE = "registry.example/team-a/app:v1"
 KEY = "registry.example/team-a/app"

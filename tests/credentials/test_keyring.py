@@ -27,9 +27,9 @@ from pullwarden.credentials import (
     tracked_to_image_pull_credentials,
     url_matches,
 )
-from pullwarden.credentials.keyring import _compile_glob, _glob_match
+from pullwarden.credentials._keyring import _compile_glob, _glob_match
 from pullwarden.errors import DockerConfigError
-from pullwarden.records.model import (
+from pullwarden.records._model import (
     ImagePullCredentials,
     ImagePullSecret,
     ImagePullServiceAccount,

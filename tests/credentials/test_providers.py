@@ -14,7 +14,7 @@ from pullwarden.credentials import (
     NodeDockerConfigProvider,
     UnionKeyring,
 )
-from pullwarden.credentials.providers import ProviderKeyring
+from pullwarden.credentials._providers import ProviderKeyring
 
 
 class FakeClock:

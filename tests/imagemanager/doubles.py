@@ -25,7 +25,7 @@ from pullwarden.objects import Container, Pod, Secret
 from pullwarden.policy import PolicyEnforcer
 from pullwarden.pullmanager import PullManager
 from pullwarden.records import FileRecordStore, ImagePulledRecord
-from pullwarden.records.cache import CachedRecordStore
+from pullwarden.records._cache import CachedRecordStore
 from pullwarden.runtime import AuthConfig, FsUsage, Image, ProgressCallback
 from pullwarden.testing import FakeClock
 

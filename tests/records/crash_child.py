@@ -13,7 +13,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 
 from pullwarden.records import FileRecordStore
-from pullwarden.records.model import (
+from pullwarden.records._model import (
     ImagePullCredentials,
     ImagePulledRecord,
     ImagePullIntent,

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 from pullwarden.errors import RecordWriteError
 from pullwarden.records import FileRecordStore
-from pullwarden.records.model import ImagePullCredentials, ImagePulledRecord, ImagePullSecret
+from pullwarden.records._model import ImagePullCredentials, ImagePulledRecord, ImagePullSecret
 
 IMAGE_REF = "sha256:" + "ab" * 32
 WHEN = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)

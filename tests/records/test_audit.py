@@ -1,4 +1,4 @@
-"""The read-only audit of a kubelet's image_manager directory (pullwarden.records.audit)."""
+"""The read-only audit of a kubelet's image_manager directory (pullwarden.records._audit)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from pullwarden.records import audit, fs
-from pullwarden.records.audit import FileProblem, ProblemKind, scan
-from pullwarden.records.codec import V1ALPHA1, encode
-from pullwarden.records.fs import MAX_FILE_SIZE, FileRecordStore, file_name_for
-from pullwarden.records.model import (
+from pullwarden.records import _audit as audit
+from pullwarden.records import _fs as fs
+from pullwarden.records._audit import FileProblem, ProblemKind, scan
+from pullwarden.records._codec import V1ALPHA1, encode
+from pullwarden.records._fs import MAX_FILE_SIZE, FileRecordStore, file_name_for
+from pullwarden.records._model import (
     ImagePullCredentials,
     ImagePulledRecord,
     ImagePullIntent,

@@ -18,7 +18,7 @@ from pullwarden.records import (
     ImagePullIntent,
     ImagePullSecret,
 )
-from pullwarden.records.cache import CachedRecordStore
+from pullwarden.records._cache import CachedRecordStore
 
 T = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
 

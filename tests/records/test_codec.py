@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pullwarden.errors import RecordDecodeError
-from pullwarden.records.codec import (
+from pullwarden.records._codec import (
     CURRENT_VERSION,
     GROUP,
     V1ALPHA1,
@@ -21,7 +21,7 @@ from pullwarden.records.codec import (
     decode_versioned,
     encode,
 )
-from pullwarden.records.model import (
+from pullwarden.records._model import (
     ImagePullCredentials,
     ImagePulledRecord,
     ImagePullIntent,

@@ -23,9 +23,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pullwarden
-from pullwarden.records.codec import V1ALPHA1, V1BETA1, decode_versioned, encode
-from pullwarden.records.fs import FileRecordStore, file_name_for
-from pullwarden.records.model import ImagePulledRecord, ImagePullIntent
+from pullwarden.records._codec import V1ALPHA1, V1BETA1, decode_versioned, encode
+from pullwarden.records._fs import FileRecordStore, file_name_for
+from pullwarden.records._model import ImagePulledRecord, ImagePullIntent
 
 CHILD = Path(__file__).with_name("crash_child.py")
 KILLS = 220

@@ -11,18 +11,18 @@ from pathlib import Path
 import pytest
 
 from pullwarden.errors import RecordDecodeError, RecordReadError, RecordWriteError
-from pullwarden.records import fs
-from pullwarden.records.audit import ProblemKind, scan
-from pullwarden.records.base import Listing, RecordStore
-from pullwarden.records.codec import V1ALPHA1, V1BETA1, decode_versioned, encode
-from pullwarden.records.fs import (
+from pullwarden.records import _fs as fs
+from pullwarden.records._audit import ProblemKind, scan
+from pullwarden.records._base import Listing, RecordStore
+from pullwarden.records._codec import V1ALPHA1, V1BETA1, decode_versioned, encode
+from pullwarden.records._fs import (
     MAX_FILE_SIZE,
     FileRecordStore,
     MigrationItem,
     file_name_for,
     is_record_file_name,
 )
-from pullwarden.records.model import (
+from pullwarden.records._model import (
     ImagePullCredentials,
     ImagePulledRecord,
     ImagePullIntent,

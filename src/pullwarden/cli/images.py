@@ -23,8 +23,7 @@ from rich.progress import (
 
 from pullwarden._cancel import CancelToken
 from pullwarden.cli._common import Interrupts, default_store, die
-from pullwarden.credentials import parse_config_json
-from pullwarden.credentials.keyring import DockerKeyring
+from pullwarden.credentials import DockerKeyring, parse_config_json
 from pullwarden.errors import (
     DeniedError,
     DockerConfigError,

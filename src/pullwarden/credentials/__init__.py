@@ -4,15 +4,15 @@ Spec §2 (credentials) and §3 (credential hash).  Nothing here ever puts a pass
 value into a repr, an exception message or a log line.
 """
 
-from pullwarden.credentials.dockerconfig import (
+from pullwarden.credentials._dockerconfig import (
     AuthEntry,
     DockerConfig,
     config_from_secret,
     parse_config_json,
     parse_dockercfg,
 )
-from pullwarden.credentials.hashing import canonical_auth_json, credential_hash
-from pullwarden.credentials.keyring import (
+from pullwarden.credentials._hashing import canonical_auth_json, credential_hash
+from pullwarden.credentials._keyring import (
     CredentialSource,
     DockerKeyring,
     Keyring,
@@ -27,7 +27,7 @@ from pullwarden.credentials.keyring import (
     tracked_to_image_pull_credentials,
     url_matches,
 )
-from pullwarden.credentials.providers import (
+from pullwarden.credentials._providers import (
     DockerConfigProvider,
     NodeDockerConfigProvider,
     ProviderKeyring,

@@ -28,7 +28,7 @@ from pathlib import Path
 from pullwarden._cancel import CancelToken
 from pullwarden._clock import Clock, SystemClock
 from pullwarden.config import KubeletConfig
-from pullwarden.credentials.providers import NodeDockerConfigProvider, ProviderKeyring
+from pullwarden.credentials import NodeDockerConfigProvider, ProviderKeyring
 from pullwarden.errors import NodeBusyError, PullwardenError
 from pullwarden.events import EventRecorder, ListRecorder
 from pullwarden.imagemanager import ERR_IMAGE_PULL, STOP_GRACE, EnsureResult, ImageManager
@@ -37,8 +37,7 @@ from pullwarden.node._gc import DiskStats, GCReport, ImageGC
 from pullwarden.objects import Container, Objects, Pod, Secret
 from pullwarden.policy import PolicyEnforcer
 from pullwarden.pullmanager import Protections, PullManager, VerifiedBy
-from pullwarden.records import FileRecordStore
-from pullwarden.records.cache import CachedRecordStore
+from pullwarden.records import CachedRecordStore, FileRecordStore
 from pullwarden.runtime.base import ImageService
 from pullwarden.runtime.registry import HostOptions, RegistryClient
 from pullwarden.runtime.store import LocalImageService

@@ -1,18 +1,17 @@
 """Pull records: the types, the kubelet-compatible codec, the file store, the cache, the audit.
 
-Modules: :mod:`~pullwarden.records.model` (the record types), :mod:`~pullwarden.records.codec`
-(kubelet-compatible JSON), :mod:`~pullwarden.records.base` (the ``RecordStore`` protocol),
-:mod:`~pullwarden.records.fs` (the files, as a kubelet keeps them), :mod:`~pullwarden.records.cache`
-(the write-through cache) and :mod:`~pullwarden.records.audit` (the read-only ``scan``); the
-private :mod:`~pullwarden.records._layout` holds the directory layout and the safe file read.
+Import the supported names from here; the modules behind them are private: ``_model`` (the
+record types), ``_codec`` (kubelet-compatible JSON), ``_base`` (the ``RecordStore`` protocol),
+``_fs`` (the files, as a kubelet keeps them), ``_cache`` (the write-through cache), ``_audit``
+(the read-only ``scan``) and ``_layout`` (the directory layout and the safe file read).
 """
 
-from pullwarden.records.audit import FileProblem, ProblemKind, scan
-from pullwarden.records.base import Listing, RecordStore
-from pullwarden.records.cache import CachedRecordStore
-from pullwarden.records.codec import V1ALPHA1, V1BETA1, decode, decode_versioned, encode
-from pullwarden.records.fs import FileRecordStore
-from pullwarden.records.model import (
+from pullwarden.records._audit import FileProblem, ProblemKind, scan
+from pullwarden.records._base import Listing, RecordStore
+from pullwarden.records._cache import CachedRecordStore
+from pullwarden.records._codec import V1ALPHA1, V1BETA1, decode, decode_versioned, encode
+from pullwarden.records._fs import FileRecordStore
+from pullwarden.records._model import (
     ImagePullCredentials,
     ImagePulledRecord,
     ImagePullIntent,

@@ -7,8 +7,8 @@ SHA-256 of the key's bytes (spec §4.1).  Names ending in ``.tmp`` are drafts of
 A record file is read without following a symlink, only when it is a regular file and only up
 to :data:`MAX_FILE_SIZE`; anything else is a :class:`~pullwarden.errors.RecordReadError`.
 
-Private to :mod:`pullwarden.records`: the file store (:mod:`~pullwarden.records.fs`) and the
-read-only audit (:mod:`~pullwarden.records.audit`) both build on it, and neither on the other.
+Private to :mod:`pullwarden.records`: the file store (:mod:`~pullwarden.records._fs`) and the
+read-only audit (:mod:`~pullwarden.records._audit`) both build on it, and neither on the other.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ per imageRef; ``<hex>`` is the SHA-256 of the key's bytes.  Directories are crea
 exclusively (never through an existing name or a symlink) with mode 0600, then renamed over the
 target, without fsync, as the kubelet does.  A kill at any instant therefore leaves the old or
 the new file, never a torn one; at worst a stale draft remains, which every listing ignores
-(its name ends in ``.tmp``) and :func:`~pullwarden.records.audit.scan` reports.  Because every
+(its name ends in ``.tmp``) and :func:`~pullwarden.records._audit.scan` reports.  Because every
 write has its own draft, any number of threads or processes may rewrite the same file at once:
 the last rename wins and no reader ever sees a mixture.  (The kubelet uses the fixed name
 ``<target>.tmp`` and truncates it; a leftover of that name is left alone here, since it may be a
@@ -18,11 +18,11 @@ Reading never follows a symlink, accepts only regular files and at most :data:`M
 manager treats as "must verify".  Even a record holding thousands of Secrets for one image stays
 under a megabyte; the cap keeps a planted or runaway file from costing memory.
 
-Besides the :class:`~pullwarden.records.base.RecordStore` protocol this module offers the
+Besides the :class:`~pullwarden.records._base.RecordStore` protocol this module offers the
 start-up version migration (:meth:`FileRecordStore.migrate`, with a dry run for operators) and
 file counts for the on-disk gauges.  The layout and the safe read live in
 :mod:`pullwarden.records._layout`; the read-only consistency check of a kubelet's
-``image_manager`` directory is :mod:`pullwarden.records.audit` (its ``scan``, ``FileProblem``
+``image_manager`` directory is :mod:`pullwarden.records._audit` (its ``scan``, ``FileProblem``
 and ``ProblemKind`` are re-exported here only so that older imports keep working).
 """
 
@@ -37,6 +37,9 @@ from typing import Final, TypeVar
 
 from pullwarden._files import remove_quietly, write_all
 from pullwarden.errors import RecordDecodeError, RecordError, RecordReadError, RecordWriteError
+from pullwarden.records._audit import FileProblem, ProblemKind, scan
+from pullwarden.records._base import Gauges, Listing
+from pullwarden.records._codec import CURRENT_VERSION, decode_versioned, encode
 from pullwarden.records._layout import (
     FILE_PREFIX,
     IMAGE_MANAGER_DIR,
@@ -49,10 +52,7 @@ from pullwarden.records._layout import (
     read_file,
     strerror,
 )
-from pullwarden.records.audit import FileProblem, ProblemKind, scan
-from pullwarden.records.base import Gauges, Listing
-from pullwarden.records.codec import CURRENT_VERSION, decode_versioned, encode
-from pullwarden.records.model import ImagePulledRecord, ImagePullIntent
+from pullwarden.records._model import ImagePulledRecord, ImagePullIntent
 
 __all__ = [
     "FILE_PREFIX",

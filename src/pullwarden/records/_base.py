@@ -1,7 +1,7 @@
 """The storage contract the pull manager talks to (the kubelet's "pull records accessor").
 
-Two implementations exist: :class:`~pullwarden.records.fs.FileRecordStore` (the files themselves)
-and :class:`~pullwarden.records.cache.CachedRecordStore` (a write-through LRU in front of any
+Two implementations exist: :class:`~pullwarden.records._fs.FileRecordStore` (the files themselves)
+and :class:`~pullwarden.records._cache.CachedRecordStore` (a write-through LRU in front of any
 store).  Keeping decision logic out of storage is what makes the cache and the benchmarks
 possible.
 """
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
 from pullwarden.errors import RecordError
-from pullwarden.records.model import ImagePulledRecord, ImagePullIntent
+from pullwarden.records._model import ImagePulledRecord, ImagePullIntent
 
 __all__ = ["Gauges", "Listing", "RecordStore"]
 

@@ -42,7 +42,7 @@ from typing import Any, Final, TypeVar
 from pullwarden._gojson import as_utc, format_rfc3339, go_bytes, quote
 from pullwarden._nesting import check_json
 from pullwarden.errors import RecordDecodeError
-from pullwarden.records.model import (
+from pullwarden.records._model import (
     ImagePullCredentials,
     ImagePulledRecord,
     ImagePullIntent,

@@ -17,8 +17,8 @@ from dataclasses import replace
 from typing import Generic, TypeVar
 
 from pullwarden._locks import StripedLocks
-from pullwarden.records.base import Gauges, Listing, RecordStore
-from pullwarden.records.model import ImagePulledRecord, ImagePullIntent
+from pullwarden.records._base import Gauges, Listing, RecordStore
+from pullwarden.records._model import ImagePulledRecord, ImagePullIntent
 
 __all__ = ["DEFAULT_INTENTS_SIZE", "DEFAULT_RECORDS_SIZE", "CachedRecordStore"]
 

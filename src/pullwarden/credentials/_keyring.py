@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from typing import Final, Protocol, TypeAlias
 
 from pullwarden._gojson import go_bytes, go_str
-from pullwarden.credentials.dockerconfig import DockerConfig, config_from_secret
-from pullwarden.credentials.hashing import credential_hash
+from pullwarden.credentials._dockerconfig import DockerConfig, config_from_secret
+from pullwarden.credentials._hashing import credential_hash
 from pullwarden.errors import DockerConfigError
-from pullwarden.records.model import (
+from pullwarden.records import (
     ImagePullCredentials,
     ImagePullSecret,
     ImagePullServiceAccount,

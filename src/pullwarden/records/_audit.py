@@ -25,6 +25,13 @@ from typing import Final
 
 from pullwarden._nesting import loads_json
 from pullwarden.errors import RecordDecodeError, RecordReadError
+from pullwarden.records._codec import (
+    API_VERSIONS,
+    CURRENT_VERSION,
+    KIND_INTENT,
+    KIND_RECORD,
+    decode_versioned,
+)
 from pullwarden.records._layout import (
     FILE_PREFIX,
     IMAGE_MANAGER_DIR,
@@ -37,14 +44,7 @@ from pullwarden.records._layout import (
     read_file,
     strerror,
 )
-from pullwarden.records.codec import (
-    API_VERSIONS,
-    CURRENT_VERSION,
-    KIND_INTENT,
-    KIND_RECORD,
-    decode_versioned,
-)
-from pullwarden.records.model import ImagePullIntent
+from pullwarden.records._model import ImagePullIntent
 
 __all__ = ["FileProblem", "ProblemKind", "scan"]
 

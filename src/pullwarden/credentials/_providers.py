@@ -19,13 +19,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final, Protocol
 
-from pullwarden.credentials.dockerconfig import (
+from pullwarden.credentials._dockerconfig import (
     DockerConfig,
     empty_config,
     parse_config_json,
     parse_dockercfg,
 )
-from pullwarden.credentials.keyring import DockerKeyring, TrackedCredential
+from pullwarden.credentials._keyring import DockerKeyring, TrackedCredential
 from pullwarden.errors import DockerConfigError
 
 __all__ = [
