@@ -1,7 +1,7 @@
 """Pull throughput of pullwarden against ``skopeo copy``, and the cost of a re-verification.
 
 One no-auth ``docker-registry`` runs on 127.0.0.1 in a temp dir. Two images are built with
-:mod:`pullwarden.runtime.layout` from incompressible random data (gzip level 1) and pushed with
+:mod:`pullwarden.runtime._layout` from incompressible random data (gzip level 1) and pushed with
 skopeo: one single-layer image of ``--big-mb`` MB and one of ``--layers`` × ``--layer-mb`` MB.
 
 For each image and round, in alternating order (round 1 ours first, round 2 skopeo first, ...):
@@ -44,10 +44,15 @@ from pathlib import Path
 from types import FrameType
 from typing import TypeVar
 
-from pullwarden.runtime.layout import BuiltImage, build_image, random_layer, read_layout
-from pullwarden.runtime.oci import digest_of
-from pullwarden.runtime.registry import RegistryClient
-from pullwarden.runtime.store import LocalImageService
+from pullwarden.runtime import (
+    BuiltImage,
+    LocalImageService,
+    RegistryClient,
+    build_image,
+    digest_of,
+    random_layer,
+    read_layout,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:

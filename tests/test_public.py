@@ -22,8 +22,7 @@ def test_the_supported_names() -> None:
     from pullwarden.node import Node
     from pullwarden.pullmanager import Protections
     from pullwarden.records import CachedRecordStore, FileRecordStore
-    from pullwarden.runtime.registry import RegistryClient
-    from pullwarden.runtime.store import LocalImageService
+    from pullwarden.runtime import LocalImageService, RegistryClient
 
     for obj in (
         EnsureResult,

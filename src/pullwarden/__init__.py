@@ -66,8 +66,7 @@ from pullwarden.records import (
     ImagePullSecret,
     ImagePullServiceAccount,
 )
-from pullwarden.runtime.registry import RegistryClient
-from pullwarden.runtime.store import LocalImageService
+from pullwarden.runtime import LocalImageService, RegistryClient
 
 __version__ = "0.1.0"
 

@@ -11,11 +11,17 @@ import pytest
 
 from pullwarden.devregistry import SERVICE, AccessRule, DevRegistry, Faults
 from pullwarden.errors import DeniedError, NotFoundError, UnauthorizedError
-from pullwarden.runtime import oci
-from pullwarden.runtime.base import AuthConfig, Platform
-from pullwarden.runtime.layout import BuiltImage, build_image, build_index, push_layout
-from pullwarden.runtime.registry import RegistryClient
-from pullwarden.runtime.store import LocalImageService
+from pullwarden.runtime import (
+    AuthConfig,
+    BuiltImage,
+    LocalImageService,
+    Platform,
+    RegistryClient,
+    build_image,
+    build_index,
+    oci,
+    push_layout,
+)
 from pullwarden.testing import FakeClock
 
 ALICE = AuthConfig("alice", "alice-secret-pw")

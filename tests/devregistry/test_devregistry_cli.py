@@ -12,9 +12,7 @@ from click.testing import CliRunner
 
 from pullwarden.cli.registry import registry
 from pullwarden.errors import DeniedError, UnauthorizedError
-from pullwarden.runtime.base import AuthConfig
-from pullwarden.runtime.layout import build_image
-from pullwarden.runtime.registry import RegistryClient
+from pullwarden.runtime import AuthConfig, RegistryClient, build_image
 
 # Runs the group directly: wiring it into ``pullwarden`` is cli/__init__.py's business.
 SERVE = [sys.executable, "-c", "from pullwarden.cli.registry import registry; registry()", "serve"]

@@ -16,11 +16,15 @@ from pullwarden.errors import (
     TooLargeError,
     UnauthorizedError,
 )
-from pullwarden.runtime import oci
-from pullwarden.runtime.base import AuthConfig
-from pullwarden.runtime.layout import BuiltImage, build_image, random_layer
-from pullwarden.runtime.registry import RegistryClient
-from pullwarden.runtime.store import LocalImageService
+from pullwarden.runtime import (
+    AuthConfig,
+    BuiltImage,
+    LocalImageService,
+    RegistryClient,
+    build_image,
+    oci,
+    random_layer,
+)
 
 RETRIES = 3
 ALICE = AuthConfig("alice", "alice-secret-pw")

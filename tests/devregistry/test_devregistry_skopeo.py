@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 
 from pullwarden.devregistry import AccessRule, DevRegistry
-from pullwarden.runtime.base import Platform
-from pullwarden.runtime.layout import build_image, build_index, read_blob
+from pullwarden.runtime import Platform, build_image, build_index, read_blob
 
 USERS = {"alice": "alice-secret-pw", "bob": "bob-secret-pw"}
 RULES = (

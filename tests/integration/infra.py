@@ -43,8 +43,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from pullwarden.runtime.base import Platform
-from pullwarden.runtime.layout import (
+from pullwarden.runtime._base import Platform
+from pullwarden.runtime._layout import (
     BuiltImage,
     build_image,
     build_index,
@@ -52,7 +52,7 @@ from pullwarden.runtime.layout import (
     read_blob,
     read_layout,
 )
-from pullwarden.runtime.oci import DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX
+from pullwarden.runtime._oci import DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX
 
 LOOPBACK = "127.0.0.1"
 SERVICE = "test-registry"

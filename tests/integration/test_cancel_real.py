@@ -25,10 +25,15 @@ import pytest
 
 from pullwarden._cancel import CancelToken
 from pullwarden.errors import PullCancelledError, RegistryUnavailableError
-from pullwarden.runtime.base import PullProgress
-from pullwarden.runtime.layout import BuiltImage, build_image, push_layout, random_layer
-from pullwarden.runtime.registry import RegistryClient
-from pullwarden.runtime.store import LocalImageService
+from pullwarden.runtime import (
+    BuiltImage,
+    LocalImageService,
+    PullProgress,
+    RegistryClient,
+    build_image,
+    push_layout,
+    random_layer,
+)
 from tests.integration.infra import Registry
 from tests.integration.throttle import ThrottledLink
 

@@ -23,8 +23,7 @@ from pullwarden.objects import Container, Pod, Secret
 from pullwarden.policy import PolicyEnforcer
 from pullwarden.pullmanager import PullManager, open_kubelet_records
 from pullwarden.records import ImagePullCredentials, ImagePullSecret
-from pullwarden.runtime import AuthConfig, Image, ProgressCallback
-from pullwarden.runtime.store import LocalImageService
+from pullwarden.runtime import AuthConfig, Image, LocalImageService, ProgressCallback
 from pullwarden.testing import FakeClock
 from tests.imagemanager.doubles import dockerconfig_secret
 from tests.integration.infra import ALICE, BOB, Registry, Seeded

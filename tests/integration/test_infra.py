@@ -14,7 +14,7 @@ import httpx
 import jwt
 import pytest
 
-from pullwarden.runtime.oci import ACCEPT, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, digest_of
+from pullwarden.runtime._oci import ACCEPT, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, digest_of
 from tests.integration.infra import (
     ALICE,
     BOB,
@@ -421,9 +421,9 @@ def test_seeded_images_are_deterministic(test_images: TestImages, tmp_path: Path
 
 def test_push_layout_with_the_project_client(seeded: Seeded, skopeo: Skopeo) -> None:
     from pullwarden.errors import RegistryError
-    from pullwarden.runtime.base import AuthConfig
-    from pullwarden.runtime.layout import push_layout
-    from pullwarden.runtime.registry import HostOptions, RegistryClient
+    from pullwarden.runtime._base import AuthConfig
+    from pullwarden.runtime._layout import push_layout
+    from pullwarden.runtime._registry import HostOptions, RegistryClient
 
     images = seeded.images
     layout = images.layout_dir

@@ -13,9 +13,7 @@ from pullwarden.errors import (
     RegistryUnavailableError,
     UnauthorizedError,
 )
-from pullwarden.runtime.base import AuthConfig, Platform
-from pullwarden.runtime.registry import HostOptions, RegistryClient
-from pullwarden.runtime.store import LocalImageService
+from pullwarden.runtime import AuthConfig, HostOptions, LocalImageService, Platform, RegistryClient
 from tests.integration.infra import ALICE, BOB, Registry, Seeded
 
 ALICE_AUTH = AuthConfig(*ALICE)

@@ -19,8 +19,7 @@ import pytest
 import yaml
 
 from pullwarden.records import FileRecordStore
-from pullwarden.runtime.base import AuthConfig
-from pullwarden.runtime.store import LocalImageService
+from pullwarden.runtime import AuthConfig, LocalImageService
 from tests.integration.conftest import RegistryFactory
 from tests.integration.infra import ALICE, BOB, Seeded, Skopeo, TestImages, seed_one
 

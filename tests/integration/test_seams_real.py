@@ -23,8 +23,7 @@ import pytest
 import yaml
 
 from pullwarden.records import FileRecordStore
-from pullwarden.runtime.layout import build_image, make_tar
-from pullwarden.runtime.store import LocalImageService
+from pullwarden.runtime import LocalImageService, build_image, make_tar
 from tests.integration.infra import ALICE, Registry, Seeded, Skopeo
 from tests.integration.test_run_real import outcomes, pod, secret
 from tests.integration.throttle import ThrottledLink

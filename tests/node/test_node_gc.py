@@ -15,7 +15,7 @@ from pullwarden.devregistry import DevRegistry
 from pullwarden.node import DiskStats, GCPlan, Node
 from pullwarden.objects import Container, Objects, Pod
 from pullwarden.records import FileRecordStore
-from pullwarden.runtime.layout import build_image
+from pullwarden.runtime import build_image
 from pullwarden.testing import FakeClock
 from tests.support import T0
 

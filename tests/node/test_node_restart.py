@@ -17,9 +17,7 @@ from click.testing import CliRunner
 
 from pullwarden.cli import main
 from pullwarden.devregistry import AccessRule, DevRegistry
-from pullwarden.runtime.base import AuthConfig
-from pullwarden.runtime.layout import build_image
-from pullwarden.runtime.store import LocalImageService
+from pullwarden.runtime import AuthConfig, LocalImageService, build_image
 
 USER = ("robot", "robot-password")
 

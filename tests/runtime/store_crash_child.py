@@ -19,7 +19,7 @@ import sys
 import threading
 from pathlib import Path
 
-from pullwarden.runtime.store import LocalImageService
+from pullwarden.runtime import LocalImageService
 from tests.runtime.stub_registry import AMD64, ARM64, StubRegistry, random_layer
 
 REGISTRY = "127.0.0.1:5999"

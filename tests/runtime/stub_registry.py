@@ -1,7 +1,7 @@
 """STAND-IN for unit tests of the image store: serves images from memory, no HTTP at all.
 
 :class:`StubRegistry` implements only the three methods :class:`LocalImageService` calls on a
-:class:`~pullwarden.runtime.registry.RegistryClient` (``head_manifest``, ``get_manifest``,
+:class:`~pullwarden.runtime._registry.RegistryClient` (``head_manifest``, ``get_manifest``,
 ``fetch_blobs``) with the same contract: typed errors, verified content, no destination file left
 behind on error. It is not a model of a registry and says nothing about the real client, which is
 tested against the real ``docker-registry`` elsewhere.
@@ -38,8 +38,8 @@ from pullwarden.errors import (
     UnauthorizedError,
 )
 from pullwarden.reference import parse_normalized
-from pullwarden.runtime.base import AuthConfig, Platform, ProgressCallback, PullProgress
-from pullwarden.runtime.oci import (
+from pullwarden.runtime._base import AuthConfig, Platform, ProgressCallback, PullProgress
+from pullwarden.runtime._oci import (
     INDEX_TYPES,
     OCI_CONFIG,
     OCI_INDEX,
@@ -51,7 +51,7 @@ from pullwarden.runtime.oci import (
     parse_manifest,
     select_platform,
 )
-from pullwarden.runtime.registry import ResolvedImage
+from pullwarden.runtime._registry import ResolvedImage
 
 AMD64 = Platform("linux", "amd64")
 ARM64 = Platform("linux", "arm64")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from pullwarden.runtime import AuthConfig
 from pullwarden.runtime._auth import (
     Challenge,
     TokenCache,
@@ -15,7 +16,6 @@ from pullwarden.runtime._auth import (
     parse_challenges,
     parse_token_reply,
 )
-from pullwarden.runtime.base import AuthConfig
 
 REALM = "http://127.0.0.1:5080/token"
 

@@ -23,8 +23,7 @@ from pullwarden.errors import (
     PullCancelledError,
     RegistryUnavailableError,
 )
-from pullwarden.runtime import oci
-from pullwarden.runtime.registry import RegistryClient, ResolvedImage
+from pullwarden.runtime import RegistryClient, ResolvedImage, oci
 from tests.runtime.loopback import Loopback, head, never_answer, stall_after
 
 BOUND = 1.0

@@ -17,9 +17,7 @@ from pathlib import Path
 import pytest
 
 from pullwarden.errors import RegistryUnavailableError
-from pullwarden.runtime import oci
-from pullwarden.runtime.base import AuthConfig
-from pullwarden.runtime.registry import RegistryClient
+from pullwarden.runtime import AuthConfig, RegistryClient, oci
 from tests.runtime.loopback import Behaviour, Loopback, drip, head
 
 DEADLINE = 0.5

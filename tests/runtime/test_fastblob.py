@@ -19,12 +19,15 @@ import httpx
 import pytest
 
 from pullwarden.devregistry import DevRegistry
-from pullwarden.runtime import oci
+from pullwarden.runtime import (
+    AuthConfig,
+    HostOptions,
+    LocalImageService,
+    RegistryClient,
+    build_image,
+    oci,
+)
 from pullwarden.runtime._fastblob import BLOB_BODY, LEAN, MAX_HEADER_BYTES, BlobBody, exchange
-from pullwarden.runtime.base import AuthConfig
-from pullwarden.runtime.layout import build_image
-from pullwarden.runtime.registry import HostOptions, RegistryClient
-from pullwarden.runtime.store import LocalImageService
 from tests.runtime.loopback import Loopback, head
 from tests.runtime.test_registry import serve_tls
 

@@ -20,11 +20,8 @@ from pullwarden.errors import (
     RegistryError,
     UnsupportedMediaTypeError,
 )
-from pullwarden.runtime import oci
+from pullwarden.runtime import AuthConfig, LocalImageService, RegistryClient, oci
 from pullwarden.runtime._auth import parse_token_reply
-from pullwarden.runtime.base import AuthConfig
-from pullwarden.runtime.registry import RegistryClient
-from pullwarden.runtime.store import LocalImageService
 
 DEEP = b"[" * 100_000
 DEEP_OBJECT = b'{"a":' * 100_000

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from pullwarden.runtime.base import AuthConfig, Platform
-from pullwarden.runtime.layout import (
+from pullwarden.runtime._base import AuthConfig, Platform
+from pullwarden.runtime._layout import (
     REF_NAME_ANNOTATION,
     BuiltImage,
     build_image,
@@ -24,7 +24,7 @@ from pullwarden.runtime.layout import (
     read_blob,
     read_layout,
 )
-from pullwarden.runtime.oci import (
+from pullwarden.runtime._oci import (
     DOCKER_CONFIG,
     DOCKER_LAYER,
     DOCKER_LIST,

@@ -1,4 +1,4 @@
-"""Manifest parsing and platform selection (pullwarden.runtime.oci) and the runtime value types."""
+"""Manifest parsing and platform selection (pullwarden.runtime._oci) and the runtime value types."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 import pytest
 
 from pullwarden.errors import InvalidReferenceError, NotFoundError, UnsupportedMediaTypeError
-from pullwarden.runtime.base import AuthConfig, Platform
-from pullwarden.runtime.oci import (
+from pullwarden.runtime._base import AuthConfig, Platform
+from pullwarden.runtime._oci import (
     DOCKER_MANIFEST,
     OCI_INDEX,
     OCI_MANIFEST,

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from pullwarden.errors import RegistryError
-from pullwarden.runtime import oci
+from pullwarden.runtime import RegistryClient, oci
 from pullwarden.runtime._fastblob import LEAN
 from pullwarden.runtime._policy import (
     MAX_REDIRECTS,
@@ -25,7 +25,6 @@ from pullwarden.runtime._policy import (
     redirect_location,
     sends_credentials,
 )
-from pullwarden.runtime.registry import RegistryClient
 from tests.runtime.test_registry import _make_ca_and_server_cert
 
 

@@ -35,9 +35,15 @@ from pullwarden.errors import (
     UnauthorizedError,
     UnsupportedMediaTypeError,
 )
-from pullwarden.runtime import oci
-from pullwarden.runtime.base import AuthConfig, Platform, PullProgress
-from pullwarden.runtime.registry import HostOptions, RegistryClient, ResolvedImage
+from pullwarden.runtime import (
+    AuthConfig,
+    HostOptions,
+    Platform,
+    PullProgress,
+    RegistryClient,
+    ResolvedImage,
+    oci,
+)
 
 REG = "127.0.0.1:5000"
 TOKEN_HOST = "127.0.0.1:5080"

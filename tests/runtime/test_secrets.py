@@ -18,9 +18,8 @@ import httpx
 import pytest
 
 from pullwarden.errors import RegistryError
+from pullwarden.runtime import AuthConfig, RegistryClient
 from pullwarden.runtime._scrub import Scrubber, mask_secrets, quotes_secret
-from pullwarden.runtime.base import AuthConfig
-from pullwarden.runtime.registry import RegistryClient
 
 PASSWORD = "Zq7-Hunter2-Xy9"
 TOKEN = "Tok3n-AbCdEf-123456"

@@ -1,4 +1,4 @@
-"""The embedded image store (pullwarden.runtime.store) against an in-memory stub registry."""
+"""The embedded image store (pullwarden.runtime._store) against an in-memory stub registry."""
 
 from __future__ import annotations
 
@@ -20,8 +20,15 @@ from pullwarden.errors import (
     RegistryUnavailableError,
     UnauthorizedError,
 )
-from pullwarden.runtime.base import AuthConfig, FsUsage, Image, ImageService, PullProgress
-from pullwarden.runtime.store import INDEX_VERSION, LocalImageService
+from pullwarden.runtime import (
+    INDEX_VERSION,
+    AuthConfig,
+    FsUsage,
+    Image,
+    ImageService,
+    LocalImageService,
+    PullProgress,
+)
 from pullwarden.testing import FakeClock
 from tests.runtime.stub_registry import AMD64, ARM64, StubImage, StubRegistry, random_layer
 
@@ -534,7 +541,7 @@ def test_closed_store_refuses_writes(root: Path, stub: StubRegistry, hello: Stub
 
 
 def test_default_client_is_the_registry_client(root: Path) -> None:
-    from pullwarden.runtime.registry import RegistryClient
+    from pullwarden.runtime import RegistryClient
 
     with LocalImageService(root) as store:
         assert isinstance(store._client, RegistryClient)

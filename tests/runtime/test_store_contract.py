@@ -13,11 +13,10 @@ from pathlib import Path
 
 import pytest
 
-import pullwarden.runtime.store as store_module
+import pullwarden.runtime._store as store_module
 from pullwarden._cancel import CancelToken
 from pullwarden.errors import PullCancelledError
-from pullwarden.runtime.base import PullProgress
-from pullwarden.runtime.store import LocalImageService
+from pullwarden.runtime import LocalImageService, PullProgress
 from tests.runtime.stub_registry import StubRegistry, random_layer
 
 REF = "127.0.0.1:5000/ns/hello:v1"

@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 
 import pullwarden
-from pullwarden.runtime.oci import INDEX_TYPES, media_type_of, parse_index, parse_manifest
-from pullwarden.runtime.oci import select_platform as pick
-from pullwarden.runtime.store import LocalImageService
+from pullwarden.runtime._oci import INDEX_TYPES, media_type_of, parse_index, parse_manifest
+from pullwarden.runtime._oci import select_platform as pick
+from pullwarden.runtime._store import LocalImageService
 from tests.runtime.stub_registry import AMD64, StubRegistry
 
 CHILD = Path(__file__).with_name("store_crash_child.py")

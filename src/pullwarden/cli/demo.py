@@ -27,7 +27,7 @@ from pullwarden.devregistry import AccessRule, DevRegistry
 from pullwarden.events import StreamRecorder
 from pullwarden.node import Node
 from pullwarden.objects import load_objects
-from pullwarden.runtime.layout import build_image
+from pullwarden.runtime import build_image
 
 IMAGE_REPO = "private/app"
 # Demo-only throwaway credentials for a registry that lives for the length of the demo.

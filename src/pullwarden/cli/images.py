@@ -37,9 +37,17 @@ from pullwarden.errors import (
     UnauthorizedError,
 )
 from pullwarden.reference import familiar_name, parse_image_name, parse_normalized
-from pullwarden.runtime.base import AuthConfig, Image, Platform, ProgressCallback, PullProgress
-from pullwarden.runtime.registry import HostOptions, RegistryClient, load_ca_file
-from pullwarden.runtime.store import LocalImageService
+from pullwarden.runtime import (
+    AuthConfig,
+    HostOptions,
+    Image,
+    LocalImageService,
+    Platform,
+    ProgressCallback,
+    PullProgress,
+    RegistryClient,
+    load_ca_file,
+)
 
 EXIT_USAGE = 2
 EXIT_AUTH = 3

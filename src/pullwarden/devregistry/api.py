@@ -42,8 +42,7 @@ from pullwarden.devregistry.auth import TOKEN_LIFETIME, Authority, Decision
 from pullwarden.devregistry.faults import Faults
 from pullwarden.devregistry.storage import Storage, Upload
 from pullwarden.errors import RegistryError
-from pullwarden.runtime import oci
-from pullwarden.runtime.base import Platform
+from pullwarden.runtime import Platform, oci
 
 __all__ = [
     "DistributionApi",

@@ -39,8 +39,7 @@ from pullwarden.devregistry.api import (
 from pullwarden.devregistry.auth import AccessRule, AuthMode, Authority
 from pullwarden.devregistry.faults import Faults, is_loopback_host
 from pullwarden.devregistry.storage import DirectoryStorage, MemoryStorage, Storage
-from pullwarden.runtime import oci
-from pullwarden.runtime.layout import read_blob, read_layout
+from pullwarden.runtime import oci, read_blob, read_layout
 
 __all__ = ["DevRegistry", "RequestRecord"]
 

@@ -25,7 +25,7 @@ from pullwarden._files import write_atomically
 from pullwarden._nesting import loads_json
 from pullwarden.errors import ImageStoreError
 from pullwarden.pullmanager import PullManager
-from pullwarden.runtime.base import Image, ImageService
+from pullwarden.runtime import Image, ImageService
 
 __all__ = ["DiskStats", "GCPlan", "GCReport", "ImageGC", "PlannedRemoval", "disk_stats_of"]
 

@@ -38,9 +38,7 @@ from pullwarden.objects import Container, Objects, Pod, Secret
 from pullwarden.policy import PolicyEnforcer
 from pullwarden.pullmanager import Protections, PullManager, VerifiedBy
 from pullwarden.records import CachedRecordStore, FileRecordStore
-from pullwarden.runtime.base import ImageService
-from pullwarden.runtime.registry import HostOptions, RegistryClient
-from pullwarden.runtime.store import LocalImageService
+from pullwarden.runtime import HostOptions, ImageService, LocalImageService, RegistryClient
 
 __all__ = ["READY", "ContainerOutcome", "Node", "PodOutcome"]
 

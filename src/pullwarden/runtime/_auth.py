@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from pullwarden._nesting import loads_json
-from pullwarden.runtime.base import AuthConfig
+from pullwarden.runtime._base import AuthConfig
 
 __all__ = [
     "DEFAULT_TOKEN_LIFETIME",

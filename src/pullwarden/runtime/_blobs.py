@@ -32,7 +32,7 @@ from pullwarden._cancel import CancelToken
 from pullwarden._files import remove_quietly, write_all, write_atomically
 from pullwarden._nesting import loads_json
 from pullwarden.errors import ImageStoreError, PullwardenError
-from pullwarden.runtime.oci import is_digest
+from pullwarden.runtime._oci import is_digest
 
 __all__ = ["LEASE_SUFFIX", "BlobDir", "Lease", "ProgressWatchdog", "sweep_temp"]
 

@@ -53,6 +53,7 @@ from pullwarden.runtime._auth import (
     parse_challenges,
     parse_token_reply,
 )
+from pullwarden.runtime._base import AuthConfig
 from pullwarden.runtime._network import DeadlineExceeded, guarded
 from pullwarden.runtime._policy import (
     MAX_REDIRECTS,
@@ -63,7 +64,6 @@ from pullwarden.runtime._policy import (
     sends_credentials,
 )
 from pullwarden.runtime._scrub import Scrubber
-from pullwarden.runtime.base import AuthConfig
 
 __all__ = ["Content", "ServerError", "Session", "Target", "host_port", "read_capped"]
 

@@ -22,8 +22,8 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from pullwarden._files import write_atomically
-from pullwarden.runtime.base import AuthConfig, Platform
-from pullwarden.runtime.oci import (
+from pullwarden.runtime._base import AuthConfig, Platform
+from pullwarden.runtime._oci import (
     DOCKER_CONFIG,
     DOCKER_LAYER,
     DOCKER_LIST,
@@ -42,7 +42,7 @@ from pullwarden.runtime.oci import (
 )
 
 if TYPE_CHECKING:
-    from pullwarden.runtime.registry import RegistryClient
+    from pullwarden.runtime._registry import RegistryClient
 
 __all__ = [
     "LINUX_AMD64",

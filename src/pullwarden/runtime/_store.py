@@ -1,4 +1,4 @@
-"""The embedded image store: the default :class:`~pullwarden.runtime.base.ImageService`.
+"""The embedded image store: the default :class:`~pullwarden.runtime._base.ImageService`.
 
 Everything lives under one root directory::
 
@@ -94,8 +94,7 @@ from pullwarden.errors import (
     RegistryUnavailableError,
 )
 from pullwarden.reference import parse_image_name
-from pullwarden.runtime._blobs import BlobDir, Lease, ProgressWatchdog, sweep_temp
-from pullwarden.runtime.base import (
+from pullwarden.runtime._base import (
     AuthConfig,
     FsUsage,
     Image,
@@ -103,7 +102,8 @@ from pullwarden.runtime.base import (
     ProgressCallback,
     PullProgress,
 )
-from pullwarden.runtime.oci import (
+from pullwarden.runtime._blobs import BlobDir, Lease, ProgressWatchdog, sweep_temp
+from pullwarden.runtime._oci import (
     Descriptor,
     digest_of,
     is_digest,
@@ -112,7 +112,7 @@ from pullwarden.runtime.oci import (
 )
 
 if TYPE_CHECKING:
-    from pullwarden.runtime.registry import ResolvedImage
+    from pullwarden.runtime._registry import ResolvedImage
 
 __all__ = ["INDEX_VERSION", "ContentSource", "LocalImageService"]
 
@@ -124,11 +124,11 @@ _DIR_MODE = 0o700
 _HEX_ID_LEN = 64
 DEFAULT_PROGRESS_TIMEOUT = 300.0  # containerd's image_pull_progress_timeout (5m)
 
-log = logging.getLogger("pullwarden.runtime.store")
+log = logging.getLogger("pullwarden.runtime._store")
 
 
 class ContentSource(Protocol):
-    """The part of :class:`~pullwarden.runtime.registry.RegistryClient` the store uses."""
+    """The part of :class:`~pullwarden.runtime._registry.RegistryClient` the store uses."""
 
     def head_manifest(
         self, ref: str, auth: AuthConfig | None = None, *, cancel: CancelToken | None = None
@@ -430,7 +430,7 @@ class LocalImageService:
             )
         self._owns_client = client is None
         if client is None:
-            from pullwarden.runtime.registry import RegistryClient
+            from pullwarden.runtime._registry import RegistryClient
 
             client = RegistryClient(platform=platform)
         self._client: ContentSource = client

@@ -10,7 +10,7 @@ from typing import Any
 
 from pullwarden._nesting import loads_json
 from pullwarden.errors import NotFoundError, UnsupportedMediaTypeError
-from pullwarden.runtime.base import Platform
+from pullwarden.runtime._base import Platform
 
 __all__ = [
     "ACCEPT",

@@ -63,14 +63,14 @@ from pullwarden.errors import (
     UnsupportedMediaTypeError,
 )
 from pullwarden.reference import DEFAULT_TAG, parse_normalized
-from pullwarden.runtime import oci
+from pullwarden.runtime import _oci as oci
 from pullwarden.runtime._auth import basic_authorization
+from pullwarden.runtime._base import AuthConfig, Platform, ProgressCallback, PullProgress
 from pullwarden.runtime._fastblob import BLOB_BODY, LEAN, BlobBody
 from pullwarden.runtime._policy import HostOptions, HostPolicy, TLSContexts, load_ca_file
 from pullwarden.runtime._scrub import Scrubber
 from pullwarden.runtime._transport import USER_AGENT, Session, Target
 from pullwarden.runtime._wire import RegistryTransport
-from pullwarden.runtime.base import AuthConfig, Platform, ProgressCallback, PullProgress
 
 __all__ = ["HostOptions", "RegistryClient", "ResolvedImage", "load_ca_file"]
 
