@@ -146,8 +146,8 @@ class Protections:
         preloaded, which the default policy lets any pod use.
 
     ``keep_inherited_intents``
-        An intent file this manager did not write (found on disk at start-up, or when a pull
-        of the same image began) is never deleted because a pull failed, and a successful pull
+        An intent file this manager did not write (one on disk when it started: it is the only
+        writer while it runs) is never deleted because a pull failed, and a successful pull
         deletes it only once every image known to have carried its name has a record.  The
         kubelet deletes it at the end of any pull of that image, after which what the
         interrupted pull committed counts as preloaded.
@@ -280,10 +280,17 @@ class PullManager:
         self._intents_unreadable = False
         self._inherited: dict[str, set[str]] = {}
         self._watch_store()
-        if image_service is not None:
-            self._initialize(image_service)
-        if self.protections.any_spelling or self.protections.keep_inherited_intents:
-            self._load_intents()
+        protected = self.protections.any_spelling or self.protections.keep_inherited_intents
+        if image_service is None and not protected:
+            return
+        intents = self.store.list_intents()  # the one listing start-up needs
+        for err in intents.errors:
+            log.warning("start-up: skipping an unreadable pull intent: %s", err)
+        remaining = intents.items
+        if image_service is not None and remaining:
+            remaining = self._initialize(image_service, remaining)
+        if protected:
+            self._index_intents(remaining, unreadable=not intents.ok)
 
     def _watch_store(self) -> None:
         gauges = self.store.gauges()
@@ -297,13 +304,6 @@ class PullManager:
     def record_pull_intent(self, image: str) -> None:
         """Note that a pull of ``image`` starts; pair it with one pulled/failed call."""
         with self._intent_locks.lock(image):
-            if (
-                self.protections.keep_inherited_intents
-                and not self._intent_counts.get(image)
-                and image not in self._inherited
-                and self._intent_on_disk(image)
-            ):
-                self._inherited[image] = set()
             try:
                 self.store.write_intent(ImagePullIntent(image=image))
             except RecordError as err:
@@ -341,19 +341,12 @@ class PullManager:
     def intents_in_flight(self, image: str) -> int:
         return self._intent_counts.get(image, 0)
 
-    def _intent_on_disk(self, image: str) -> bool:
-        try:
-            return self.store.intent_exists(image)
-        except RecordError:
-            return True  # unreadable: it is not ours, and it may stand for a pull
-
     # -- evidence under other spellings (Protections.any_spelling) ---------------------------
 
-    def _load_intents(self) -> None:
-        """Index the intents on disk after housekeeping; unreadable ones make doubt."""
-        listing = self.store.list_intents()
-        self._intents_unreadable = not listing.ok
-        for intent in listing.items:
+    def _index_intents(self, intents: Sequence[ImagePullIntent], *, unreadable: bool) -> None:
+        """Index the intents left on disk after housekeeping; unreadable ones make doubt."""
+        self._intents_unreadable = unreadable
+        for intent in intents:
             self._add_evidence(intent.image)
             if self.protections.keep_inherited_intents:
                 self._inherited.setdefault(intent.image, set())
@@ -650,31 +643,34 @@ class PullManager:
                 removed.append(record.image_ref)
         return removed
 
-    def _initialize(self, image_service: ImageLister) -> None:
+    def _initialize(
+        self, image_service: ImageLister, intents: Sequence[ImagePullIntent]
+    ) -> list[ImagePullIntent]:
         """Start-up housekeeping (§5.7): intents whose image is present become records.
 
         Every listed image carrying an intent's name gets a record without credentials (so it
         counts as pulled by this node and every pod must verify), then the intent goes.  Names
         match exactly, as in the kubelet, or by normalised name with ``any_spelling``.
+        Returns the intents still on disk.
         """
-        intents = self.store.list_intents()
-        for err in intents.errors:
-            log.warning("start-up: skipping an unreadable pull intent: %s", err)
-        if not intents.items:
-            return
         images = self._list_images(image_service)
-        for intent in intents.items:
+        remaining: list[ImagePullIntent] = []
+        for intent in intents:
             refs = self._carrying(images, intent.image)
             failed = self._record_unverified(intent.image, refs)
             if self.protections.keep_inherited_intents and (failed or not refs):
                 self._inherited[intent.image] = failed
+                remaining.append(intent)
                 continue
             if len(failed) == len(refs):  # nothing matched, or no record could be written
+                remaining.append(intent)
                 continue
             try:
                 self.store.delete_intent(intent.image)
             except PullwardenError as err:
                 log.error("start-up: cannot remove the intent for %r: %s", intent.image, err)
+                remaining.append(intent)
+        return remaining
 
     def _settle(self, image: str) -> bool:
         """Record every image known to carry an inherited intent's name; True when all did."""

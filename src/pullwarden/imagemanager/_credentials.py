@@ -9,7 +9,6 @@ manager compares with its records.
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Sequence
 
@@ -23,11 +22,9 @@ from pullwarden.credentials import (
     keyring_from_secrets,
     pod_credentials,
 )
-from pullwarden.errors import PullwardenError
+from pullwarden.imagemanager._errors import log_unexpected
 from pullwarden.pullmanager import PodCredentials
 from pullwarden.reference import parse_image_name
-
-log = logging.getLogger("pullwarden.imagemanager")
 
 __all__ = ["CredentialLookup", "describe_credential", "error_text"]
 
@@ -45,12 +42,6 @@ def error_text(err: BaseException) -> str:
     if notes:
         text += " (" + "; ".join(str(n) for n in notes) + ")"
     return text
-
-
-def log_unexpected(err: BaseException) -> None:
-    """Log ``err`` with its traceback unless it is an error pullwarden expects at a seam."""
-    if not isinstance(err, PullwardenError | OSError):
-        log.error("unexpected %s", type(err).__name__, exc_info=err)
 
 
 def describe_credential(cred: TrackedCredential | None) -> str:

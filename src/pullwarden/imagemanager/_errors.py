@@ -5,10 +5,12 @@ The values are the strings a container's waiting state shows as its reason.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from typing import Final
 
 from pullwarden._gofmt import aggregate_text
+from pullwarden.errors import PullwardenError
 
 __all__ = [
     "ERROR_VALUES",
@@ -21,7 +23,10 @@ __all__ = [
     "ERR_SIGNATURE_VALIDATION_FAILED",
     "aggregate_error_text",
     "classify_pull_error",
+    "log_unexpected",
 ]
+
+log = logging.getLogger("pullwarden.imagemanager")
 
 ERR_IMAGE_PULL_BACK_OFF: Final = "ImagePullBackOff"
 ERR_IMAGE_INSPECT: Final = "ImageInspectError"
@@ -83,3 +88,9 @@ def classify_pull_error(
             f"image pull failed for {image} because the registry is unavailable: {text}",
         )
     return ERR_IMAGE_PULL, text
+
+
+def log_unexpected(err: BaseException) -> None:
+    """Log ``err`` with its traceback unless it is an error pullwarden expects at a seam."""
+    if not isinstance(err, PullwardenError | OSError):
+        log.error("unexpected %s", type(err).__name__, exc_info=err)

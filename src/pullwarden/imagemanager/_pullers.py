@@ -34,8 +34,7 @@ from pullwarden._clock import Clock
 from pullwarden._gofmt import seconds_to_ns
 from pullwarden.credentials import TrackedCredential
 from pullwarden.errors import RegistryUnavailableError
-from pullwarden.imagemanager._credentials import log_unexpected
-from pullwarden.imagemanager._errors import aggregate_error_text
+from pullwarden.imagemanager._errors import aggregate_error_text, log_unexpected
 from pullwarden.imagemanager._throttle import QPS_EXCEEDED, TokenBucket
 from pullwarden.runtime import AuthConfig, ImageService
 

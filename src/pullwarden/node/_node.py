@@ -108,86 +108,62 @@ class Node:
         self.root = Path(root)
         self._lock_fd = _lock_root(self.root)
         try:
-            self._start(
-                config,
-                image_service,
-                events,
-                clock,
-                metrics,
-                registry_hosts,
-                node_credentials,
-                disk_stats,
-                protections,
-                cancel,
+            self.cancel = cancel or CancelToken()
+            self.config = config
+            self.clock: Clock = clock or SystemClock()
+            self.events: EventRecorder = events or ListRecorder()
+            self.metrics = metrics or Metrics()
+            self._own_service = image_service is None
+            self.images: ImageService = image_service or LocalImageService(
+                self.root / IMAGES_DIR,
+                client=RegistryClient(hosts=registry_hosts),
+                clock=self.clock,
+            )
+            self.pull_manager: PullManager | None = None
+            if config.feature_gate_enabled:
+                assert config.verification_policy is not None  # defaulted whenever the gate is on
+                enforcer = PolicyEnforcer(config.verification_policy, config.allowlist)
+                records = FileRecordStore(self.root)
+                records.sweep_drafts()  # this node owns the root: no other writer is at work
+                self.pull_manager = PullManager(
+                    CachedRecordStore(records),
+                    enforcer,
+                    self.images,
+                    clock=self.clock,
+                    metrics=self.metrics,
+                    lock_stripes=config.max_parallel_image_pulls or 1,
+                    protections=protections or Protections.all(),
+                )
+            node_keyring = None
+            if node_credentials:
+                node_keyring = ProviderKeyring(NodeDockerConfigProvider(self.root))
+            self.manager = ImageManager(
+                self.images,
+                self.pull_manager,
+                events=self.events,
+                node_keyring=node_keyring,
+                serialize_image_pulls=config.serialize_image_pulls,
+                max_parallel_image_pulls=config.max_parallel_image_pulls,
+                registry_pull_qps=config.registry_pull_qps,
+                registry_burst=config.registry_burst,
+                clock=self.clock,
+                metrics=self.metrics,
+                cancel=self.cancel,
+            )
+            self.gc = ImageGC(
+                self.root,
+                self.images,
+                self.pull_manager,
+                clock=self.clock,
+                high_threshold=config.image_gc_high_threshold_percent,
+                low_threshold=config.image_gc_low_threshold_percent,
+                minimum_age=config.image_minimum_gc_age,
+                maximum_age=config.image_maximum_gc_age,
+                disk_stats=disk_stats,
             )
         except BaseException:
             self._release_root()
             raise
-
-    def _start(
-        self,
-        config: KubeletConfig,
-        image_service: ImageService | None,
-        events: EventRecorder | None,
-        clock: Clock | None,
-        metrics: Metrics | None,
-        registry_hosts: dict[str, HostOptions] | None,
-        node_credentials: bool,
-        disk_stats: Callable[[], DiskStats] | None,
-        protections: Protections | None,
-        cancel: CancelToken | None,
-    ) -> None:
-        self.cancel = cancel or CancelToken()
-        self.config = config
-        self.clock: Clock = clock or SystemClock()
-        self.events: EventRecorder = events or ListRecorder()
-        self.metrics = metrics or Metrics()
-        self._own_service = image_service is None
-        self.images: ImageService = image_service or LocalImageService(
-            self.root / IMAGES_DIR, client=RegistryClient(hosts=registry_hosts), clock=self.clock
-        )
-        self.pull_manager: PullManager | None = None
-        if config.feature_gate_enabled:
-            assert config.verification_policy is not None  # defaulted whenever the gate is on
-            enforcer = PolicyEnforcer(config.verification_policy, config.allowlist)
-            records = FileRecordStore(self.root)
-            records.sweep_drafts()  # this node owns the root: no other writer is at work
-            self.pull_manager = PullManager(
-                CachedRecordStore(records),
-                enforcer,
-                self.images,
-                clock=self.clock,
-                metrics=self.metrics,
-                lock_stripes=config.max_parallel_image_pulls or 1,
-                protections=protections or Protections.all(),
-            )
-        node_keyring = None
-        if node_credentials:
-            node_keyring = ProviderKeyring(NodeDockerConfigProvider(self.root))
-        self.manager = ImageManager(
-            self.images,
-            self.pull_manager,
-            events=self.events,
-            node_keyring=node_keyring,
-            serialize_image_pulls=config.serialize_image_pulls,
-            max_parallel_image_pulls=config.max_parallel_image_pulls,
-            registry_pull_qps=config.registry_pull_qps,
-            registry_burst=config.registry_burst,
-            clock=self.clock,
-            metrics=self.metrics,
-            cancel=self.cancel,
-        )
-        self.gc = ImageGC(
-            self.root,
-            self.images,
-            self.pull_manager,
-            clock=self.clock,
-            high_threshold=config.image_gc_high_threshold_percent,
-            low_threshold=config.image_gc_low_threshold_percent,
-            minimum_age=config.image_minimum_gc_age,
-            maximum_age=config.image_maximum_gc_age,
-            disk_stats=disk_stats,
-        )
 
     def close(self) -> None:
         """Stop the pullers (waiting briefly when cancelled), close the store, free the root."""

@@ -255,7 +255,7 @@ class FileRecordStore:
             except OSError:
                 continue
             for name in names:
-                if _OWN_DRAFT_RE.fullmatch(name):
+                if name.endswith(TMP_SUFFIX) and _OWN_DRAFT_RE.fullmatch(name):
                     remove_quietly(os.path.join(directory, name))
                     removed += 1
         return removed
