@@ -15,8 +15,8 @@ field                                       default (as the kubelet's v1beta1 de
 ``imageGCHighThresholdPercent`` / ``Low``   85 / 80
 ``imageMinimumGCAge``                       2m (0 also means 2m)
 ``imageMaximumGCAge``                       0 (disabled)
-``imageServiceEndpoint``                    "" (recorded for the CRI backend)
-``containerRuntimeEndpoint``                "" (recorded for the CRI backend)
+``imageServiceEndpoint``                    "" (the CRI image service; "": containerRuntimeEndpoint)
+``containerRuntimeEndpoint``                "" (the CRI runtime; "": pullwarden's embedded store)
 ==========================================  =================================================
 
 Every other field of a real configuration is accepted and ignored.  Values are checked with
@@ -140,6 +140,12 @@ class KubeletConfig:
         if self.serialize_image_pulls:
             return 1
         return self.max_parallel_image_pulls
+
+    @property
+    def image_endpoint(self) -> str:
+        """The CRI endpoint images come from ("" = the embedded store), as the kubelet picks it:
+        ``imageServiceEndpoint``, or else ``containerRuntimeEndpoint``."""
+        return self.image_service_endpoint or self.container_runtime_endpoint
 
     @property
     def image_gc_disabled(self) -> bool:

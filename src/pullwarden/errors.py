@@ -25,8 +25,14 @@ Every error pullwarden raises on purpose derives from :class:`PullwardenError`::
     │   ├── DigestMismatchError    content does not match its digest (nothing is committed)
     │   ├── TooLargeError          a manifest over the size limit, or a blob over its size
     │   └── UnsupportedMediaTypeError  a manifest type pullwarden cannot pull
-    ├── ImageStoreError            the local image store failed (disk, corrupt index)
-    │   └── ImageNotKnownError     no local image by that name or id
+    ├── ImageStoreError            the image service failed: the embedded store (disk, corrupt
+    │   │                          index) or a container runtime
+    │   ├── ImageNotKnownError     no local image by that name or id
+    │   └── ContainerRuntimeError  the container runtime (over CRI) refused a call or gave an
+    │       │                      answer pullwarden cannot use
+    │       ├── RuntimeUnavailableError  nothing answers at the runtime endpoint
+    │       └── PullOutcomeUnknownError  a pull ended without the runtime's answer (stopped,
+    │                                    timed out, connection lost): it may have committed
     ├── PullCancelledError         a pull was stopped on request (Ctrl-C, SIGTERM, a caller)
     │                              before it committed anything
     └── NodeBusyError              another process holds the node's root directory
@@ -42,6 +48,7 @@ from pullwarden._gofmt import aggregate_text
 
 __all__ = [
     "ConfigError",
+    "ContainerRuntimeError",
     "CredentialError",
     "DeniedError",
     "DigestMismatchError",
@@ -55,6 +62,7 @@ __all__ = [
     "NotFoundError",
     "PolicyError",
     "PullCancelledError",
+    "PullOutcomeUnknownError",
     "PullwardenError",
     "RecordDecodeError",
     "RecordError",
@@ -62,6 +70,7 @@ __all__ = [
     "RecordWriteError",
     "RegistryError",
     "RegistryUnavailableError",
+    "RuntimeUnavailableError",
     "TooLargeError",
     "UnauthorizedError",
     "UnknownPolicyError",
@@ -202,11 +211,36 @@ class UnsupportedMediaTypeError(RegistryError):
 
 
 class ImageStoreError(PullwardenError):
-    """The local image store failed (disk error, corrupt index)."""
+    """The image service failed: the embedded store (disk error, corrupt index) or a runtime."""
 
 
 class ImageNotKnownError(ImageStoreError, LookupError):
     """No image in the local store has that name or id."""
+
+
+class ContainerRuntimeError(ImageStoreError):
+    """The container runtime refused a CRI call or answered something pullwarden cannot use.
+
+    ``endpoint`` names the runtime (``unix:///run/containerd/containerd.sock``) and ``code``
+    the gRPC status code (``UNKNOWN``, ``INVALID_ARGUMENT``, ...; empty when there was none).
+    """
+
+    def __init__(self, message: str, *, endpoint: str = "", code: str = "") -> None:
+        super().__init__(message)
+        self.endpoint = endpoint
+        self.code = code
+
+
+class RuntimeUnavailableError(ContainerRuntimeError):
+    """Nothing answers at the runtime endpoint (no socket, refused, not a CRI runtime)."""
+
+
+class PullOutcomeUnknownError(ContainerRuntimeError):
+    """A pull ended without the runtime's answer: it may or may not have committed the image.
+
+    Raised when a pull is stopped, times out or loses its connection while the runtime works
+    on it; callers must treat the image as possibly pulled (keep its intent).
+    """
 
 
 class PullCancelledError(PullwardenError):

@@ -26,7 +26,7 @@ from pullwarden.policy import PolicyEnforcer
 from pullwarden.pullmanager import PullManager
 from pullwarden.records import FileRecordStore, ImagePulledRecord
 from pullwarden.records._cache import CachedRecordStore
-from pullwarden.runtime import AuthConfig, FsUsage, Image, ProgressCallback
+from pullwarden.runtime import AuthConfig, FsUsage, Image, PodSandbox, ProgressCallback
 from pullwarden.testing import FakeClock
 
 IMAGE_SIZE = 4321
@@ -40,6 +40,7 @@ def image_id(name: str) -> str:
 class PullCall:
     image: str
     username: str | None  # None: anonymous
+    sandbox: PodSandbox | None = None
 
 
 @dataclass
@@ -104,10 +105,11 @@ class FakeImageService:
         on_progress: ProgressCallback | None = None,
         *,
         cancel: CancelToken | None = None,
+        sandbox: PodSandbox | None = None,
     ) -> str:
         with self._lock:
             self.calls.append("pull")
-            self.pulls.append(PullCall(image, None if auth is None else auth.username))
+            self.pulls.append(PullCall(image, None if auth is None else auth.username, sandbox))
             self.started += 1
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)

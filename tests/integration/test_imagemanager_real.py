@@ -23,7 +23,7 @@ from pullwarden.objects import Container, Pod, Secret
 from pullwarden.policy import PolicyEnforcer
 from pullwarden.pullmanager import PullManager, open_kubelet_records
 from pullwarden.records import ImagePullCredentials, ImagePullSecret
-from pullwarden.runtime import AuthConfig, Image, LocalImageService, ProgressCallback
+from pullwarden.runtime import AuthConfig, Image, LocalImageService, PodSandbox, ProgressCallback
 from pullwarden.testing import FakeClock
 from tests.imagemanager.doubles import dockerconfig_secret
 from tests.integration.infra import ALICE, BOB, Registry, Seeded
@@ -208,11 +208,12 @@ class HoldingService:
         on_progress: ProgressCallback | None = None,
         *,
         cancel: CancelToken | None = None,
+        sandbox: PodSandbox | None = None,
     ) -> str:
         user = auth.username if auth is not None else None
         self._pass(user, "before")
         try:
-            return self.inner.pull_image(image, auth, on_progress, cancel=cancel)
+            return self.inner.pull_image(image, auth, on_progress, cancel=cancel, sandbox=sandbox)
         finally:
             self._pass(user, "after")
 

@@ -13,13 +13,18 @@ import click
 from pullwarden._cancel import CancelToken
 from pullwarden.cli._common import Interrupts, default_root, die
 from pullwarden.config import KubeletConfig, default_kubelet_config, load_kubelet_config
-from pullwarden.errors import InvalidReferenceError, NodeBusyError, PullwardenError
+from pullwarden.errors import (
+    ImageStoreError,
+    InvalidReferenceError,
+    NodeBusyError,
+    PullwardenError,
+)
 from pullwarden.events import StreamRecorder
 from pullwarden.node import Node, PodOutcome
 from pullwarden.objects import Objects, load_objects
 from pullwarden.reference import apply_default_tag
 
-EXIT_OK, EXIT_NOT_READY, EXIT_BUSY = 0, 1, 3
+EXIT_OK, EXIT_NOT_READY, EXIT_BUSY, EXIT_STORE = 0, 1, 3, 7
 
 
 root_option = click.option(
@@ -35,6 +40,17 @@ config_option = click.option(
     "config_path",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     help="A KubeletConfiguration (kubelet.config.k8s.io/v1beta1) YAML or JSON file.",
+)
+
+
+runtime_endpoint_option = click.option(
+    "--runtime-endpoint",
+    envvar="CONTAINER_RUNTIME_ENDPOINT",
+    metavar="unix:///PATH",
+    help="Keep images in the CRI runtime at this socket (containerd: "
+    "unix:///run/containerd/containerd.sock) instead of ROOT/images.  Beats the config's "
+    "imageServiceEndpoint / containerRuntimeEndpoint; '' forces the embedded store.  "
+    "[env: CONTAINER_RUNTIME_ENDPOINT]",
 )
 
 
@@ -111,6 +127,7 @@ def check_images(objects: Objects) -> None:
 )
 @config_option
 @root_option
+@runtime_endpoint_option
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
 @click.option(
     "--no-node-credentials",
@@ -121,6 +138,7 @@ def run_command(
     files: tuple[Path, ...],
     config_path: Path | None,
     root: Path,
+    runtime_endpoint: str | None,
     output: str,
     no_node_credentials: bool,
 ) -> None:
@@ -138,7 +156,8 @@ def run_command(
 
     \b
     Exit status: 0 every container got its image; 1 some did not; 2 bad input;
-    3 another pullwarden process is using --root; 130 interrupted (SIGINT), 143 (SIGTERM).
+    3 another pullwarden process is using --root; 7 the image store or container runtime
+    cannot be used; 130 interrupted (SIGINT), 143 (SIGTERM).
     """
     try:
         config = load_config(config_path)
@@ -156,10 +175,13 @@ def run_command(
                 events=events,
                 node_credentials=not no_node_credentials,
                 cancel=token,
+                runtime_endpoint=runtime_endpoint,
             ) as node:
                 pods = node.run(objects)
         except NodeBusyError as err:
             die(str(err), EXIT_BUSY)
+        except ImageStoreError as err:
+            die(str(err), EXIT_STORE)
         except PullwardenError as err:
             die(str(err))
         if output == "json":
@@ -189,13 +211,16 @@ def report_undone(pods: list[PodOutcome], why: str) -> None:
 @click.command("gc")
 @config_option
 @root_option
+@runtime_endpoint_option
 @click.option(
     "--all",
     "remove_all",
     is_flag=True,
     help="Remove every unused image old enough, whatever the disk usage.",
 )
-def gc_command(config_path: Path | None, root: Path, remove_all: bool) -> None:
+def gc_command(
+    config_path: Path | None, root: Path, runtime_endpoint: str | None, remove_all: bool
+) -> None:
     """Collect unused images on the kubelet's thresholds, then prune records of removed images.
 
     Images used less than imageMinimumGCAge ago are kept; with the disk above
@@ -204,10 +229,12 @@ def gc_command(config_path: Path | None, root: Path, remove_all: bool) -> None:
     """
     try:
         config = load_config(config_path)
-        with Node(root, config, node_credentials=False) as node:
+        with Node(root, config, node_credentials=False, runtime_endpoint=runtime_endpoint) as node:
             report = node.collect_garbage(force_all_unused=remove_all)
     except NodeBusyError as err:
         die(str(err), EXIT_BUSY)
+    except ImageStoreError as err:
+        die(str(err), EXIT_STORE)
     except PullwardenError as err:
         die(str(err))
     click.echo(f"disk usage before: {report.usage_percent_before:.1f}%")

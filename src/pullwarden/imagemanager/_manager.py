@@ -56,7 +56,7 @@ from pullwarden.metrics import Metrics
 from pullwarden.objects import Container, Pod, Secret
 from pullwarden.pullmanager import Decision, PullManager, VerifiedBy
 from pullwarden.reference import apply_default_tag, default_pull_policy
-from pullwarden.runtime import ImageService
+from pullwarden.runtime import ImageService, PodSandbox
 
 __all__ = [
     "PULL_POLICIES",
@@ -383,9 +383,17 @@ class ImageManager:
         key = f"{req.pod.uid}_{requested}"
         start = self.clock.monotonic()
         service, clock, throttle = self.image_service, self.clock, self._throttle
+        pod = req.pod
+        sandbox = PodSandbox(pod.name, pod.namespace, pod.uid, pod.annotations)
         outcome = self._puller.pull(
             lambda: pull_with_credentials(
-                service, image, credentials, clock=clock, throttle=throttle, cancel=token
+                service,
+                image,
+                credentials,
+                clock=clock,
+                throttle=throttle,
+                cancel=token,
+                sandbox=sandbox,
             ),
             settle,
             self.cancel,

@@ -33,10 +33,10 @@ from pullwarden._cancel import CancelToken
 from pullwarden._clock import Clock
 from pullwarden._gofmt import seconds_to_ns
 from pullwarden.credentials import TrackedCredential
-from pullwarden.errors import RegistryUnavailableError
+from pullwarden.errors import PullOutcomeUnknownError, RegistryUnavailableError
 from pullwarden.imagemanager._errors import aggregate_error_text, log_unexpected
 from pullwarden.imagemanager._throttle import QPS_EXCEEDED, TokenBucket
-from pullwarden.runtime import AuthConfig, ImageService
+from pullwarden.runtime import AuthConfig, ImageService, PodSandbox
 
 __all__ = [
     "MAX_IMAGE_PULL_REQUESTS",
@@ -74,8 +74,8 @@ class PullOutcome:
     registry_unavailable: bool = False  # every attempt found the registry unreachable
     attempted: bool = False  # the image service was asked to pull (a registry round-trip)
     # True: the image is in the runtime; False: the runtime holds nothing of this pull (an
-    # ImageService that raises committed nothing); None: unknown (the request is still running
-    # or failed in an unexpected way).
+    # ImageService that raises committed nothing); None: unknown (the request is still running,
+    # failed in an unexpected way, or the runtime never answered: PullOutcomeUnknownError).
     committed: bool | None = False
     cancelled: bool = False  # stopped by a cancel token before it could finish
 
@@ -92,12 +92,15 @@ def pull_with_credentials(
     clock: Clock,
     throttle: TokenBucket | None = None,
     cancel: CancelToken | None = None,
+    sandbox: PodSandbox | None = None,
 ) -> PullOutcome:
     """Pull ``image`` with the first of ``credentials`` that works; never raises.
 
     A rate-limited request that finds no token fails with ``pull QPS exceeded`` without
     contacting anyone.  On success the image's size is looked up (best effort).  Once
     ``cancel`` is cancelled no further credential is tried and the outcome is ``cancelled``.
+    An attempt the runtime never answered (:class:`~pullwarden.errors.PullOutcomeUnknownError`)
+    makes a failed outcome's ``committed`` unknown.
     """
     start = clock.monotonic()
     if cancel is not None and cancel.cancelled:
@@ -109,12 +112,12 @@ def pull_with_credentials(
     for cred in attempts:
         auth = None if cred is None else AuthConfig(cred.username, cred.password)
         try:
-            image_ref = service.pull_image(image, auth, cancel=cancel)
+            image_ref = service.pull_image(image, auth, cancel=cancel, sandbox=sandbox)
         except Exception as err:
-            if cancel is not None and cancel.cancelled:
-                return _cancelled(cancel, attempted=True)
-            log_unexpected(err)
             failures.append(err)
+            if cancel is not None and cancel.cancelled:
+                return _cancelled(cancel, attempted=True, committed=_committed(failures))
+            log_unexpected(err)
             continue
         size = 0
         if image_ref:
@@ -137,11 +140,21 @@ def pull_with_credentials(
         registry_unavailable=all(isinstance(err, RegistryUnavailableError) for err in failures),
         duration_ns=seconds_to_ns(clock.monotonic() - start),
         attempted=True,
+        committed=_committed(failures),
     )
 
 
-def _cancelled(cancel: CancelToken, *, attempted: bool) -> PullOutcome:
-    return PullOutcome(error=str(cancel.error), attempted=attempted, cancelled=True)
+def _committed(failures: Sequence[BaseException]) -> bool | None:
+    """False when every failed attempt is known to have committed nothing, else None."""
+    return None if any(isinstance(e, PullOutcomeUnknownError) for e in failures) else False
+
+
+def _cancelled(
+    cancel: CancelToken, *, attempted: bool, committed: bool | None = False
+) -> PullOutcome:
+    return PullOutcome(
+        error=str(cancel.error), attempted=attempted, committed=committed, cancelled=True
+    )
 
 
 class _Ticket:

@@ -14,6 +14,7 @@ which forgets them at every restart; a command-line node restarts at every invoc
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,7 +28,15 @@ from pullwarden.errors import ImageStoreError
 from pullwarden.pullmanager import PullManager
 from pullwarden.runtime import Image, ImageService
 
-__all__ = ["DiskStats", "GCPlan", "GCReport", "ImageGC", "PlannedRemoval", "disk_stats_of"]
+__all__ = [
+    "DiskStats",
+    "GCPlan",
+    "GCReport",
+    "ImageGC",
+    "PlannedRemoval",
+    "disk_stats_of",
+    "image_fs_stats",
+]
 
 _STATE_FILE = "image_gc_state.json"
 
@@ -48,6 +57,23 @@ def disk_stats_of(path: Path) -> Callable[[], DiskStats]:
     def stats() -> DiskStats:
         usage = shutil.disk_usage(path)
         return DiskStats(usage.total, usage.free)
+
+    return stats
+
+
+def image_fs_stats(images: ImageService, fallback: Path) -> Callable[[], DiskStats]:
+    """Capacity and free space of the filesystem a runtime keeps its images on.
+
+    The mountpoint comes from the runtime's ``ImageFsInfo`` (asked once, at the first call);
+    ``fallback`` stands in when it names none that this process can see.
+    """
+    mountpoint: list[Path] = []
+
+    def stats() -> DiskStats:
+        if not mountpoint:
+            named = images.fs_usage().mountpoint
+            mountpoint.append(Path(named) if named and os.path.isdir(named) else fallback)
+        return disk_stats_of(mountpoint[0])()
 
     return stats
 
@@ -250,5 +276,8 @@ class ImageGC:
 def _least_recently_used_first(
     images: Sequence[Image], busy: set[str], last_used: Mapping[str, datetime]
 ) -> list[Image]:
-    """The images not in ``busy``, least recently used first (ties by id)."""
-    return sorted((i for i in images if i.id not in busy), key=lambda i: (last_used[i.id], i.id))
+    """The images neither in ``busy`` nor pinned, least recently used first (ties by id)."""
+    return sorted(
+        (i for i in images if i.id not in busy and not i.pinned),
+        key=lambda i: (last_used[i.id], i.id),
+    )

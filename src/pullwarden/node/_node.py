@@ -1,7 +1,9 @@
 """One node: pods in, images ensured (and verified) out, state kept like a kubelet's root.
 
 ``<root>/image_manager/`` holds the pull records exactly as a kubelet keeps them,
-``<root>/images/`` the embedded image store, ``<root>/image_gc_state.json`` image usage times,
+``<root>/images/`` the embedded image store (unless images live in a container runtime: a CRI
+endpoint, from ``runtime_endpoint`` or the configuration's ``imageServiceEndpoint`` /
+``containerRuntimeEndpoint``), ``<root>/image_gc_state.json`` image usage times,
 ``<root>/node.lock`` the lock that makes a root one node's: a :class:`Node` holds it
 (``flock``, exclusive) from construction to :meth:`Node.close`, and a second one on the same
 root fails at once with :class:`~pullwarden.errors.NodeBusyError` -- two processes sharing the
@@ -33,12 +35,18 @@ from pullwarden.errors import NodeBusyError, PullwardenError
 from pullwarden.events import EventRecorder, ListRecorder
 from pullwarden.imagemanager import ERR_IMAGE_PULL, STOP_GRACE, EnsureResult, ImageManager
 from pullwarden.metrics import Metrics
-from pullwarden.node._gc import DiskStats, GCReport, ImageGC
+from pullwarden.node._gc import DiskStats, GCReport, ImageGC, image_fs_stats
 from pullwarden.objects import Container, Objects, Pod, Secret
 from pullwarden.policy import PolicyEnforcer
 from pullwarden.pullmanager import Protections, PullManager, VerifiedBy
 from pullwarden.records import CachedRecordStore, FileRecordStore
-from pullwarden.runtime import HostOptions, ImageService, LocalImageService, RegistryClient
+from pullwarden.runtime import (
+    CRIImageService,
+    HostOptions,
+    ImageService,
+    LocalImageService,
+    RegistryClient,
+)
 
 __all__ = ["READY", "ContainerOutcome", "Node", "PodOutcome"]
 
@@ -87,7 +95,9 @@ class Node:
 
     Raises :class:`~pullwarden.errors.NodeBusyError` when another process holds ``root``.
     ``protections`` default to :meth:`Protections.all`; pass ``Protections()`` for exactly the
-    kubelet's decisions.
+    kubelet's decisions.  Images come from ``image_service`` when given, else from the CRI
+    runtime at ``runtime_endpoint`` (default: the configuration's :attr:`KubeletConfig.
+    image_endpoint`; "" means the embedded store under ``root``).
     """
 
     def __init__(
@@ -104,21 +114,30 @@ class Node:
         disk_stats: Callable[[], DiskStats] | None = None,
         protections: Protections | None = None,
         cancel: CancelToken | None = None,
+        runtime_endpoint: str | None = None,
     ) -> None:
         self.root = Path(root)
         self._lock_fd = _lock_root(self.root)
+        self._own_service = image_service is None
         try:
             self.cancel = cancel or CancelToken()
             self.config = config
             self.clock: Clock = clock or SystemClock()
             self.events: EventRecorder = events or ListRecorder()
             self.metrics = metrics or Metrics()
-            self._own_service = image_service is None
-            self.images: ImageService = image_service or LocalImageService(
-                self.root / IMAGES_DIR,
-                client=RegistryClient(hosts=registry_hosts),
-                clock=self.clock,
-            )
+            endpoint = config.image_endpoint if runtime_endpoint is None else runtime_endpoint
+            self.images: ImageService
+            if image_service is not None:
+                self.images = image_service
+            elif endpoint:
+                self.images = CRIImageService(endpoint, cancel=self.cancel)
+                disk_stats = disk_stats or image_fs_stats(self.images, self.root)
+            else:
+                self.images = LocalImageService(
+                    self.root / IMAGES_DIR,
+                    client=RegistryClient(hosts=registry_hosts),
+                    clock=self.clock,
+                )
             self.pull_manager: PullManager | None = None
             if config.feature_gate_enabled:
                 assert config.verification_policy is not None  # defaulted whenever the gate is on
@@ -162,17 +181,24 @@ class Node:
                 disk_stats=disk_stats,
             )
         except BaseException:
-            self._release_root()
+            try:
+                self._close_own_service()
+            finally:
+                self._release_root()
             raise
 
     def close(self) -> None:
         """Stop the pullers (waiting briefly when cancelled), close the store, free the root."""
         try:
             self.manager.close(STOP_GRACE if self.cancel.cancelled else None)
-            if self._own_service and isinstance(self.images, LocalImageService):
-                self.images.close()
+            self._close_own_service()
         finally:
             self._release_root()
+
+    def _close_own_service(self) -> None:
+        images = getattr(self, "images", None)
+        if self._own_service and isinstance(images, LocalImageService | CRIImageService):
+            images.close()
 
     def _release_root(self) -> None:
         fd, self._lock_fd = self._lock_fd, -1
@@ -279,7 +305,12 @@ class Node:
         return self.gc.collect(in_use, force_all_unused=force_all_unused)
 
     def _auto_gc(self, in_use: Sequence[str]) -> None:
-        report = self.gc.collect(in_use)
+        """A GC pass after the pods; its failure is an event, never the run's."""
+        try:
+            report = self.gc.collect(in_use)
+        except (PullwardenError, OSError) as err:
+            self.events.record(None, "Warning", "ImageGCFailed", f"image GC failed: {err}")
+            return
         for image in report.removed:
             name = image.repo_tags[0] if image.repo_tags else image.id
             self.events.record(

@@ -3,8 +3,9 @@
 Import the supported names from here; the modules behind them are private: ``_base`` (the
 :class:`ImageService` protocol and its value types), ``_store`` (the embedded store),
 ``_registry`` (the OCI distribution client, with ``_transport``, ``_policy``, ``_wire``,
-``_fastblob``, ``_network``, ``_auth``, ``_scrub`` and ``_blobs`` under it), ``_layout`` (OCI
-image layouts) and ``_oci`` (media types, manifests and indexes; also offered whole as
+``_fastblob``, ``_network``, ``_auth``, ``_scrub`` and ``_blobs`` under it), ``_cri`` (a
+container runtime's image service over CRI: containerd), ``_layout`` (OCI image layouts) and
+``_oci`` (media types, manifests and indexes; also offered whole as
 :mod:`oci`, for its constants).
 """
 
@@ -15,8 +16,15 @@ from pullwarden.runtime._base import (
     Image,
     ImageService,
     Platform,
+    PodSandbox,
     ProgressCallback,
     PullProgress,
+)
+from pullwarden.runtime._cri import (
+    RUNTIME_REQUEST_TIMEOUT,
+    CRIImageService,
+    RuntimeVersion,
+    parse_endpoint,
 )
 from pullwarden.runtime._layout import (
     LINUX_AMD64,
@@ -38,8 +46,10 @@ __all__ = [
     "INDEX_VERSION",
     "LINUX_AMD64",
     "REF_NAME_ANNOTATION",
+    "RUNTIME_REQUEST_TIMEOUT",
     "AuthConfig",
     "BuiltImage",
+    "CRIImageService",
     "ContentSource",
     "Descriptor",
     "FsUsage",
@@ -48,10 +58,12 @@ __all__ = [
     "ImageService",
     "LocalImageService",
     "Platform",
+    "PodSandbox",
     "ProgressCallback",
     "PullProgress",
     "RegistryClient",
     "ResolvedImage",
+    "RuntimeVersion",
     "build_image",
     "build_index",
     "digest_of",
@@ -59,6 +71,7 @@ __all__ = [
     "load_ca_file",
     "make_tar",
     "oci",
+    "parse_endpoint",
     "push_layout",
     "random_layer",
     "read_blob",

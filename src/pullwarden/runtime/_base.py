@@ -7,8 +7,8 @@ remove, filesystem usage — so the embedded store and containerd are interchang
 from __future__ import annotations
 
 import platform as _platform
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from pullwarden._cancel import CancelToken
@@ -20,6 +20,7 @@ __all__ = [
     "Image",
     "ImageService",
     "Platform",
+    "PodSandbox",
     "ProgressCallback",
     "PullProgress",
 ]
@@ -58,6 +59,7 @@ class Image:
     repo_tags: tuple[str, ...] = ()
     repo_digests: tuple[str, ...] = ()
     size: int = 0
+    pinned: bool = False  # the runtime asks that garbage collection never remove it
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +68,21 @@ class FsUsage:
 
     used_bytes: int
     inodes_used: int
+    mountpoint: str = ""  # where the image filesystem is mounted ("" when unknown)
+
+
+@dataclass(frozen=True, slots=True)
+class PodSandbox:
+    """The pod a pull is for (CRI ``PodSandboxConfig``: its metadata and annotations).
+
+    A runtime may use it (containerd passes it to its image pull hooks; the kubelet sends it);
+    the embedded store ignores it.
+    """
+
+    name: str
+    namespace: str
+    uid: str
+    annotations: Mapping[str, str] = field(default_factory=dict)
 
 
 _ARCH_ALIASES = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
@@ -121,6 +138,7 @@ class ImageService(Protocol):
         on_progress: ProgressCallback | None = None,
         *,
         cancel: CancelToken | None = None,
+        sandbox: PodSandbox | None = None,
     ) -> str:
         """Pull ``image`` with ``auth`` (None = anonymous); returns the image ref (its id).
 
@@ -130,6 +148,9 @@ class ImageService(Protocol):
         downloads included, and raises ``cancel.error``
         (:class:`~pullwarden.errors.PullCancelledError` unless the canceller chose another).
         A cancel that comes too late to stop the commit is not an error: the pull returns.
+        The one exception to "raises ⇒ nothing committed" is
+        :class:`~pullwarden.errors.PullOutcomeUnknownError`: a runtime behind a socket may have
+        committed a pull whose answer never came.  ``sandbox`` is the pod the pull is for.
         """
         ...
 

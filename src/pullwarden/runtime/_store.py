@@ -99,6 +99,7 @@ from pullwarden.runtime._base import (
     FsUsage,
     Image,
     Platform,
+    PodSandbox,
     ProgressCallback,
     PullProgress,
 )
@@ -455,6 +456,7 @@ class LocalImageService:
         on_progress: ProgressCallback | None = None,
         *,
         cancel: CancelToken | None = None,
+        sandbox: PodSandbox | None = None,  # the embedded store has no pods to tell
     ) -> str:
         """Pull ``image`` with ``auth``; returns the image id (the config digest).
 
@@ -515,7 +517,7 @@ class LocalImageService:
                 inodes += 1
                 if not entry.is_dir(follow_symlinks=False):
                     used += st.st_size
-        return FsUsage(used_bytes=used, inodes_used=inodes)
+        return FsUsage(used_bytes=used, inodes_used=inodes, mountpoint=str(self._root))
 
     def gc(self) -> int:
         """Delete blobs no image needs and no running pull holds; returns the bytes freed."""
