@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from pullwarden._cancel import CancelToken
-from pullwarden.errors import PullCancelledError
+from pullwarden.errors import PullCancelledError, PullOutcomeUnknownError, RegistryUnavailableError
 from pullwarden.imagemanager import EnsureResult
 from pullwarden.records import FileRecordStore
 from pullwarden.testing import FakeClock
@@ -138,3 +138,39 @@ def test_pull_that_committed_before_the_cancel_is_recorded(
     assert result.ok and result.pulled
     assert rig.record(result.image_ref) is not None
     assert intents_on_disk(tmp_path) == []
+
+
+def test_a_pull_the_runtime_never_answered_keeps_its_intent(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """A CRI runtime that lost the connection (or timed out) may have committed the image: the
+    intent must stay, so the image counts as pulled by this node and gets verified."""
+    service = FakeImageService(
+        clock=clock, pull_error=PullOutcomeUnknownError("the runtime may have pulled it")
+    )
+    rig = make_rig(tmp_path, clock, service=service)
+    result = rig.ensure(IMAGE, "IfNotPresent")
+    assert result.error == "ErrImagePull" and not result.interrupted
+    assert intents_on_disk(tmp_path) == [IMAGE]
+    service.pull_error = RegistryUnavailableError("down")  # an answer: nothing was committed
+    clock.advance(600)  # past the back-off
+    result = rig.ensure(IMAGE, "IfNotPresent")
+    assert result.error == "RegistryUnavailable"
+    assert intents_on_disk(tmp_path) == [IMAGE]  # inherited from the unanswered pull
+
+
+@pytest.mark.parametrize("serial", [True, False], ids=["serial", "parallel"])
+def test_a_cancelled_pull_the_runtime_never_answered_keeps_its_intent(
+    tmp_path: Path, clock: FakeClock, serial: bool
+) -> None:
+    cancel = CancelToken()
+
+    def stopped(image: str, auth: object) -> Exception:
+        cancel.cancel(PullCancelledError("interrupted by SIGINT"))
+        return PullOutcomeUnknownError("stopped while the runtime worked on it")
+
+    service = FakeImageService(clock=clock, check=stopped)
+    rig = make_rig(tmp_path, clock, serial=serial, service=service, cancel=cancel)
+    result = rig.ensure(IMAGE, "IfNotPresent")
+    assert result.interrupted
+    assert intents_on_disk(tmp_path) == [IMAGE]
