@@ -1,17 +1,19 @@
 """Fixtures that run the real registry, token server and skopeo on loopback (see infra.py).
 
 Tests here are skipped when ``docker-registry`` or ``skopeo`` is missing, unless
-``PULLWARDEN_REQUIRE_REAL=1`` (set by CI), which turns the skip into a failure.
+``PULLWARDEN_REQUIRE_REAL=1`` (set by CI), which turns the skip into a failure. The containerd
+fixtures (see containerd.py) follow the same rule for containerd, ctr, root, grpcio and cri_api.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
+from tests.integration.containerd import Containerd, containerd_missing
 from tests.integration.infra import (
     AuthMode,
     Pki,
@@ -30,6 +32,7 @@ from tests.integration.infra import (
 REQUIRE_REAL_ENV = "PULLWARDEN_REQUIRE_REAL"
 
 RegistryFactory = Callable[..., Registry]
+ContainerdFactory = Callable[..., Containerd]
 
 
 @pytest.fixture(scope="session")
@@ -183,3 +186,80 @@ def fresh_registry(
     registry = registry_factory()
     seed_one(skopeo, test_images, registry, "hello", "ns/hello:v1", None)
     return registry
+
+
+# --------------------------------------------------------------------------------------------
+# containerd
+
+
+@pytest.fixture(scope="session")
+def containerd_components() -> None:
+    """Skip (or, with PULLWARDEN_REQUIRE_REAL=1, fail) when containerd cannot run here."""
+    missing = containerd_missing()
+    if not missing:
+        return
+    reason = (
+        f"containerd tests need {' and '.join(missing)} "
+        "(apt-get install -y --no-install-recommends containerd; "
+        "pip install grpcio container-runtime-interface-api; run as root)"
+    )
+    if os.environ.get(REQUIRE_REAL_ENV) == "1":
+        pytest.fail(f"{reason}; {REQUIRE_REAL_ENV}=1 forbids skipping", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def containerd_daemon(
+    containerd_components: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Containerd]:
+    """One containerd for the session; use ``containerd``, which resets it for each test."""
+    daemon = Containerd(tmp_path_factory.mktemp("containerd"))
+    try:
+        daemon.start()
+        yield daemon
+    finally:
+        daemon.stop()
+
+
+@pytest.fixture
+def containerd(
+    containerd_daemon: Containerd,
+    seeded: Seeded,
+    registry_noauth: Registry,
+    registry_basic: Registry,
+    registry_token: Registry,
+    registry_tls: Registry,
+) -> Containerd:
+    """The session containerd, running, without images, trusting the four seeded registries.
+
+    A test may stop or restart it; the next test's setup starts it again.
+    """
+    containerd_daemon.start()
+    for registry in (registry_noauth, registry_basic, registry_token, registry_tls):
+        containerd_daemon.trust(registry)
+    containerd_daemon.remove_all_images()
+    return containerd_daemon
+
+
+@pytest.fixture
+def containerd_factory(containerd_components: None, tmp_path: Path) -> Iterator[ContainerdFactory]:
+    """Private containerds for one test: ``containerd_factory(trust=[registry_tls])``.
+
+    Each one is started unless ``start=False``, and stopped when the test ends.
+    """
+    made: list[Containerd] = []
+
+    def make(*, trust: Sequence[Registry] = (), start: bool = True) -> Containerd:
+        daemon = Containerd(tmp_path / f"containerd-{len(made)}")
+        made.append(daemon)
+        for registry in trust:
+            daemon.trust(registry)
+        if start:
+            daemon.start()
+        return daemon
+
+    try:
+        yield make
+    finally:
+        for daemon in made:
+            daemon.stop()
