@@ -62,7 +62,11 @@ def test_which_image_service_the_node_uses(
     flag: str | None,
     backend: type,
 ) -> None:
-    cfg = KubeletConfig(**{k: v.replace("FAKE", fake.endpoint) for k, v in config.items()})
+    fields = {k: v.replace("FAKE", fake.endpoint) for k, v in config.items()}
+    cfg = KubeletConfig(
+        image_service_endpoint=fields.get("image_service_endpoint", ""),
+        container_runtime_endpoint=fields.get("container_runtime_endpoint", ""),
+    )
     endpoint = None if flag is None else flag.replace("FAKE", fake.endpoint)
     with Node(tmp_path, cfg, runtime_endpoint=endpoint, node_credentials=False) as node:
         assert type(node.images) is backend
