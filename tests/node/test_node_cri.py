@@ -123,3 +123,19 @@ def test_nothing_but_a_runtime_endpoint_imports_grpc() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_a_first_start_on_images_already_there_says_they_are_preloaded(
+    fake: FakeCRI, tmp_path: Path
+) -> None:
+    """Another root (or ctr) filled the runtime: this root's node pulled none of its images."""
+    for start in range(2):
+        with cri_node(fake, tmp_path / "node") as node:
+            assert isinstance(node.events, ListRecorder)
+            warned = [e for e in node.events.events if e.reason == "ImagesPreloaded"]
+        if start == 0:
+            [event] = warned
+            assert event.type == "Warning"
+            assert "2 image(s)" in event.message and "NeverVerifyPreloadedImages" in event.message
+        else:
+            assert warned == []  # the root has its record directory now

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from pullwarden._cancel import CancelToken
-from pullwarden.cli._common import Interrupts, default_root, die
+from pullwarden.cli._common import Interrupts, default_root, die, runtime_endpoint_option
 from pullwarden.config import KubeletConfig, default_kubelet_config, load_kubelet_config
 from pullwarden.errors import (
     ImageStoreError,
@@ -23,6 +23,7 @@ from pullwarden.events import StreamRecorder
 from pullwarden.node import Node, PodOutcome
 from pullwarden.objects import Objects, load_objects
 from pullwarden.reference import apply_default_tag
+from pullwarden.runtime import CRIImageService
 
 EXIT_OK, EXIT_NOT_READY, EXIT_BUSY, EXIT_STORE = 0, 1, 3, 7
 
@@ -40,17 +41,6 @@ config_option = click.option(
     "config_path",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     help="A KubeletConfiguration (kubelet.config.k8s.io/v1beta1) YAML or JSON file.",
-)
-
-
-runtime_endpoint_option = click.option(
-    "--runtime-endpoint",
-    envvar="CONTAINER_RUNTIME_ENDPOINT",
-    metavar="unix:///PATH",
-    help="Keep images in the CRI runtime at this socket (containerd: "
-    "unix:///run/containerd/containerd.sock) instead of ROOT/images.  Beats the config's "
-    "imageServiceEndpoint / containerRuntimeEndpoint; '' forces the embedded store.  "
-    "[env: CONTAINER_RUNTIME_ENDPOINT]",
 )
 
 
@@ -177,6 +167,11 @@ def run_command(
                 cancel=token,
                 runtime_endpoint=runtime_endpoint,
             ) as node:
+                if isinstance(node.images, CRIImageService):
+                    click.echo(
+                        f"images: {node.images.version} at {node.images.endpoint}",
+                        err=output == "json",
+                    )
                 pods = node.run(objects)
         except NodeBusyError as err:
             die(str(err), EXIT_BUSY)

@@ -39,7 +39,7 @@ from pullwarden.node._gc import DiskStats, GCReport, ImageGC, image_fs_stats
 from pullwarden.objects import Container, Objects, Pod, Secret
 from pullwarden.policy import PolicyEnforcer
 from pullwarden.pullmanager import Protections, PullManager, VerifiedBy
-from pullwarden.records import CachedRecordStore, FileRecordStore
+from pullwarden.records import IMAGE_MANAGER_DIR, CachedRecordStore, FileRecordStore
 from pullwarden.runtime import (
     CRIImageService,
     HostOptions,
@@ -142,6 +142,7 @@ class Node:
             if config.feature_gate_enabled:
                 assert config.verification_policy is not None  # defaulted whenever the gate is on
                 enforcer = PolicyEnforcer(config.verification_policy, config.allowlist)
+                first_start = not (self.root / IMAGE_MANAGER_DIR).is_dir()
                 records = FileRecordStore(self.root)
                 records.sweep_drafts()  # this node owns the root: no other writer is at work
                 self.pull_manager = PullManager(
@@ -153,6 +154,8 @@ class Node:
                     lock_stripes=config.max_parallel_image_pulls or 1,
                     protections=protections or Protections.all(),
                 )
+                if first_start:
+                    self._note_preloaded(config.verification_policy)
             node_keyring = None
             if node_credentials:
                 node_keyring = ProviderKeyring(NodeDockerConfigProvider(self.root))
@@ -194,6 +197,23 @@ class Node:
             self._close_own_service()
         finally:
             self._release_root()
+
+    def _note_preloaded(self, policy: str) -> None:
+        """A Warning when a node without records starts on images already there (the KEP's
+        first-enablement caveat): none of them was pulled by this node, so all are preloaded."""
+        try:
+            found = len(self.images.list_images())
+        except (PullwardenError, OSError):
+            return  # the start-up housekeeping has reported it already
+        if found:
+            self.events.record(
+                None,
+                "Warning",
+                "ImagesPreloaded",
+                f"{found} image(s) are already in the image service but {self.root} has no pull "
+                f"records: this node pulled none of them, so they count as preloaded under "
+                f"{policy}",
+            )
 
     def _close_own_service(self) -> None:
         images = getattr(self, "images", None)

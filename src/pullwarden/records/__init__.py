@@ -10,7 +10,7 @@ from pullwarden.records._audit import FileProblem, ProblemKind, scan
 from pullwarden.records._base import Listing, RecordStore
 from pullwarden.records._cache import CachedRecordStore
 from pullwarden.records._codec import V1ALPHA1, V1BETA1, decode, decode_versioned, encode
-from pullwarden.records._fs import FileRecordStore
+from pullwarden.records._fs import IMAGE_MANAGER_DIR, FileRecordStore
 from pullwarden.records._model import (
     ImagePullCredentials,
     ImagePulledRecord,
@@ -20,6 +20,7 @@ from pullwarden.records._model import (
 )
 
 __all__ = [
+    "IMAGE_MANAGER_DIR",
     "V1ALPHA1",
     "V1BETA1",
     "CachedRecordStore",
