@@ -348,3 +348,12 @@ def test_the_service_token_stops_any_call(fake: FakeCRI) -> None:
         with pytest.raises(PullCancelledError):
             cri.list_images()
         assert time.monotonic() - at[0] < BOUND
+
+
+def test_a_pull_that_committed_never_raises_even_if_the_lookup_after_it_fails(
+    fake: FakeCRI, service: CRIImageService
+) -> None:
+    """Raising would tell the caller nothing was committed: its intent would go, and the image
+    would be on the node without record or intent (preloaded, open to every pod)."""
+    fake.script.fail["ImageStatus"] = (grpc.StatusCode.UNAVAILABLE, "transport is closing")
+    assert service.pull_image(NAME) == ID

@@ -309,8 +309,17 @@ class CRIImageService:
         return self._settled_ref(image, answer.image_ref)
 
     def _settled_ref(self, image: str, ref: str) -> str:
-        """The ref to record for a pull the runtime answered with ``ref`` (module docstring)."""
-        status = self.image_status(ref) if ref else None
+        """The ref to record for a pull the runtime answered with ``ref`` (module docstring).
+
+        Never raises: the pull has committed, and raising would say it had not.
+        """
+        try:
+            status = self.image_status(ref) if ref else None
+        except Exception as err:
+            log.warning(
+                "cannot look up %s after pulling %s (%s): recording it as is", ref, image, err
+            )
+            return ref
         if status is not None and status.id == ref:
             return ref
         if status is not None:
