@@ -5,26 +5,39 @@ Nothing here writes unless ``--apply`` is given, and nothing here may open the d
 an error, never an answer), and ``prune`` checks every imageRef it is told to keep and refuses
 to run without a keep list unless ``--all`` says so, since removing the record of an image still
 on the node makes it count as preloaded.
+
+``ls``, ``check`` and ``prune`` can also ask the container runtime (``--runtime-endpoint``, CRI
+on a unix socket) which images the node has: which records are for images no longer there,
+which images have no record (preloaded, so under the default policy any pod may use them), and
+the keep list for ``prune``.  The runtime is only listed, never changed.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import click
 import yaml
+from click.core import ParameterSource
 
 from pullwarden._gojson import format_rfc3339
 from pullwarden.cli._common import die
 from pullwarden.config import default_kubelet_config, load_kubelet_config
-from pullwarden.errors import InvalidReferenceError, PullwardenError, RecordDecodeError
+from pullwarden.errors import (
+    InvalidReferenceError,
+    PullwardenError,
+    RecordDecodeError,
+    RuntimeUnavailableError,
+)
 from pullwarden.imagemanager import CredentialLookup
 from pullwarden.metrics import Metrics
 from pullwarden.objects import derived_uid, load_secrets
@@ -40,7 +53,8 @@ from pullwarden.records import (
     decode,
     scan,
 )
-from pullwarden.reference import apply_default_tag
+from pullwarden.reference import apply_default_tag, parse_image_name
+from pullwarden.runtime import CRIImageService, Image
 
 DEFAULT_KUBELET_DIR = "/var/lib/kubelet"
 
@@ -121,10 +135,180 @@ def summary(r: ImagePulledRecord) -> tuple[int, int, bool]:
     )
 
 
-def table(rows: Sequence[Sequence[str]]) -> None:
+def table(rows: Sequence[Sequence[str]], indent: str = "") -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+        cells = (cell.ljust(w) for cell, w in zip(row, widths, strict=True))
+        click.echo((indent + "  ".join(cells)).rstrip())
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+# -- the runtime's view: which images the node has ---------------------------------------------
+
+
+def runtime_endpoint_option(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option(
+        "--runtime-endpoint",
+        envvar="CONTAINER_RUNTIME_ENDPOINT",
+        metavar="unix:///PATH",
+        help="Ask the CRI container runtime at this socket (containerd: "
+        "unix:///run/containerd/containerd.sock) which images the node has, and "
+        f"{what}  The runtime is only listed, never changed.  "
+        "[env: CONTAINER_RUNTIME_ENDPOINT]",
+    )
+
+
+def runtime_images(endpoint: str) -> list[Image]:
+    """Every image the runtime at ``endpoint`` has; exits with an error if it cannot say."""
+    try:
+        with CRIImageService(endpoint) as service:
+            return service.list_images()
+    except RuntimeUnavailableError as err:
+        die(str(err))
+    except PullwardenError as err:
+        die(f"cannot list the images of the container runtime at {endpoint}: {err}")
+
+
+class Unrecorded(StrEnum):
+    """What an image the runtime has without a decodable record counts as."""
+
+    PRELOADED = "preloaded"
+    PULL_IN_PROGRESS = "pull in progress or interrupted"
+    RECORD_UNREADABLE = "record unreadable"
+
+    @property
+    def note(self) -> str:
+        """Its name in ``check -o json``: preloaded, pull-in-progress, record-unreadable."""
+        return self.name.lower().replace("_", "-")
+
+    @property
+    def meaning(self) -> str:
+        """What it means for the pods that use the image (one sentence)."""
+        if self is Unrecorded.PRELOADED:
+            return (
+                "on the node with neither a pull record nor a pull intent (imported, pulled by "
+                "another tool, or its record was removed): under the default policy "
+                f"{DEFAULT_POLICY.value} any pod may use it."
+            )
+        if self is Unrecorded.PULL_IN_PROGRESS:
+            return (
+                "a pull intent names it, so it counts as pulled by the kubelet and, under the "
+                "default policy, a pod must prove its credentials for it."
+            )
+        return (
+            "its record file does not decode (see `records check`): a pod must prove its "
+            "credentials for it."
+        )
+
+
+def name_keys(name: str) -> set[str]:
+    """``name`` and the normalised names it stands for (``nginx``: ``docker.io/library/nginx:
+    latest``), so that an intent matches the runtime's name for the image however it is spelt."""
+    keys = {name}
+    try:
+        repository, tag, digest = parse_image_name(name)
+    except InvalidReferenceError:
+        return keys
+    if tag:
+        keys.add(f"{repository}:{tag}")
+    if digest:
+        keys.add(f"{repository}@{digest}")
+    return keys
+
+
+@dataclass(frozen=True, slots=True)
+class UnrecordedImage:
+    """An image the runtime has that no decodable record is for, and what that makes it."""
+
+    image: Image
+    status: Unrecorded
+
+    def names(self) -> str:
+        return ",".join((*self.image.repo_tags, *self.image.repo_digests)) or "<none>"
+
+    def view(self) -> dict[str, Any]:
+        return {
+            "id": self.image.id,
+            "repoTags": list(self.image.repo_tags),
+            "repoDigests": list(self.image.repo_digests),
+            "pendingIntent": self.status == Unrecorded.PULL_IN_PROGRESS,
+            "recordUnreadable": self.status == Unrecorded.RECORD_UNREADABLE,
+            "preloaded": self.status == Unrecorded.PRELOADED,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class NodeImages:
+    """The records and intents of a kubelet directory held against its runtime's image list."""
+
+    endpoint: str
+    present: frozenset[str]  # the imageRefs the runtime has
+    absent: tuple[ImagePulledRecord, ...]  # records whose image the runtime no longer has
+    unrecorded: tuple[UnrecordedImage, ...]
+
+    @classmethod
+    def compare(
+        cls,
+        endpoint: str,
+        store: FileRecordStore,
+        pulled: Sequence[ImagePulledRecord],
+        intents: Sequence[ImagePullIntent],
+    ) -> NodeImages:
+        images = runtime_images(endpoint)
+        present = frozenset(i.id for i in images)
+        recorded = {r.image_ref for r in pulled}
+        intent_keys = {key for i in intents for key in name_keys(i.image)}
+        unrecorded = []
+        for image in images:
+            if image.id in recorded:
+                continue
+            if os.path.lexists(store.record_path(image.id)):  # there, but it did not decode
+                status = Unrecorded.RECORD_UNREADABLE
+            elif any(name_keys(n) & intent_keys for n in (*image.repo_tags, *image.repo_digests)):
+                status = Unrecorded.PULL_IN_PROGRESS
+            else:
+                status = Unrecorded.PRELOADED
+            unrecorded.append(UnrecordedImage(image, status))
+        absent = sorted(
+            (r for r in pulled if r.image_ref not in present), key=lambda r: r.image_ref
+        )
+        return cls(endpoint, present, tuple(absent), tuple(unrecorded))
+
+    def counts(self, n_records: int) -> dict[str, int]:
+        statuses = [u.status for u in self.unrecorded]
+        return {
+            "records": n_records,
+            "recordsForAbsentImages": len(self.absent),
+            "imagesOnNode": len(self.present),
+            "imagesWithoutRecord": len(self.unrecorded),
+            "preloaded": statuses.count(Unrecorded.PRELOADED),
+            "pendingIntent": statuses.count(Unrecorded.PULL_IN_PROGRESS),
+            "recordUnreadable": statuses.count(Unrecorded.RECORD_UNREADABLE),
+        }
+
+    def counts_line(self, n_records: int) -> str:
+        """``12 records (2 for images no longer on the node); 3 images on the node without a
+        record (preloaded)``."""
+        statuses = [u.status for u in self.unrecorded]
+        kinds = [(statuses.count(s), s) for s in Unrecorded]
+        kinds = [(n, s) for n, s in kinds if n]
+        detail = ""
+        if len(kinds) == 1:
+            detail = f" ({kinds[0][1]})"
+        elif kinds:
+            detail = " (" + ", ".join(f"{n} {s}" for n, s in kinds) + ")"
+        return (
+            f"{plural(n_records, 'record')} ({len(self.absent)} for images no longer on the "
+            f"node); {plural(len(self.unrecorded), 'image')} on the node without a record" + detail
+        )
+
+    def meanings(self) -> list[str]:
+        """One line for each status that occurs, saying what it means."""
+        seen = {u.status for u in self.unrecorded}
+        return [f"{s}: {s.meaning}" for s in Unrecorded if s in seen]
 
 
 # -- commands -----------------------------------------------------------------------------------
@@ -141,46 +325,77 @@ def records() -> None:
 
 @records.command("ls")
 @kubelet_dir_option
+@runtime_endpoint_option(
+    "show which records are for images it no longer has (PRESENT) and which of its images "
+    "have no record."
+)
 @output_option("json", "yaml")
-def ls_command(kubelet_dir: Path, output: str) -> None:
-    """List pulled records (one row each) and pending pull intents."""
+def ls_command(kubelet_dir: Path, runtime_endpoint: str | None, output: str) -> None:
+    """List pulled records (one row each) and pending pull intents.
+
+    With --runtime-endpoint the table gains a PRESENT column (whether the runtime still has the
+    record's imageRef), then come the runtime's images that have no record: preloaded (under
+    the default policy any pod may use them), or named by a pull intent (pull in progress or
+    interrupted), and a line of counts.  -o json/yaml then gives every record "present" and
+    adds "imagesWithoutRecord" and "counts".
+    """
     store = open_store(kubelet_dir)
     pulled = store.list_pulled_records()
     intents = store.list_intents()
     errors = [*pulled.errors, *intents.errors]
+    node = (
+        NodeImages.compare(runtime_endpoint, store, pulled.items, intents.items)
+        if runtime_endpoint
+        else None
+    )
     if output != "text":
-        emit(
-            {
-                "pulledRecords": [
-                    record_view(r, store.record_path(r.image_ref)) for r in pulled.items
-                ],
-                "pullIntents": [
-                    {"image": i.image, "file": store.intent_path(i.image)} for i in intents.items
-                ],
-                "errors": [str(e) for e in errors],
-            },
-            output,
-        )
+        views = []
+        for r in pulled.items:
+            view = record_view(r, store.record_path(r.image_ref))
+            if node is not None:
+                view["present"] = r.image_ref in node.present
+            views.append(view)
+        data: dict[str, Any] = {
+            "pulledRecords": views,
+            "pullIntents": [
+                {"image": i.image, "file": store.intent_path(i.image)} for i in intents.items
+            ],
+            "errors": [str(e) for e in errors],
+        }
+        if node is not None:
+            data["runtimeEndpoint"] = node.endpoint
+            data["imagesWithoutRecord"] = [u.view() for u in node.unrecorded]
+            data["counts"] = node.counts(len(pulled.items))
+        emit(data, output)
     else:
-        rows = [("IMAGE REF", "NAMES", "SECRETS", "SERVICE ACCOUNTS", "NODE-WIDE", "LAST UPDATED")]
+        header = ("IMAGE REF", "NAMES", "SECRETS", "SERVICE ACCOUNTS", "NODE-WIDE", "LAST UPDATED")
+        rows: list[tuple[str, ...]] = [header + (("PRESENT",) if node is not None else ())]
         for r in sorted(pulled.items, key=lambda r: r.image_ref):
-            n_secrets, n_accounts, node = summary(r)
+            n_secrets, n_accounts, node_wide = summary(r)
             names = ",".join(sorted(r.credential_mapping)) or "<none>"
-            rows.append(
-                (
-                    r.image_ref,
-                    names,
-                    str(n_secrets),
-                    str(n_accounts),
-                    "yes" if node else "no",
-                    format_rfc3339(r.last_updated_time),
-                )
+            row: tuple[str, ...] = (
+                r.image_ref,
+                names,
+                str(n_secrets),
+                str(n_accounts),
+                "yes" if node_wide else "no",
+                format_rfc3339(r.last_updated_time),
             )
+            if node is not None:
+                row += ("yes" if r.image_ref in node.present else "no",)
+            rows.append(row)
         table(rows)
         if intents.items:
             click.echo("\nPENDING PULL INTENTS")
             for i in sorted(intents.items, key=lambda i: i.image):
                 click.echo(f"  {i.image}")
+        if node is not None:
+            if node.unrecorded:
+                click.echo(f"\nIMAGES ON THE NODE WITHOUT A RECORD ({node.endpoint})")
+                table([(u.image.id, u.names(), u.status) for u in node.unrecorded], "  ")
+                for line in node.meanings():
+                    click.echo(f"  {line}")
+            click.echo(f"\n{node.counts_line(len(pulled.items))}")
         for err in errors:
             click.echo(f"warning: {err}", err=True)
     if errors:
@@ -441,28 +656,72 @@ def explain_command(
         click.echo(line)
 
 
+ABSENT_IMAGE = "absent-image"
+ABSENT_MESSAGE = (
+    "the image is no longer on the node; `records prune` or image GC removes this record"
+)
+
+
 @records.command("check")
 @kubelet_dir_option
+@runtime_endpoint_option(
+    f"report each record whose image it no longer has ({ABSENT_IMAGE}); its images without a "
+    "record are listed as notes, not problems."
+)
 @output_option("json")
-def check_command(kubelet_dir: Path, output: str) -> None:
+def check_command(kubelet_dir: Path, runtime_endpoint: str | None, output: str) -> None:
     """Decode every file; report undecodable, foreign, misnamed and stale temporary files.
 
-    Exits 1 when anything is found, 0 when every file is a record a kubelet would accept.
+    With --runtime-endpoint, also report every record whose imageRef the runtime no longer has
+    (absent-image), and note the runtime's images that have no record (preloaded: under the
+    default policy any pod may use them); -o json then prints {"problems": [...], "notes":
+    [...]} instead of the list of problems.
+
+    Exits 1 when a problem is found, 0 when every file is a record a kubelet would accept (and
+    every record's image is on the node); notes do not count.
     """
-    open_store(kubelet_dir)
-    problems = scan(kubelet_dir)
-    if output == "json":
-        click.echo(
-            json.dumps(
-                [{"path": p.path, "problem": p.kind.value, "message": p.message} for p in problems],
-                indent=2,
-            )
+    store = open_store(kubelet_dir)
+    problems = [
+        {"path": p.path, "problem": p.kind.value, "message": p.message} for p in scan(kubelet_dir)
+    ]
+    node = None
+    if runtime_endpoint:
+        node = NodeImages.compare(
+            runtime_endpoint,
+            store,
+            store.list_pulled_records().items,
+            store.list_intents().items,
         )
+        problems += [
+            {
+                "path": store.record_path(r.image_ref),
+                "problem": ABSENT_IMAGE,
+                "message": ABSENT_MESSAGE,
+                "imageRef": r.image_ref,
+            }
+            for r in node.absent
+        ]
+    if output == "json":
+        if node is None:
+            click.echo(json.dumps(problems, indent=2))
+        else:
+            notes = [
+                {**u.view(), "note": u.status.note, "message": u.status.meaning}
+                for u in node.unrecorded
+            ]
+            click.echo(json.dumps({"problems": problems, "notes": notes}, indent=2))
     else:
         for p in problems:
-            click.echo(f"{p.kind.value:<12} {p.path}: {p.message}")
+            what = f"{p['imageRef']}: " if "imageRef" in p else ""
+            click.echo(f"{p['problem']:<12} {p['path']}: {what}{p['message']}")
+        if node is not None:
+            for u in node.unrecorded:
+                click.echo(f"note: {u.image.id} ({u.names()}): no record, {u.status}")
+            for line in node.meanings():
+                click.echo(f"note: {line}")
         if not problems:
-            click.echo(f"ok: every file under {kubelet_dir}/image_manager decodes")
+            also = " and every record's image is on the node" if node is not None else ""
+            click.echo(f"ok: every file under {kubelet_dir}/image_manager decodes{also}")
     if problems:
         sys.exit(1)
 
@@ -579,6 +838,11 @@ PRELOADED_NOTE = (
     required=True,
     help="Only records last updated before this RFC 3339 time are removed ('now' for now).",
 )
+@runtime_endpoint_option(
+    "keep the records of exactly those (the keep list the kubelet's image GC hands its hook), "
+    "instead of --keep-image-ref, --keep-from or --all.  From the environment it is ignored "
+    "when one of those is given."
+)
 @click.option("--apply", is_flag=True, help="Delete the records (default: only list them).")
 def prune_command(
     kubelet_dir: Path,
@@ -586,23 +850,43 @@ def prune_command(
     keep_from: Any,
     remove_all: bool,
     until: str,
+    runtime_endpoint: str | None,
     apply: bool,
 ) -> None:
     """Remove the records of images no longer on the node, as the image GC's hook does.
 
-    Give every imageRef still on the node (--keep-image-ref, --keep-from), or --all.  Without
-    --apply this is a dry run.  Removing the record of an image that is still on the node makes
-    it count as preloaded: under the default policy any pod may then use it.
+    Give every imageRef still on the node (--keep-image-ref, --keep-from), or --all, or let the
+    container runtime say which images it has (--runtime-endpoint; --until is read before the
+    runtime is asked).  Without --apply this is a dry run.  Removing the record of an image
+    that is still on the node makes it count as preloaded: under the default policy any pod may
+    then use it.
     """
     try:
         until_time = parse_until(until)
     except click.BadParameter as err:
         die(err.format_message())
-    refs = keep_refs(keep, keep_from, remove_all)
-    store = open_store(kubelet_dir)
+    explicit = bool(keep) or keep_from is not None or remove_all
+    if runtime_endpoint and explicit:
+        source = click.get_current_context().get_parameter_source("runtime_endpoint")
+        if source is not ParameterSource.ENVIRONMENT:
+            die(
+                "--runtime-endpoint takes the keep list from the container runtime; it cannot "
+                "be combined with --keep-image-ref, --keep-from or --all"
+            )
+        runtime_endpoint = None  # the command line's keep list beats the environment's runtime
+    if runtime_endpoint:
+        store = open_store(kubelet_dir)
+        refs = {image.id for image in runtime_images(runtime_endpoint)}
+        n_images = plural(len(refs), "image")
+        click.echo(f"keeping the records of the {n_images} the runtime at {runtime_endpoint} has")
+        why = "its image is no longer on the node"
+    else:
+        refs = keep_refs(keep, keep_from, remove_all)
+        store = open_store(kubelet_dir)
+        why = PRELOADED_NOTE.format("now counts" if apply else "would count")
     manager = PullManager(store, PolicyEnforcer(), None, metrics=Metrics())
     removed = manager.prune_unknown_records(refs, until_time, dry_run=not apply)
-    verb, note = ("removed", "now counts") if apply else ("would remove", "would count")
+    verb = "removed" if apply else "would remove"
     for ref in sorted(removed):
-        click.echo(f"{verb} {ref}: {PRELOADED_NOTE.format(note)}")
+        click.echo(f"{verb} {ref}: {why}")
     click.echo(f"{len(removed)} record(s) {'removed' if apply else 'to remove'}")
