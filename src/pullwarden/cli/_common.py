@@ -1,4 +1,4 @@
-"""What every command shares: the one-line error exit, the default data locations, Ctrl-C."""
+"""What every command shares: the one-line error exit, data locations, Ctrl-C, the CRI endpoint."""
 
 from __future__ import annotations
 
@@ -14,9 +14,27 @@ import click
 from pullwarden._cancel import CancelToken
 from pullwarden.errors import PullCancelledError
 
-__all__ = ["EXIT_USAGE", "Interrupts", "default_root", "default_store", "die"]
+__all__ = [
+    "EXIT_USAGE",
+    "Interrupts",
+    "default_root",
+    "default_store",
+    "die",
+    "runtime_endpoint_option",
+]
 
 EXIT_USAGE = 2
+
+runtime_endpoint_option = click.option(
+    "--runtime-endpoint",
+    envvar="CONTAINER_RUNTIME_ENDPOINT",
+    metavar="unix:///PATH",
+    help="Work on the images of the CRI runtime at this socket (containerd: "
+    "unix:///run/containerd/containerd.sock) instead of the embedded store (run, gc: "
+    "ROOT/images; pull, images, rmi: --store).  For run and gc it beats the config's "
+    "imageServiceEndpoint / containerRuntimeEndpoint.  '' forces the embedded store.  "
+    "[env: CONTAINER_RUNTIME_ENDPOINT]",
+)
 
 
 def die(message: str, code: int = EXIT_USAGE) -> NoReturn:

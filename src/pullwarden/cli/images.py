@@ -1,4 +1,9 @@
-"""``pullwarden pull | images | rmi``: the embedded image store from the command line."""
+"""``pullwarden pull | images | rmi``: the embedded image store, or a CRI runtime's, from the shell.
+
+Without ``--runtime-endpoint`` the commands work on the embedded store (``--store``); with it, on
+the images of the container runtime at that socket (containerd), through
+:class:`~pullwarden.runtime.CRIImageService`, which imports grpc only when it is made.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,11 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import click
+import yaml
+from click.core import ParameterSource
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -22,31 +29,36 @@ from rich.progress import (
 )
 
 from pullwarden._cancel import CancelToken
-from pullwarden.cli._common import Interrupts, default_store, die
+from pullwarden.cli._common import Interrupts, default_store, die, runtime_endpoint_option
 from pullwarden.credentials import DockerKeyring, parse_config_json
 from pullwarden.errors import (
+    ContainerRuntimeError,
     DeniedError,
     DockerConfigError,
     ImageStoreError,
     InvalidReferenceError,
     NotFoundError,
     PullCancelledError,
+    PullOutcomeUnknownError,
     PullwardenError,
     RegistryError,
     RegistryUnavailableError,
     UnauthorizedError,
 )
-from pullwarden.reference import familiar_name, parse_image_name, parse_normalized
+from pullwarden.reference import parse_image_name, parse_normalized
 from pullwarden.runtime import (
     AuthConfig,
+    CRIImageService,
     HostOptions,
     Image,
+    ImageService,
     LocalImageService,
     Platform,
     ProgressCallback,
     PullProgress,
     RegistryClient,
     load_ca_file,
+    parse_endpoint,
 )
 
 EXIT_USAGE = 2
@@ -59,8 +71,16 @@ EXIT_STORE = 7
 EXIT_CODES_HELP = """\b
 Exit status: 0 pulled; 2 bad input; 3 credentials refused (unauthorized or
 denied); 4 image not found; 5 registry unavailable; 6 other registry failure
-(digest mismatch, too large, unsupported type); 7 local store failure;
-130 / 143 interrupted by SIGINT / SIGTERM (nothing was committed)."""
+(digest mismatch, too large, unsupported type); 7 image store or container
+runtime failure (the runtime unavailable included); 130 / 143 interrupted by
+SIGINT / SIGTERM (the embedded store committed nothing; a runtime may have
+pulled the image)."""
+
+STORE_ONLY_HELP = (
+    "containerd pulls for its own platform and reaches registries as its own configuration "
+    "says (hosts.toml files under the CRI plugin's registry config_path, such as "
+    "/etc/containerd/certs.d)"
+)
 
 _T = TypeVar("_T")
 
@@ -70,8 +90,10 @@ store_option = click.option(
     type=click.Path(file_okay=False, path_type=Path),
     default=default_store,
     show_default="$PULLWARDEN_STORE, or the images/ of the default `run --root`",
-    help="Root directory of the embedded image store.",
+    help="Root directory of the embedded image store (not with --runtime-endpoint).",
 )
+
+AnyImageService = LocalImageService | CRIImageService
 
 
 def exit_code_for(err: PullwardenError) -> int:
@@ -86,6 +108,46 @@ def exit_code_for(err: PullwardenError) -> int:
     if isinstance(err, ImageStoreError):
         return EXIT_STORE
     return EXIT_USAGE
+
+
+def chosen_endpoint(runtime_endpoint: str | None) -> str | None:
+    """The runtime endpoint the command works on, or None for the embedded store.
+
+    Dies with exit 2 when ``--store`` is given as well (whether the endpoint came from the
+    command line or from $CONTAINER_RUNTIME_ENDPOINT) or when the endpoint is malformed.
+    """
+    if not runtime_endpoint:
+        return None
+    ctx = click.get_current_context()
+    if ctx.get_parameter_source("store") is ParameterSource.COMMANDLINE:
+        via = ""
+        if ctx.get_parameter_source("runtime_endpoint") is ParameterSource.ENVIRONMENT:
+            via = " (from $CONTAINER_RUNTIME_ENDPOINT)"
+        die(
+            f"--store and --runtime-endpoint{via} choose different image services (the "
+            "embedded store, a container runtime): give one of them "
+            "(--runtime-endpoint '' selects the embedded store)",
+            EXIT_USAGE,
+        )
+    try:
+        parse_endpoint(runtime_endpoint)
+    except ContainerRuntimeError as err:
+        die(str(err), EXIT_USAGE)
+    return runtime_endpoint
+
+
+@contextmanager
+def image_service(
+    store: Path, endpoint: str | None, cancel: CancelToken
+) -> Iterator[AnyImageService]:
+    """The embedded store at ``store``, or the runtime at ``endpoint``; closed afterwards."""
+    service: AnyImageService = (
+        LocalImageService(store) if endpoint is None else CRIImageService(endpoint, cancel=cancel)
+    )
+    try:
+        yield service
+    finally:
+        service.close()
 
 
 def parse_hosts(
@@ -170,22 +232,28 @@ def progress_bars(enabled: bool) -> Iterator[ProgressCallback | None]:
     help="A docker config.json; its entries for the image's registry are tried in order.",
 )
 @store_option
+@runtime_endpoint_option
 @click.option(
-    "--platform", "platform_text", metavar="OS/ARCH[/VARIANT]", help="Default: the host's."
+    "--platform",
+    "platform_text",
+    metavar="OS/ARCH[/VARIANT]",
+    help="Default: the host's.  Embedded store only.",
 )
 @click.option(
     "--insecure-registry",
     "insecure",
     multiple=True,
     metavar="HOST[:PORT]",
-    help="Use plain HTTP for this registry (loopback registries are plain HTTP by default).",
+    help="Use plain HTTP for this registry (loopback registries are plain HTTP by default).  "
+    "Embedded store only.",
 )
 @click.option(
     "--ca-file",
     "ca_files",
     multiple=True,
     metavar="[HOST=]PATH",
-    help="Trust this CA for the registry's TLS (HOST defaults to the image's registry).",
+    help="Trust this CA for the registry's TLS (HOST defaults to the image's registry).  "
+    "Embedded store only.",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars; print only the image ref.")
 def pull_command(
@@ -194,19 +262,31 @@ def pull_command(
     password_stdin: bool,
     docker_config: Path | None,
     store: Path,
+    runtime_endpoint: str | None,
     platform_text: str | None,
     insecure: tuple[str, ...],
     ca_files: tuple[str, ...],
     quiet: bool,
 ) -> None:
-    """Pull IMAGE into the embedded store and print its image ref (the config digest).
+    """Pull IMAGE into the embedded store, or the runtime's, and print its image ref.
 
-    Blobs already in the store are not downloaded again: pulling an image that is present costs
-    one manifest request, which still proves the credentials can read it.
+    The image ref is the image id, sha256:<config digest> (with a runtime: the ref it reports).
+    Each credential is tried in order (-u, or the --docker-config entries for the image's
+    registry; neither: anonymous).
 
-    Ctrl-C (SIGINT) or SIGTERM stops the pull within a moment, commits nothing and exits with
-    130 or 143; a second signal exits at once.
+    Embedded store: blobs already in the store are not downloaded again, so pulling an image
+    that is present costs one manifest request, which still proves the credentials can read
+    it.  With --runtime-endpoint the runtime pulls (CRI PullImage, no progress bars) with its
+    own platform and registry configuration, so --platform, --insecure-registry and --ca-file
+    are refused there.
+
+    Ctrl-C (SIGINT) or SIGTERM stops the pull within a moment and exits with 130 or 143; a
+    second signal exits at once.  The embedded store then has committed nothing; a runtime may
+    have finished the pull on its own (see `pullwarden images`).
     """
+    endpoint = chosen_endpoint(runtime_endpoint)
+    if endpoint is not None:
+        refuse_store_only(platform_text, insecure, ca_files)
     try:
         platform = Platform.parse(platform_text) if platform_text else Platform.host()
         hosts = parse_hosts(insecure, ca_files, image)
@@ -218,13 +298,54 @@ def pull_command(
     token = CancelToken()
     with Interrupts(token) as interrupts:
         try:
-            ref = pull_into(store, image, auths, hosts, platform, quiet, token)
+            if endpoint is None:
+                ref = pull_into(store, image, auths, hosts, platform, quiet, token)
+            else:
+                ref = pull_by_runtime(endpoint, image, auths, token)
         except PullCancelledError as err:
             click.echo(f"{err}: {image} was not pulled; nothing was committed", err=True)
             sys.exit(interrupts.exit_status or 130)
+        except PullOutcomeUnknownError as err:
+            if interrupts.exit_status is None:
+                die(str(err), exit_code_for(err))
+            # The message says the runtime may have pulled it: it may have, after the signal.
+            click.echo(f"{err}; `pullwarden images` shows whether it did", err=True)
+            sys.exit(interrupts.exit_status)
         except PullwardenError as err:
             die(str(err), exit_code_for(err))
     click.echo(ref)
+
+
+def refuse_store_only(
+    platform_text: str | None, insecure: tuple[str, ...], ca_files: tuple[str, ...]
+) -> None:
+    """Die (exit 2) when options only the embedded store understands come with an endpoint."""
+    given = [
+        name
+        for name, value in (
+            ("--platform", platform_text),
+            ("--insecure-registry", insecure),
+            ("--ca-file", ca_files),
+        )
+        if value
+    ]
+    if given:
+        die(
+            f"{' and '.join(given)} cannot be used with --runtime-endpoint: {STORE_ONLY_HELP}",
+            EXIT_USAGE,
+        )
+
+
+def pull_by_runtime(
+    endpoint: str, image: str, auths: list[AuthConfig | None], token: CancelToken
+) -> str:
+    """Connect to the runtime and pull, stoppable through ``token``; returns the image ref."""
+
+    def work() -> str:
+        with CRIImageService(endpoint, cancel=token) as service:
+            return pull_with(service, image, auths, None)
+
+    return in_worker(work)
 
 
 def pull_into(
@@ -272,7 +393,7 @@ def in_worker(work: Callable[[], _T]) -> _T:
 
 
 def pull_with(
-    service: LocalImageService,
+    service: ImageService,
     image: str,
     auths: list[AuthConfig | None],
     on_progress: ProgressCallback | None,
@@ -304,73 +425,162 @@ def split_tag(ref: str) -> tuple[str, str]:
     return (head, tag) if sep and "/" not in tag else (ref, "<none>")
 
 
-def image_rows(images: list[Image]) -> list[tuple[str, str, str, str]]:
-    rows: list[tuple[str, str, str, str]] = []
+def shorten(digest: str, no_trunc: bool) -> str:
+    """``sha256:<hex>`` → its first 13 hex digits, as crictl shows ids (all of it: ``no_trunc``)."""
+    return digest if no_trunc else digest.removeprefix("sha256:")[:13]
+
+
+def repo_digest(img: Image, repo: str) -> str:
+    """The manifest digest ``img`` has in ``repo`` (from its repo digests); "" when none."""
+    for name in img.repo_digests:
+        named_repo, _, digest = name.partition("@")
+        if named_repo == repo:
+            return digest
+    return ""
+
+
+def image_rows(
+    images: list[Image], *, digests: bool = False, no_trunc: bool = False
+) -> list[tuple[str, ...]]:
+    """One row per name (repo tag; an untagged image: per repo digest), sorted.
+
+    Columns IMAGE, TAG, [DIGEST,] IMAGE ID, SIZE.
+    """
+    rows: list[tuple[str, ...]] = []
     for img in images:
-        short_id, size = img.id.removeprefix("sha256:")[:13], human_size(img.size)
+        image_id, size = shorten(img.id, no_trunc), human_size(img.size)
         names = [split_tag(t) for t in img.repo_tags] or [
-            (d.partition("@")[0], "<none>") for d in img.repo_digests[:1]
+            (d.partition("@")[0], "<none>") for d in img.repo_digests
         ]
-        rows.extend((repo, tag, short_id, size) for repo, tag in names or [("<none>", "<none>")])
-    return sorted(rows)
+        for repo, tag in names or [("<none>", "<none>")]:
+            digest = [shorten(repo_digest(img, repo), no_trunc) or "<none>"] if digests else []
+            rows.append((repo, tag, *digest, image_id, size))
+    return sorted(set(rows))
+
+
+def images_data(images: list[Image]) -> dict[str, Any]:
+    """The ``-o json|yaml`` document, shaped as crictl's (size as a string)."""
+    return {
+        "images": [
+            {
+                "id": i.id,
+                "repoTags": list(i.repo_tags),
+                "repoDigests": list(i.repo_digests),
+                "size": str(i.size),
+                "pinned": i.pinned,
+            }
+            for i in images
+        ]
+    }
 
 
 @click.command("images")
 @store_option
+@runtime_endpoint_option
 @click.option(
-    "-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True
+    "-o",
+    "--output",
+    type=click.Choice(["table", "json", "yaml"]),
+    default="table",
+    show_default=True,
 )
-def images_command(store: Path, output: str) -> None:
-    """List the images in the embedded store (like `crictl images`)."""
-    try:
-        service = LocalImageService(store)
-        images = service.list_images()
-        service.close()
-    except PullwardenError as err:
-        die(str(err), exit_code_for(err))
-    if output == "json":
-        click.echo(
-            json.dumps(
-                {
-                    "images": [
-                        {
-                            "id": i.id,
-                            "repoTags": list(i.repo_tags),
-                            "repoDigests": list(i.repo_digests),
-                            "size": str(i.size),
-                        }
-                        for i in images
-                    ]
-                },
-                indent=2,
-            )
-        )
-        return
-    rows = [("IMAGE", "TAG", "IMAGE ID", "SIZE"), *image_rows(images)]
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    for r in rows:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+@click.option("--quiet", "-q", is_flag=True, help="Only the image ids, one line per image.")
+@click.option("--digests", is_flag=True, help="Add a DIGEST column (table).")
+@click.option("--no-trunc", is_flag=True, help="Do not shorten ids and digests (table).")
+def images_command(
+    store: Path,
+    runtime_endpoint: str | None,
+    output: str,
+    quiet: bool,
+    digests: bool,
+    no_trunc: bool,
+) -> None:
+    """List the images in the embedded store, or the runtime's (like `crictl images`).
+
+    One row per name: IMAGE, TAG, [DIGEST,] IMAGE ID, SIZE, ids and digests shortened to
+    13 hex digits unless --no-trunc.  -q prints each image's full id once; -o json / yaml
+    print {"images": [{"id", "repoTags", "repoDigests", "size", "pinned"}]} with full values.
+
+    \b
+    Exit status: 0 listed; 2 bad input; 7 image store or container runtime failure;
+    130 / 143 interrupted by SIGINT / SIGTERM.
+    """
+    endpoint = chosen_endpoint(runtime_endpoint)
+    if quiet and output != "table":
+        die(f"--quiet prints image ids only: it cannot be used with -o {output}", EXIT_USAGE)
+    token = CancelToken()
+    with Interrupts(token) as interrupts:
+        try:
+            with image_service(store, endpoint, token) as service:
+                images = service.list_images()
+            token.raise_if_cancelled()
+        except PullCancelledError as err:
+            die(str(err), interrupts.exit_status or 130)
+        except PullwardenError as err:
+            die(str(err), exit_code_for(err))
+    if quiet:
+        for image_id in dict.fromkeys(i.id for i in images):
+            click.echo(image_id)
+    elif output == "json":
+        click.echo(json.dumps(images_data(images), indent=2))
+    elif output == "yaml":
+        click.echo(yaml.safe_dump(images_data(images), sort_keys=False), nl=False)
+    else:
+        header = ("IMAGE", "TAG", *(["DIGEST"] if digests else []), "IMAGE ID", "SIZE")
+        rows = [header, *image_rows(images, digests=digests, no_trunc=no_trunc)]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+        for r in rows:
+            click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
+def removed_names(img: Image) -> tuple[str, ...]:
+    """What ``rmi`` reports as deleted: every tag, else every repo digest, else the id."""
+    return img.repo_tags or img.repo_digests or (img.id,)
+
+
+def remove_images(service: ImageService, names: tuple[str, ...], token: CancelToken) -> list[str]:
+    """Remove the images ``names`` name, each once, printing its names; returns the unknown."""
+    found: dict[str, Image] = {}
+    missing: list[str] = []
+    for name in names:  # all looked up first: two names of one image are not "no such image"
+        status = service.image_status(name)
+        if status is None:
+            missing.append(name)
+        else:
+            found.setdefault(status.id, status)
+    for img in found.values():
+        token.raise_if_cancelled()
+        service.remove_image(img.id)
+        for name in removed_names(img):
+            click.echo(f"Deleted: {name}")
+    return missing
 
 
 @click.command("rmi")
 @click.argument("images", nargs=-1, required=True)
 @store_option
-def rmi_command(images: tuple[str, ...], store: Path) -> None:
-    """Remove images (by name, repo@digest or id) and every name they have."""
-    try:
-        service = LocalImageService(store)
-        missing = []
-        for image in images:
-            status = service.image_status(image)
-            if status is None:
-                missing.append(image)
-                continue
-            service.remove_image(image)
-            click.echo(
-                f"Deleted: {familiar_name(status.repo_tags[0]) if status.repo_tags else status.id}"
-            )
-        service.close()
-    except PullwardenError as err:
-        die(str(err), exit_code_for(err))
+@runtime_endpoint_option
+def rmi_command(images: tuple[str, ...], store: Path, runtime_endpoint: str | None) -> None:
+    """Remove images (by name, repo@digest or id) from the embedded store, or the runtime's.
+
+    An image goes with every name it has (containerd too removes the whole image): one
+    `Deleted: <name>` line per tag, as the image service lists them (an untagged image: per
+    repo@digest name, else its id).
+
+    \b
+    Exit status: 0 removed; 2 bad input; 4 some image not found (the others are
+    removed); 7 image store or container runtime failure; 130 / 143 interrupted by
+    SIGINT / SIGTERM.
+    """
+    endpoint = chosen_endpoint(runtime_endpoint)
+    token = CancelToken()
+    with Interrupts(token) as interrupts:
+        try:
+            with image_service(store, endpoint, token) as service:
+                missing = remove_images(service, images, token)
+        except PullCancelledError as err:
+            die(f"{err}: some images may not have been removed", interrupts.exit_status or 130)
+        except PullwardenError as err:
+            die(str(err), exit_code_for(err))
     if missing:
         die(f"no such image: {', '.join(missing)}", EXIT_NOT_FOUND)
