@@ -6,6 +6,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -25,16 +26,16 @@ __all__ = [
 
 EXIT_USAGE = 2
 
-runtime_endpoint_option = click.option(
-    "--runtime-endpoint",
-    envvar="CONTAINER_RUNTIME_ENDPOINT",
-    metavar="unix:///PATH",
-    help="Work on the images of the CRI runtime at this socket (containerd: "
-    "unix:///run/containerd/containerd.sock) instead of the embedded store (run, gc: "
-    "ROOT/images; pull, images, rmi: --store).  For run and gc it beats the config's "
-    "imageServiceEndpoint / containerRuntimeEndpoint.  '' forces the embedded store.  "
-    "[env: CONTAINER_RUNTIME_ENDPOINT]",
-)
+
+def runtime_endpoint_option(purpose: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--runtime-endpoint`` (env ``CONTAINER_RUNTIME_ENDPOINT``, as crictl), for ``purpose``."""
+    return click.option(
+        "--runtime-endpoint",
+        envvar="CONTAINER_RUNTIME_ENDPOINT",
+        metavar="unix:///PATH",
+        help="The CRI container runtime at this socket (containerd: "
+        f"unix:///run/containerd/containerd.sock): {purpose}  [env: CONTAINER_RUNTIME_ENDPOINT]",
+    )
 
 
 def die(message: str, code: int = EXIT_USAGE) -> NoReturn:

@@ -96,6 +96,11 @@ store_option = click.option(
 AnyImageService = LocalImageService | CRIImageService
 
 
+store_runtime_option = runtime_endpoint_option(
+    "work on its images instead of the embedded store (--store); '' forces the store."
+)
+
+
 def exit_code_for(err: PullwardenError) -> int:
     if isinstance(err, UnauthorizedError | DeniedError):
         return EXIT_AUTH
@@ -232,7 +237,7 @@ def progress_bars(enabled: bool) -> Iterator[ProgressCallback | None]:
     help="A docker config.json; its entries for the image's registry are tried in order.",
 )
 @store_option
-@runtime_endpoint_option
+@store_runtime_option
 @click.option(
     "--platform",
     "platform_text",
@@ -476,7 +481,7 @@ def images_data(images: list[Image]) -> dict[str, Any]:
 
 @click.command("images")
 @store_option
-@runtime_endpoint_option
+@store_runtime_option
 @click.option(
     "-o",
     "--output",
@@ -559,7 +564,7 @@ def remove_images(service: ImageService, names: tuple[str, ...], token: CancelTo
 @click.command("rmi")
 @click.argument("images", nargs=-1, required=True)
 @store_option
-@runtime_endpoint_option
+@store_runtime_option
 def rmi_command(images: tuple[str, ...], store: Path, runtime_endpoint: str | None) -> None:
     """Remove images (by name, repo@digest or id) from the embedded store, or the runtime's.
 

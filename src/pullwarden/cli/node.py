@@ -44,6 +44,12 @@ config_option = click.option(
 )
 
 
+node_runtime_option = runtime_endpoint_option(
+    "keep the node's images there instead of ROOT/images; beats the config's "
+    "imageServiceEndpoint / containerRuntimeEndpoint ('' forces the embedded store)."
+)
+
+
 def load_config(path: Path | None) -> KubeletConfig:
     return load_kubelet_config(path) if path is not None else default_kubelet_config()
 
@@ -117,7 +123,7 @@ def check_images(objects: Objects) -> None:
 )
 @config_option
 @root_option
-@runtime_endpoint_option
+@node_runtime_option
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
 @click.option(
     "--no-node-credentials",
@@ -206,7 +212,7 @@ def report_undone(pods: list[PodOutcome], why: str) -> None:
 @click.command("gc")
 @config_option
 @root_option
-@runtime_endpoint_option
+@node_runtime_option
 @click.option(
     "--all",
     "remove_all",

@@ -30,7 +30,7 @@ import yaml
 from click.core import ParameterSource
 
 from pullwarden._gojson import format_rfc3339
-from pullwarden.cli._common import die
+from pullwarden.cli._common import die, runtime_endpoint_option
 from pullwarden.config import default_kubelet_config, load_kubelet_config
 from pullwarden.errors import (
     InvalidReferenceError,
@@ -149,15 +149,9 @@ def plural(n: int, word: str) -> str:
 # -- the runtime's view: which images the node has ---------------------------------------------
 
 
-def runtime_endpoint_option(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    return click.option(
-        "--runtime-endpoint",
-        envvar="CONTAINER_RUNTIME_ENDPOINT",
-        metavar="unix:///PATH",
-        help="Ask the CRI container runtime at this socket (containerd: "
-        "unix:///run/containerd/containerd.sock) which images the node has, and "
-        f"{what}  The runtime is only listed, never changed.  "
-        "[env: CONTAINER_RUNTIME_ENDPOINT]",
+def runtime_option(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return runtime_endpoint_option(
+        f"ask it which images the node has, and {what}  The runtime is only listed, never changed."
     )
 
 
@@ -325,7 +319,7 @@ def records() -> None:
 
 @records.command("ls")
 @kubelet_dir_option
-@runtime_endpoint_option(
+@runtime_option(
     "show which records are for images it no longer has (PRESENT) and which of its images "
     "have no record."
 )
@@ -664,7 +658,7 @@ ABSENT_MESSAGE = (
 
 @records.command("check")
 @kubelet_dir_option
-@runtime_endpoint_option(
+@runtime_option(
     f"report each record whose image it no longer has ({ABSENT_IMAGE}); its images without a "
     "record are listed as notes, not problems."
 )
@@ -838,7 +832,7 @@ PRELOADED_NOTE = (
     required=True,
     help="Only records last updated before this RFC 3339 time are removed ('now' for now).",
 )
-@runtime_endpoint_option(
+@runtime_option(
     "keep the records of exactly those (the keep list the kubelet's image GC hands its hook), "
     "instead of --keep-image-ref, --keep-from or --all.  From the environment it is ignored "
     "when one of those is given."
