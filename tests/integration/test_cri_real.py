@@ -21,7 +21,14 @@ from pullwarden.records import FileRecordStore
 from tests.integration.conftest import RegistryFactory
 from tests.integration.containerd import Containerd
 from tests.integration.infra import ALICE, BOB, Registry, Seeded, Skopeo, TestImages, seed_one
-from tests.integration.test_run_real import outcomes, pod, run, secret
+from tests.integration.test_run_real import (
+    PRELOADED_POLICIES,
+    PRELOADED_POLICY_IDS,
+    outcomes,
+    pod,
+    run,
+    secret,
+)
 
 IMAGE = "private/alice:v1"
 
@@ -170,34 +177,8 @@ def test_parallel_pulls_with_valid_and_invalid_credentials(
     assert manifest_requests(registry, mark, 401) >= 1
 
 
-POLICIES = [
-    ({}, "Ready", "policy"),
-    ({"imagePullCredentialsVerificationPolicy": "NeverVerify"}, "Ready", "policy"),
-    ({"imagePullCredentialsVerificationPolicy": "AlwaysVerify"}, "ErrImagePull", ""),
-    (
-        {
-            "imagePullCredentialsVerificationPolicy": "NeverVerifyAllowlistedImages",
-            "preloadedImagesVerificationAllowlist": ["ALLOWED/*"],
-        },
-        "Ready",
-        "policy",
-    ),
-    (
-        {
-            "imagePullCredentialsVerificationPolicy": "NeverVerifyAllowlistedImages",
-            "preloadedImagesVerificationAllowlist": ["registry.example/*"],
-        },
-        "ErrImagePull",
-        "",
-    ),
-    ({"featureGates": {"KubeletEnsureSecretPulledImages": False}}, "Ready", "featureDisabled"),
-]
-
-
 @pytest.mark.parametrize(
-    ("config", "outcome", "verified_by"),
-    POLICIES,
-    ids=["default", "never-verify", "always-verify", "allowlisted", "not-allowlisted", "gate-off"],
+    ("config", "outcome", "verified_by"), PRELOADED_POLICIES, ids=PRELOADED_POLICY_IDS
 )
 def test_images_imported_with_ctr_are_preloaded(
     containerd: Containerd,

@@ -168,31 +168,41 @@ def preload(root: Path, image: str) -> str:
         return store.pull_image(image, AuthConfig(*ALICE))
 
 
+# (kubelet config, outcome, verifiedBy) of a credential-less pod on a preloaded image
+PRELOADED_POLICIES = [
+    ({}, "Ready", "policy"),
+    ({"imagePullCredentialsVerificationPolicy": "NeverVerify"}, "Ready", "policy"),
+    ({"imagePullCredentialsVerificationPolicy": "AlwaysVerify"}, "ErrImagePull", ""),
+    (
+        {
+            "imagePullCredentialsVerificationPolicy": "NeverVerifyAllowlistedImages",
+            "preloadedImagesVerificationAllowlist": ["ALLOWED/*"],
+        },
+        "Ready",
+        "policy",
+    ),
+    (
+        {
+            "imagePullCredentialsVerificationPolicy": "NeverVerifyAllowlistedImages",
+            "preloadedImagesVerificationAllowlist": ["registry.example/*"],
+        },
+        "ErrImagePull",
+        "",
+    ),
+    ({"featureGates": {"KubeletEnsureSecretPulledImages": False}}, "Ready", "featureDisabled"),
+]
+PRELOADED_POLICY_IDS = [
+    "default",
+    "never-verify",
+    "always-verify",
+    "allowlisted",
+    "not-allowlisted",
+    "gate-off",
+]
+
+
 @pytest.mark.parametrize(
-    ("config", "outcome", "verified_by"),
-    [
-        ({}, "Ready", "policy"),
-        ({"imagePullCredentialsVerificationPolicy": "NeverVerify"}, "Ready", "policy"),
-        ({"imagePullCredentialsVerificationPolicy": "AlwaysVerify"}, "ErrImagePull", ""),
-        (
-            {
-                "imagePullCredentialsVerificationPolicy": "NeverVerifyAllowlistedImages",
-                "preloadedImagesVerificationAllowlist": ["ALLOWED/*"],
-            },
-            "Ready",
-            "policy",
-        ),
-        (
-            {
-                "imagePullCredentialsVerificationPolicy": "NeverVerifyAllowlistedImages",
-                "preloadedImagesVerificationAllowlist": ["registry.example/*"],
-            },
-            "ErrImagePull",
-            "",
-        ),
-        ({"featureGates": {"KubeletEnsureSecretPulledImages": False}}, "Ready", "featureDisabled"),
-    ],
-    ids=["default", "never-verify", "always-verify", "allowlisted", "not-allowlisted", "gate-off"],
+    ("config", "outcome", "verified_by"), PRELOADED_POLICIES, ids=PRELOADED_POLICY_IDS
 )
 def test_policies_on_a_preloaded_image(
     seeded: Seeded,
