@@ -303,12 +303,33 @@ class TokenRequest:
     granted: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
+@dataclass(frozen=True)
+class Exchange:
+    """One ``POST /exchange`` the token server answered (never the token, never a password).
+
+    ``account`` is the registry user handed out (200 only); ``reason`` says why it was refused.
+    """
+
+    status: int
+    reason: str = ""
+    namespace: str = ""
+    service_account: str = ""
+    uid: str = ""
+    pod: str = ""
+    account: str | None = None
+    annotations: tuple[tuple[str, str], ...] = ()
+
+
 class TokenServer:
     """A docker token-auth server (GET with Basic or anonymous, and containerd's POST form).
 
     Tokens are RS256 JWTs whose ``kid`` is the libtrust id of the PKI's token key. Unknown users
     and wrong passwords get 401; scopes outside the rules are silently left out of ``access``.
     Tests may change ``expires_in`` and inspect ``requests``.
+
+    ``POST /exchange`` trades a Kubernetes service-account token (KEP-4412) for registry
+    credentials, as a cloud's workload-identity endpoint does: see :meth:`configure_exchange`,
+    :attr:`exchange_accounts` and :attr:`exchanges`.
     """
 
     def __init__(
@@ -329,6 +350,13 @@ class TokenServer:
         self._pki = pki
         self._lock = threading.Lock()
         self._requests: list[TokenRequest] = []
+        # token exchange: off (every exchange refused) until configure_exchange is called
+        self.exchange_key: bytes | None = None
+        self.exchange_issuer = ""
+        self.exchange_audience = ""
+        # (namespace, name) or (namespace, name, uid) → the registry account handed out
+        self.exchange_accounts: dict[tuple[str, ...], tuple[str, str]] = {}
+        self._exchanges: list[Exchange] = []
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -442,6 +470,82 @@ class TokenServer:
             "issued_at": issued_at,
         }
 
+    # token exchange
+
+    def configure_exchange(self, public_key_pem: bytes, *, issuer: str, audience: str) -> None:
+        """Accept service-account tokens signed by ``public_key_pem`` for issuer and audience."""
+        self.exchange_key = public_key_pem
+        self.exchange_issuer = issuer
+        self.exchange_audience = audience
+
+    @property
+    def exchanges(self) -> list[Exchange]:
+        with self._lock:
+            return list(self._exchanges)
+
+    def exchange(
+        self, token: str, annotations: Mapping[str, str] | None = None
+    ) -> tuple[int, dict[str, Any]]:
+        """Verify a service-account token and answer (status, body); each answer is logged.
+
+        200 ``{"username", "password"}`` for a mapped service account; 400 without a token;
+        401 for a token that does not verify (signature, issuer, audience, expiry, claims);
+        403 for a valid token of a service account the table does not map.
+        """
+        annotated = tuple(sorted((annotations or {}).items()))
+        status, reason, who, account = self._check_token(token)
+        namespace, name, uid, pod = who
+        with self._lock:
+            self._exchanges.append(
+                Exchange(status, reason, namespace, name, uid, pod, account, annotated)
+            )
+        if status != 200 or account is None:
+            return status, {"error": reason}
+        return 200, {"username": account, "password": self.users[account]}
+
+    def _check_token(self, token: str) -> tuple[int, str, tuple[str, str, str, str], str | None]:
+        nobody = ("", "", "", "")
+        if not token:
+            return 400, "no service-account token", nobody, None
+        if self.exchange_key is None:
+            return 401, "token exchange is not configured", nobody, None
+        try:
+            claims = jwt.decode(
+                token,
+                self.exchange_key,
+                algorithms=["RS256", "ES256", "ES384", "ES512"],
+                audience=self.exchange_audience,
+                issuer=self.exchange_issuer,
+                options={"require": ["iss", "sub", "aud", "exp", "iat", "nbf"]},
+            )
+        except jwt.ExpiredSignatureError:
+            return 401, "token expired", nobody, None
+        except jwt.InvalidAudienceError:
+            return 401, "wrong audience", nobody, None
+        except jwt.InvalidIssuerError:
+            return 401, "wrong issuer", nobody, None
+        except jwt.InvalidSignatureError:
+            return 401, "bad signature", nobody, None
+        except jwt.PyJWTError as err:
+            return 401, f"invalid token ({type(err).__name__})", nobody, None
+        k8s = claims.get("kubernetes.io")
+        sa = k8s.get("serviceaccount") if isinstance(k8s, dict) else None
+        pod = k8s.get("pod") if isinstance(k8s, dict) else None
+        if not isinstance(k8s, dict) or not isinstance(sa, dict):
+            return 401, "no kubernetes.io service-account claim", nobody, None
+        who = (
+            str(k8s.get("namespace", "")),
+            str(sa.get("name", "")),
+            str(sa.get("uid", "")),
+            str(pod.get("name", "")) if isinstance(pod, dict) else "",
+        )
+        if claims["sub"] != f"system:serviceaccount:{who[0]}:{who[1]}":
+            return 401, "subject does not match the kubernetes.io claim", who, None
+        mapped = self.exchange_accounts.get(who[:3]) or self.exchange_accounts.get(who[:2])
+        if mapped is None:
+            return 403, f"service account {who[0]}/{who[1]} is not mapped", who, None
+        return 200, "", who, mapped[0]
+
     def check_password(self, username: str, password: str) -> bool:
         expected = self.users.get(username)
         return expected is not None and secrets.compare_digest(expected.encode(), password.encode())
@@ -477,6 +581,9 @@ def _token_handler(server: TokenServer) -> type[BaseHTTPRequestHandler]:
             url = urlsplit(self.path)
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length).decode("utf-8", "replace")
+            if url.path == "/exchange":
+                self._exchange(body)
+                return
             if url.path != "/token":
                 self._reply(404, {"error": "not_found"})
                 return
@@ -494,6 +601,31 @@ def _token_handler(server: TokenServer) -> type[BaseHTTPRequestHandler]:
             if not username:
                 credentials = self._basic_credentials()
             self._answer("POST", credentials, scopes, service, grant_type)
+
+        def _exchange(self, body: str) -> None:
+            """The token from a JSON body ``{"token", "annotations"}``, a form or a Bearer."""
+            token: str = ""
+            annotations: dict[str, str] = {}
+            if self.headers.get("Content-Type", "").startswith("application/json"):
+                try:
+                    document = json.loads(body or "{}")
+                except ValueError:
+                    document = None
+                if not isinstance(document, dict):
+                    self._reply(400, {"error": "body is not a JSON object"})
+                    return
+                value = document.get("token")
+                token = value if isinstance(value, str) else ""
+                raw = document.get("annotations")
+                if isinstance(raw, dict):
+                    annotations = {str(k): str(v) for k, v in raw.items()}
+            else:
+                token = parse_qs(body, keep_blank_values=True).get("token", [""])[0]
+            kind, _, bearer = self.headers.get("Authorization", "").partition(" ")
+            if not token and kind.lower() == "bearer":
+                token = bearer.strip()
+            status, answer = server.exchange(token, annotations)
+            self._reply(status, answer)
 
         def _basic_credentials(self) -> tuple[str, str] | Literal[False] | None:
             header = self.headers.get("Authorization")
