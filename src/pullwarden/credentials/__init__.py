@@ -27,6 +27,17 @@ from pullwarden.credentials._keyring import (
     tracked_to_image_pull_credentials,
     url_matches,
 )
+from pullwarden.credentials._plugins import (
+    CredentialPlugins,
+    PluginFailure,
+    ServiceAccountTokenSource,
+)
+from pullwarden.credentials._provider_config import (
+    CredentialProvider,
+    CredentialProviderConfig,
+    TokenAttributes,
+    load_credential_provider_config,
+)
 from pullwarden.credentials._providers import (
     DockerConfigProvider,
     NodeDockerConfigProvider,
@@ -35,16 +46,22 @@ from pullwarden.credentials._providers import (
 
 __all__ = [
     "AuthEntry",
+    "CredentialPlugins",
+    "CredentialProvider",
+    "CredentialProviderConfig",
     "CredentialSource",
     "DockerConfig",
     "DockerConfigProvider",
     "DockerKeyring",
     "Keyring",
     "NodeDockerConfigProvider",
+    "PluginFailure",
     "ProviderKeyring",
     "SecretLike",
     "SecretSource",
     "ServiceAccountSource",
+    "ServiceAccountTokenSource",
+    "TokenAttributes",
     "TrackedCredential",
     "UnionKeyring",
     "canonical_auth_json",
@@ -52,6 +69,7 @@ __all__ = [
     "credential_hash",
     "is_docker_hub_image",
     "keyring_from_secrets",
+    "load_credential_provider_config",
     "parse_config_json",
     "parse_dockercfg",
     "pod_credentials",
