@@ -47,6 +47,8 @@ BACK_OFF: Final = "BackOff"
 ERR_IMAGE_NEVER_PULL_POLICY: Final = "ErrImageNeverPull"
 INSPECT_FAILED: Final = "InspectFailed"
 FAILED_TO_RETRIEVE_IMAGE_PULL_SECRET: Final = "FailedToRetrieveImagePullSecret"
+# pullwarden's own: the kubelet only logs a credential provider plugin that failed.
+CREDENTIAL_PROVIDER_FAILED: Final = "CredentialProviderFailed"
 
 
 class InvolvedObject(Protocol):

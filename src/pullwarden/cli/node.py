@@ -12,6 +12,7 @@ import click
 
 from pullwarden._cancel import CancelToken
 from pullwarden.cli._common import Interrupts, default_root, die, runtime_endpoint_option
+from pullwarden.cli._providers import credential_provider_options, load_plugins
 from pullwarden.config import KubeletConfig, default_kubelet_config, load_kubelet_config
 from pullwarden.errors import (
     ImageStoreError,
@@ -70,6 +71,7 @@ def outcome_json(pods: list[PodOutcome]) -> dict[str, Any]:
                         "message": c.message,
                         "pulled": c.pulled,
                         "verifiedBy": c.verified_by,
+                        "credential": c.credential,
                         "interrupted": c.interrupted,
                     }
                     for c in p.containers
@@ -130,6 +132,7 @@ def check_images(objects: Objects) -> None:
     is_flag=True,
     help="Do not read the node's docker config.json (ROOT, working dir, ~/.docker, /.docker).",
 )
+@credential_provider_options
 def run_command(
     files: tuple[Path, ...],
     config_path: Path | None,
@@ -137,6 +140,10 @@ def run_command(
     runtime_endpoint: str | None,
     output: str,
     no_node_credentials: bool,
+    provider_config: Path | None,
+    provider_bin_dir: Path | None,
+    signing_key_file: Path | None,
+    issuer: str | None,
 ) -> None:
     """Treat every pod in the files as scheduled to this node and ensure its images.
 
@@ -161,6 +168,7 @@ def run_command(
         check_images(objects)
     except (PullwardenError, OSError) as err:
         die(str(err))
+    plugins = load_plugins(provider_config, provider_bin_dir, signing_key_file, issuer)
     events = StreamRecorder(sys.stderr if output == "json" else sys.stdout)
     token = CancelToken()
     with Interrupts(token) as interrupts:
@@ -172,6 +180,7 @@ def run_command(
                 node_credentials=not no_node_credentials,
                 cancel=token,
                 runtime_endpoint=runtime_endpoint,
+                credential_plugins=plugins,
             ) as node:
                 if isinstance(node.images, CRIImageService):
                     click.echo(

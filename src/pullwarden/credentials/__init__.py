@@ -43,8 +43,15 @@ from pullwarden.credentials._providers import (
     NodeDockerConfigProvider,
     ProviderKeyring,
 )
+from pullwarden.credentials._tokens import (
+    DEFAULT_TOKEN_LIFETIME,
+    TokenIssuer,
+    TokenVerificationError,
+    verify_token,
+)
 
 __all__ = [
+    "DEFAULT_TOKEN_LIFETIME",
     "AuthEntry",
     "CredentialPlugins",
     "CredentialProvider",
@@ -62,6 +69,8 @@ __all__ = [
     "ServiceAccountSource",
     "ServiceAccountTokenSource",
     "TokenAttributes",
+    "TokenIssuer",
+    "TokenVerificationError",
     "TrackedCredential",
     "UnionKeyring",
     "canonical_auth_json",
@@ -75,4 +84,5 @@ __all__ = [
     "pod_credentials",
     "tracked_to_image_pull_credentials",
     "url_matches",
+    "verify_token",
 ]

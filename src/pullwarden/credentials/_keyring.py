@@ -83,13 +83,18 @@ CredentialSource: TypeAlias = SecretSource | ServiceAccountSource
 
 @dataclass(frozen=True, slots=True, repr=False)
 class TrackedCredential:
-    """A stored credential, where it came from and its credential hash (empty if not tracked)."""
+    """A stored credential, where it came from and its credential hash (empty if not tracked).
+
+    ``provider`` names the credential provider plugin that supplied it ("" for pull Secrets and
+    node docker config files); it is only reported, never recorded.
+    """
 
     username: str
     password: str
     email: str = ""
     source: CredentialSource | None = None
     credential_hash: str = ""
+    provider: str = ""
 
     def __repr__(self) -> str:
         password = "<redacted>" if self.password else "''"
@@ -502,11 +507,13 @@ class DockerKeyring:
         source: CredentialSource | None = None,
         *,
         track_hashes: bool = True,
+        provider: str = "",
     ) -> None:
         """Index every entry of ``config`` under its location key, attributed to ``source``.
 
         ``track_hashes`` mirrors the feature gate: when off, credentials carry an empty hash.
-        Entries whose location does not parse as a URL are skipped.
+        ``provider`` names the plugin the config came from.  Entries whose location does not
+        parse as a URL are skipped.
         """
         with self._lock:
             creds = dict(self._snapshot.creds)
@@ -524,7 +531,7 @@ class DockerKeyring:
                     else ""
                 )
                 tracked = TrackedCredential(
-                    entry.username, entry.password, entry.email, source, digest
+                    entry.username, entry.password, entry.email, source, digest, provider
                 )
                 creds[key] = (*creds.get(key, ()), tracked)
             ordered = sorted(creds, key=go_bytes, reverse=True)

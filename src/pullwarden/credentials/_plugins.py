@@ -787,7 +787,7 @@ class CredentialPlugins:
                         err.message,
                     )
                 continue
-            keyring.add(config, identity.source)
+            keyring.add(config, identity.source, provider=runner.name)
         return keyring.lookup(image)
 
     def __repr__(self) -> str:

@@ -20,7 +20,12 @@ from pullwarden.imagemanager._errors import (
     aggregate_error_text,
     classify_pull_error,
 )
-from pullwarden.imagemanager._manager import PULL_POLICIES, EnsureResult, ImageManager
+from pullwarden.imagemanager._manager import (
+    PULL_POLICIES,
+    EnsureResult,
+    ImageManager,
+    PluginKeyrings,
+)
 from pullwarden.imagemanager._pullers import (
     MAX_IMAGE_PULL_REQUESTS,
     STOP_GRACE,
@@ -51,6 +56,7 @@ __all__ = [
     "EnsureResult",
     "ImageManager",
     "ParallelPuller",
+    "PluginKeyrings",
     "PullOutcome",
     "SerialPuller",
     "TokenBucket",

@@ -1,7 +1,9 @@
 """Which credentials a pod has for an image, looked up once per request (spec §2.5, §2.6).
 
 The keyring for one request is the pod's pull Secrets (only when at least one of them is a
-usable docker config Secret) followed by the node's own keyring (docker config files, plugins).
+usable docker config Secret), then the node's own keyring (docker config files), then the
+credential provider plugins' keyring for this pod (node-wide, or bound to the pod's service
+account).
 Its lookup, on the normalised repository of the image, is both the list of credentials a pull
 tries in order and, reduced to the Secrets and the ServiceAccount among them, what the pull
 manager compares with its records.
@@ -45,15 +47,17 @@ def error_text(err: BaseException) -> str:
 
 
 def describe_credential(cred: TrackedCredential | None) -> str:
-    """Who a credential stands for, without any secret: ``secret ns/name``, ``anonymous``, ..."""
+    """Who a credential stands for, without any secret: ``secret ns/name``, ``anonymous``,
+    ``service account ns/name from credential provider ecr``, ..."""
     if cred is None:
         return "anonymous"
     source = cred.source
     if isinstance(source, SecretSource):
         return f"secret {source.namespace}/{source.name}"
+    via = f" from credential provider {cred.provider}" if cred.provider else ""
     if isinstance(source, ServiceAccountSource):
-        return f"service account {source.namespace}/{source.name}"
-    return "node credentials"
+        return f"service account {source.namespace}/{source.name}{via}"
+    return f"node-wide credentials{via}" if via else "node credentials"
 
 
 class CredentialLookup:
@@ -71,10 +75,12 @@ class CredentialLookup:
         node_keyring: Keyring | None,
         *,
         track_hashes: bool,
+        plugin_keyring: Keyring | None = None,
     ) -> None:
         self._image = image
         self._secrets = tuple(pull_secrets)
         self._node_keyring = node_keyring
+        self._plugin_keyring = plugin_keyring
         self._track_hashes = track_hashes
         self._lock = threading.Lock()
         self._done = False
@@ -104,8 +110,7 @@ class CredentialLookup:
         secrets_keyring = keyring_from_secrets(self._secrets, track_hashes=self._track_hashes)
         if secrets_keyring is not None:
             keyrings.append(secrets_keyring)
-        if self._node_keyring is not None:
-            keyrings.append(self._node_keyring)
+        keyrings.extend(k for k in (self._node_keyring, self._plugin_keyring) if k is not None)
         return UnionKeyring(*keyrings).lookup(repository)
 
     def pod_credentials(self) -> PodCredentials:

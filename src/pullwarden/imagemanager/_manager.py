@@ -15,15 +15,21 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 
 from pullwarden._cancel import CancelToken
 from pullwarden._clock import Clock, SystemClock
 from pullwarden._gofmt import MILLISECOND, go_duration, go_quote, seconds_to_ns, truncate
-from pullwarden.credentials import Keyring, TrackedCredential, tracked_to_image_pull_credentials
+from pullwarden.credentials import (
+    Keyring,
+    PluginFailure,
+    TrackedCredential,
+    tracked_to_image_pull_credentials,
+)
 from pullwarden.errors import InvalidReferenceError
 from pullwarden.events import (
     BACK_OFF,
+    CREDENTIAL_PROVIDER_FAILED,
     ERR_IMAGE_NEVER_PULL_POLICY,
     FAILED,
     INSPECT_FAILED,
@@ -53,7 +59,7 @@ from pullwarden.imagemanager._pullers import (
 )
 from pullwarden.imagemanager._throttle import TokenBucket
 from pullwarden.metrics import Metrics
-from pullwarden.objects import Container, Pod, Secret
+from pullwarden.objects import Container, Pod, Secret, ServiceAccount
 from pullwarden.pullmanager import Decision, PullManager, VerifiedBy
 from pullwarden.reference import apply_default_tag, default_pull_policy
 from pullwarden.runtime import ImageService, PodSandbox
@@ -110,13 +116,28 @@ def _failure(
 class _Request:
     """The facts of one ensure call the metric and the log prefix need."""
 
-    __slots__ = ("container", "pod", "present", "required")
+    __slots__ = ("container", "pod", "present", "required", "service_account")
 
-    def __init__(self, pod: Pod, container: Container) -> None:
+    def __init__(
+        self, pod: Pod, container: Container, service_account: ServiceAccount | None = None
+    ) -> None:
         self.pod = pod
         self.container = container
+        self.service_account = service_account
         self.present: bool | None = None
         self.required: bool | None = None
+
+
+class PluginKeyrings(Protocol):
+    """Credential provider plugins, as a keyring for one pod (:class:`~pullwarden.credentials.
+    CredentialPlugins` is one)."""
+
+    def keyring_for(
+        self,
+        pod: Pod | None,
+        service_account: ServiceAccount | None,
+        on_failure: Callable[[PluginFailure], None] | None = None,
+    ) -> Keyring: ...
 
 
 class ImageManager:
@@ -145,6 +166,7 @@ class ImageManager:
         *,
         events: EventRecorder | None = None,
         node_keyring: Keyring | None = None,
+        plugins: PluginKeyrings | None = None,
         serialize_image_pulls: bool = True,
         max_parallel_image_pulls: int | None = None,
         registry_pull_qps: float = 5.0,
@@ -159,6 +181,7 @@ class ImageManager:
         self.pull_manager = pull_manager
         self.events = events
         self.node_keyring = node_keyring
+        self.plugins = plugins
         self.clock: Clock = clock or SystemClock()
         if metrics is None:
             metrics = pull_manager.metrics if pull_manager is not None else Metrics()
@@ -201,6 +224,22 @@ class ImageManager:
         level = logging.WARNING if type == WARNING else logging.INFO
         log.log(level, "%s %s", prefix, message)
 
+    def _plugin_keyring(self, req: _Request) -> Keyring | None:
+        """The plugins' keyring for this pod; a plugin that fails is a Warning event."""
+        if self.plugins is None:
+            return None
+
+        def failed(failure: PluginFailure) -> None:
+            self._event(
+                req,
+                WARNING,
+                CREDENTIAL_PROVIDER_FAILED,
+                f"credential provider {failure.provider} gave no credentials for "
+                f"{go_quote(failure.image)}: {failure.message}",
+            )
+
+        return self.plugins.keyring_for(req.pod, req.service_account, failed)
+
     def _never_pull(self, req: _Request) -> EnsureResult:
         """The answer for ``Never`` whether the image is absent or merely not usable."""
         message = (
@@ -213,12 +252,18 @@ class ImageManager:
     # -- EnsureImageExists (spec §1.3) -------------------------------------------------------
 
     def ensure_image_exists(
-        self, pod: Pod, container: Container, pull_secrets: Sequence[Secret]
+        self,
+        pod: Pod,
+        container: Container,
+        pull_secrets: Sequence[Secret],
+        service_account: ServiceAccount | None = None,
     ) -> EnsureResult:
         """Make ``container``'s image available to ``pod`` as the kubelet would.
 
         ``pull_secrets`` are the pod's image pull Secrets that could be found, in the pod's
-        order.  Never raises for anything a kubelet reports as a container error.
+        order; ``service_account`` is the pod's ServiceAccount when it is known (credential
+        provider plugins with ``tokenAttributes`` need it).  Never raises for anything a
+        kubelet reports as a container error.
         """
         policy = container.image_pull_policy or default_pull_policy(container.image)
         if policy not in PULL_POLICIES:
@@ -226,7 +271,7 @@ class ImageManager:
                 f"container {container.name!r}: unknown imagePullPolicy {policy!r} "
                 f"(expected one of {', '.join(PULL_POLICIES)})"
             )
-        req = _Request(pod, container)
+        req = _Request(pod, container, service_account)
         try:
             return self._ensure(req, policy, pull_secrets)
         finally:
@@ -262,6 +307,7 @@ class ImageManager:
             pull_secrets,
             self.node_keyring,
             track_hashes=self.feature_gate_enabled,
+            plugin_keyring=self._plugin_keyring(req),
         )
 
         if image_ref:

@@ -33,10 +33,16 @@ from pullwarden.config import KubeletConfig
 from pullwarden.credentials import NodeDockerConfigProvider, ProviderKeyring
 from pullwarden.errors import NodeBusyError, PullwardenError
 from pullwarden.events import EventRecorder, ListRecorder
-from pullwarden.imagemanager import ERR_IMAGE_PULL, STOP_GRACE, EnsureResult, ImageManager
+from pullwarden.imagemanager import (
+    ERR_IMAGE_PULL,
+    STOP_GRACE,
+    EnsureResult,
+    ImageManager,
+    PluginKeyrings,
+)
 from pullwarden.metrics import Metrics
 from pullwarden.node._gc import DiskStats, GCReport, ImageGC, image_fs_stats
-from pullwarden.objects import Container, Objects, Pod, Secret
+from pullwarden.objects import Container, Objects, Pod, Secret, ServiceAccount
 from pullwarden.policy import PolicyEnforcer
 from pullwarden.pullmanager import Protections, PullManager, VerifiedBy
 from pullwarden.records import IMAGE_MANAGER_DIR, CachedRecordStore, FileRecordStore
@@ -115,6 +121,7 @@ class Node:
         protections: Protections | None = None,
         cancel: CancelToken | None = None,
         runtime_endpoint: str | None = None,
+        credential_plugins: PluginKeyrings | None = None,
     ) -> None:
         self.root = Path(root)
         self._lock_fd = _lock_root(self.root)
@@ -164,6 +171,7 @@ class Node:
                 self.pull_manager,
                 events=self.events,
                 node_keyring=node_keyring,
+                plugins=credential_plugins,
                 serialize_image_pulls=config.serialize_image_pulls,
                 max_parallel_image_pulls=config.max_parallel_image_pulls,
                 registry_pull_qps=config.registry_pull_qps,
@@ -278,9 +286,10 @@ class Node:
 
     def run_pod(self, pod: Pod, objects: Objects) -> PodOutcome:
         secrets = self._pull_secrets(pod, objects)
+        account = _service_account(pod, objects)
         outcomes = []
         for init, container in _containers(pod):
-            result = self.manager.ensure_image_exists(pod, container, secrets)
+            result = self.manager.ensure_image_exists(pod, container, secrets, account)
             outcomes.append(self._outcome(container, result, init))
         return PodOutcome(pod.namespace, pod.name, pod.uid, tuple(outcomes))
 
@@ -339,6 +348,11 @@ class Node:
                 "ImageGCed",
                 f"Removed image {name} ({image.size} bytes): {report.reasons[image.id]}",
             )
+
+
+def _service_account(pod: Pod, objects: Objects) -> ServiceAccount | None:
+    """The pod's ServiceAccount among the objects (``default`` when the pod names none)."""
+    return objects.service_accounts.get((pod.namespace, pod.service_account_name or "default"))
 
 
 def _containers(pod: Pod) -> list[tuple[bool, Container]]:
