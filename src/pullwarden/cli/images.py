@@ -30,7 +30,15 @@ from rich.progress import (
 
 from pullwarden._cancel import CancelToken
 from pullwarden.cli._common import Interrupts, default_store, die, runtime_endpoint_option
-from pullwarden.credentials import DockerKeyring, parse_config_json
+from pullwarden.cli._providers import credential_provider_options, load_plugins
+from pullwarden.credentials import (
+    CredentialPlugins,
+    DockerKeyring,
+    Keyring,
+    PluginFailure,
+    UnionKeyring,
+    parse_config_json,
+)
 from pullwarden.errors import (
     ContainerRuntimeError,
     DeniedError,
@@ -175,27 +183,42 @@ def parse_hosts(
 
 
 def candidate_auths(
-    image: str, username: str | None, password_stdin: bool, docker_config: Path | None
+    image: str,
+    username: str | None,
+    password_stdin: bool,
+    docker_config: Path | None,
+    plugins: CredentialPlugins | None = None,
 ) -> list[AuthConfig | None]:
-    """The credentials to try, in order (as the kubelet tries its keyring); [None] = anonymous."""
+    """The credentials to try, in order (as the kubelet tries its keyring): -u alone, or the
+    docker config's entries for the image followed by the credential provider plugins' (no
+    pod: node-wide plugins only); [None] = anonymous."""
     if username is not None:
         password = sys.stdin.readline().rstrip("\r\n") if password_stdin else ""
         return [AuthConfig(username=username, password=password)]
     if password_stdin:
         raise click.BadParameter("--password-stdin needs --username")
-    if docker_config is None:
-        return [None]
-    try:
-        config = parse_config_json(docker_config.read_bytes())
-    except OSError as err:
-        raise click.BadParameter(f"cannot read {docker_config}: {err.strerror}") from None
-    keyring = DockerKeyring()
-    keyring.add(config, track_hashes=False)
+    keyrings: list[Keyring] = []
+    if docker_config is not None:
+        try:
+            config = parse_config_json(docker_config.read_bytes())
+        except OSError as err:
+            raise click.BadParameter(f"cannot read {docker_config}: {err.strerror}") from None
+        keyring = DockerKeyring()
+        keyring.add(config, track_hashes=False)
+        keyrings.append(keyring)
+    if plugins is not None:
+        keyrings.append(plugins.keyring_for(None, None, report_plugin_failure))
     repository, _tag, _digest = parse_image_name(image)
-    found = keyring.lookup(repository)
-    if not found:
-        return [None]
-    return [AuthConfig(username=c.username, password=c.password) for c in found]
+    found = UnionKeyring(*keyrings).lookup(repository)
+    return [AuthConfig(username=c.username, password=c.password) for c in found] or [None]
+
+
+def report_plugin_failure(failure: PluginFailure) -> None:
+    click.echo(
+        f"warning: credential provider {failure.provider} gave no credentials for "
+        f"{failure.image}: {failure.message}",
+        err=True,
+    )
 
 
 @contextmanager
@@ -261,6 +284,7 @@ def progress_bars(enabled: bool) -> Iterator[ProgressCallback | None]:
     "Embedded store only.",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars; print only the image ref.")
+@credential_provider_options
 def pull_command(
     image: str,
     username: str | None,
@@ -272,12 +296,17 @@ def pull_command(
     insecure: tuple[str, ...],
     ca_files: tuple[str, ...],
     quiet: bool,
+    provider_config: Path | None,
+    provider_bin_dir: Path | None,
+    signing_key_file: Path | None,
+    issuer: str | None,
 ) -> None:
     """Pull IMAGE into the embedded store, or the runtime's, and print its image ref.
 
     The image ref is the image id, sha256:<config digest> (with a runtime: the ref it reports).
     Each credential is tried in order (-u, or the --docker-config entries for the image's
-    registry; neither: anonymous).
+    registry then the credential provider plugins' that need no service account; none:
+    anonymous).
 
     Embedded store: blobs already in the store are not downloaded again, so pulling an image
     that is present costs one manifest request, which still proves the credentials can read
@@ -295,7 +324,8 @@ def pull_command(
     try:
         platform = Platform.parse(platform_text) if platform_text else Platform.host()
         hosts = parse_hosts(insecure, ca_files, image)
-        auths = candidate_auths(image, username, password_stdin, docker_config)
+        plugins = load_plugins(provider_config, provider_bin_dir, signing_key_file, issuer)
+        auths = candidate_auths(image, username, password_stdin, docker_config, plugins)
     except click.BadParameter as err:
         die(err.format_message(), EXIT_USAGE)
     except (InvalidReferenceError, DockerConfigError) as err:
