@@ -31,7 +31,9 @@ from click.core import ParameterSource
 
 from pullwarden._gojson import format_rfc3339
 from pullwarden.cli._common import die, runtime_endpoint_option
+from pullwarden.cli._providers import credential_provider_options
 from pullwarden.config import default_kubelet_config, load_kubelet_config
+from pullwarden.credentials import load_credential_provider_config
 from pullwarden.errors import (
     InvalidReferenceError,
     PullwardenError,
@@ -605,6 +607,7 @@ def explain_text(d: Decision) -> list[str]:
     f"Only allowed with {VerificationPolicy.NEVER_VERIFY_ALLOWLISTED_IMAGES.value}.",
 )
 @output_option("json")
+@credential_provider_options
 def explain_command(
     kubelet_dir: Path,
     image: str,
@@ -616,12 +619,21 @@ def explain_command(
     policy: str | None,
     allowlist: tuple[str, ...],
     output: str,
+    provider_config: Path | None,
+    provider_bin_dir: Path | None,
+    signing_key_file: Path | None,
+    issuer: str | None,
 ) -> None:
     """Would a pod with these credentials be allowed to use this cached image, and why?
 
     Answers exactly as the kubelet's MustAttemptImagePull would, reading the records under
     KUBELET_DIR/image_manager and writing nothing.  The image, the policy and the allowlist
     are checked as the kubelet checks them; anything it would refuse is an error here.
+
+    With --image-credential-provider-config the pod's service account counts only if a
+    provider with tokenAttributes matches the image (a kubelet offers a service account for
+    verification only through such a plugin; node-wide plugin credentials never prove a pod's
+    access).  The plugins are not run: explain assumes a matching one answers.
     """
     check_image(image)
     enforcer = explain_enforcer(config_path, policy, allowlist)
@@ -632,6 +644,9 @@ def explain_command(
         die(err.format_message())
     except PullwardenError as err:
         die(str(err))
+    notes: list[str] = []
+    if provider_config is not None:
+        account, notes = providers_for_explain(provider_config, image, account)
     store = open_store(kubelet_dir)
     manager = PullManager(store, enforcer, None, metrics=Metrics())
     decision = manager.decide(image, image_ref, lambda: (pod_secrets, account), write=False)
@@ -642,12 +657,47 @@ def explain_command(
                     "mustPull": decision.must_pull,
                     "result": decision.result,
                     "reason": decision.reason,
+                    "providers": notes,
                 }
             )
         )
         return
+    for line in notes:
+        click.echo(f"Provider:   {line}")
     for line in explain_text(decision):
         click.echo(line)
+
+
+def providers_for_explain(
+    path: Path, image: str, account: ImagePullServiceAccount | None
+) -> tuple[ImagePullServiceAccount | None, list[str]]:
+    """The service account a kubelet would offer for ``image`` with these providers, and one
+    line per provider that matches the image."""
+    try:
+        config = load_credential_provider_config(path)
+    except PullwardenError as err:
+        die(str(err))
+    repository, _tag, _digest = parse_image_name(apply_default_tag(image))
+    matching = [p for p in config.providers if p.matches(repository)]
+    notes = [
+        f"{p.name} matches the image: "
+        + (
+            f"its credentials belong to the pod's service account (audience "
+            f"{p.token_attributes.service_account_token_audience})"
+            if p.token_attributes is not None
+            else "node-wide credentials, which never prove a pod's access"
+        )
+        for p in matching
+    ]
+    if account is not None and not any(p.token_attributes is not None for p in matching):
+        notes.append(
+            f"no provider with tokenAttributes matches the image: the service account "
+            f"{account.namespace}/{account.name} is not offered for verification"
+        )
+        account = None
+    if not matching:
+        notes.append("no provider matches the image")
+    return account, notes
 
 
 ABSENT_IMAGE = "absent-image"

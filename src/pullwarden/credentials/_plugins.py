@@ -60,7 +60,6 @@ from pullwarden.credentials._keyring import (
     Keyring,
     ServiceAccountSource,
     TrackedCredential,
-    url_matches,
 )
 from pullwarden.credentials._provider_config import (
     CACHE_TYPE_TOKEN,
@@ -513,7 +512,7 @@ class _Runner:
         return self.provider.name
 
     def matches(self, image: str) -> bool:
-        return any(url_matches(pattern, image) for pattern in self.provider.match_images)
+        return self.provider.matches(image)
 
     # --- service accounts ---------------------------------------------------------------
 

@@ -42,7 +42,7 @@ import yaml
 from pullwarden._gofmt import go_duration, go_quote, parse_go_duration
 from pullwarden._gojson import go_bytes
 from pullwarden._nesting import NestingError, check_yaml, loads_json
-from pullwarden.credentials._keyring import _parse_url, _URLError
+from pullwarden.credentials._keyring import _parse_url, _URLError, url_matches
 from pullwarden.errors import ConfigError
 from pullwarden.objects import describe_value
 
@@ -119,6 +119,10 @@ class CredentialProvider:
     env: tuple[tuple[str, str], ...] = ()
     token_attributes: TokenAttributes | None = None
     source: str = ""
+
+    def matches(self, repository: str) -> bool:
+        """Whether one of ``matchImages`` applies to ``repository`` (the keyring's glob rules)."""
+        return any(url_matches(pattern, repository) for pattern in self.match_images)
 
     def __repr__(self) -> str:
         env = tuple(name for name, _value in self.env)
