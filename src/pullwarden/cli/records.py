@@ -657,8 +657,8 @@ def explain_command(
                     "mustPull": decision.must_pull,
                     "result": decision.result,
                     "reason": decision.reason,
-                    "providers": notes,
                 }
+                | ({"providers": notes} if provider_config is not None else {})
             )
         )
         return
