@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -182,10 +182,31 @@ def test_public_key_pem_verifies_the_tokens(tmp_path: Path, keys: dict[str, Key]
         jwt.decode(token, loaded, algorithms=[key.alg], audience=AUDIENCE, options=NO_TIME_CHECKS)
 
 
-def test_every_token_has_its_own_jti(tmp_path: Path, keys: dict[str, Key]) -> None:
+def test_every_pod_gets_its_own_token_and_jti(tmp_path: Path, keys: dict[str, Key]) -> None:
     issuer = _issuer(tmp_path, keys["p256-sec1"])
-    tokens = [issuer.token(pod=POD, service_account=SA, audience=AUDIENCE) for _ in range(20)]
+    pods = [replace(POD, uid=f"pod-uid-{i}", name=f"builder-{i}") for i in range(20)]
+    tokens = [issuer.token(pod=p, service_account=SA, audience=AUDIENCE) for p in pods]
     assert len({_segments(t)[1]["jti"] for t in tokens}) == 20
+    other = issuer.token(pod=POD, service_account=SA, audience="another.audience")
+    assert other not in tokens
+
+
+def test_a_token_is_reused_until_80_percent_of_its_life(
+    tmp_path: Path, keys: dict[str, Key]
+) -> None:
+    """As the kubelet's token manager does: a plugin cache keyed by the token can then hit."""
+    now = [1000.0]
+    issuer = TokenIssuer(
+        _write(tmp_path, keys["p256-sec1"].pem), ISSUER, clock=lambda: now[0], lifetime=1000
+    )
+    first = issuer.token(pod=POD, service_account=SA, audience=AUDIENCE)
+    now[0] = 1799.0
+    assert issuer.token(pod=POD, service_account=SA, audience=AUDIENCE) == first
+    now[0] = 1800.0
+    renewed = issuer.token(pod=POD, service_account=SA, audience=AUDIENCE)
+    assert renewed != first and _segments(renewed)[1]["iat"] == 1800
+    recreated = replace(SA, uid="sa-uid-2")  # a re-created service account: a new token
+    assert issuer.token(pod=POD, service_account=recreated, audience=AUDIENCE) != renewed
 
 
 def test_lifetime_and_clock(tmp_path: Path, keys: dict[str, Key]) -> None:

@@ -53,6 +53,7 @@ import base64
 import hashlib
 import math
 import re
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -231,6 +232,11 @@ def _load_signing_key(path: Path) -> RSAPrivateKey | EllipticCurvePrivateKey:
     raise fail(f"no usable private key: found PEM blocks {found}; expected one of {wanted}")
 
 
+_REFRESH_FRACTION: Final = 0.8  # the kubelet's token manager renews a token 80 % through its life
+_REFRESH_AGE: Final = 24 * 3600.0  # ... or once it is a day old
+_MAX_CACHED_TOKENS: Final = 4096
+
+
 class TokenIssuer:
     """Signs bound service-account tokens as kube-apiserver would, with a configured key.
 
@@ -241,15 +247,21 @@ class TokenIssuer:
     is valid (the API server's default, one hour; 10 minutes to 2^32 s).  ``node_name`` and
     ``node_uid``, when given, add the ``kubernetes.io.node`` claim the API server adds for a pod
     scheduled to a node.  ``clock`` gives the current time in seconds since the epoch.
+
+    Tokens are reused as the kubelet's token manager reuses them: the same pod, service account
+    and audience get the same token until it is 80 % through its lifetime (or 24 hours old),
+    so a plugin cache keyed by the token (``cacheType: Token``) can hit.  Thread-safe.
     """
 
     __slots__ = (
         "_algorithm",
+        "_cache",
         "_clock",
         "_issuer",
         "_key",
         "_key_id",
         "_lifetime",
+        "_lock",
         "_node",
         "_public_pem",
         "_signing_key_file",
@@ -297,6 +309,8 @@ class TokenIssuer:
             if node_uid:
                 node["uid"] = node_uid
         self._node = node
+        self._lock = threading.Lock()
+        self._cache: dict[tuple[str, ...], tuple[float, str]] = {}  # key → (refresh at, token)
 
     @property
     def signing_key_file(self) -> Path:
@@ -336,8 +350,6 @@ class TokenIssuer:
         Raises :class:`ValueError` (as the API server answers BadRequest) when the audience is
         empty, a name or UID is missing, or the pod does not run as this service account.
         """
-        import jwt
-
         if not audience:
             raise ValueError("a service account token needs an audience")
         namespace, name = service_account.namespace, service_account.name
@@ -352,6 +364,22 @@ class TokenIssuer:
                 f"{pod.namespace}/{pod.name}, which runs as {pod.namespace}/{running_as}"
             )
         now = self._clock()
+        key = (pod.namespace, pod.name, pod.uid, name, service_account.uid, audience)
+        with self._lock:
+            cached = self._cache.get(key)
+            if cached is not None and now < cached[0]:
+                return cached[1]
+            token = self._sign(pod, service_account, audience, now)
+            if len(self._cache) >= _MAX_CACHED_TOKENS:
+                self._cache = {k: v for k, v in self._cache.items() if now < v[0]}
+            refresh = now + min(_REFRESH_FRACTION * self._lifetime, _REFRESH_AGE)
+            self._cache[key] = (refresh, token)
+            return token
+
+    def _sign(self, pod: Pod, service_account: ServiceAccount, audience: str, now: float) -> str:
+        import jwt
+
+        namespace, name = service_account.namespace, service_account.name
         issued = math.floor(now)
         kubernetes: dict[str, Any] = {"namespace": namespace}
         if self._node:
