@@ -13,8 +13,8 @@ process, in rotating order, each ``--checks`` times (median, and p90):
   RSA-signed issuer) -- milliseconds, not microseconds.
 
 Also the cold lookup alone (one plugin exec), a token signed for a new pod, and a token reused
-(the issuer, like the kubelet's token manager, reuses a token until 80 % of its life).  The plugin is
-``tests/credentials/plugins/static_creds.py``; the token is signed by
+(the issuer, like the kubelet's token manager, reuses a token until 80 % of its life).  The
+plugin is ``tests/credentials/plugins/static_creds.py``; the token is signed by
 ``pullwarden.credentials.TokenIssuer``.
 
     python bench/providers.py [--checks 2000] [--cold 40]
@@ -99,8 +99,7 @@ def provider(duration: str) -> CredentialProvider:
         match_images=("*.example",),
         default_cache_duration=0.0,
         api_version=V1,
-        args=("--username", "plugin-user", "--password", "plugin-pw")
-        + ("--cache-duration", duration),
+        args=("--username", "plugin-user", "--password", "plugin-pw", "--cache-duration", duration),
         token_attributes=TokenAttributes(REGISTRY, "ServiceAccount", True, (), ()),
     )
 
