@@ -42,10 +42,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Final
 
-import yaml
-
+from pullwarden._documents import read_document
 from pullwarden._gofmt import go_duration, parse_go_duration
-from pullwarden._nesting import NestingError, check_yaml, loads_json
 from pullwarden.errors import ConfigError
 from pullwarden.objects import describe_value
 from pullwarden.policy import (
@@ -519,62 +517,4 @@ def load_kubelet_config(path: Path) -> KubeletConfig:
     themselves included), the wrong kind or apiVersion, and invalid values raise
     :class:`ConfigError`.
     """
-    source = str(path)
-    text = _read_text(path, source)
-    if text.lstrip().startswith("{"):
-        # JSON first (YAML parsers reject some valid JSON, such as tab indentation); a ``.yaml``
-        # file in YAML flow style that is not JSON falls through to the YAML parser.
-        doc = _json_document(text, source, json_only=path.suffix == ".json")
-        if doc is not None:
-            return parse_kubelet_config(doc, source)
-    return parse_kubelet_config(_yaml_document(text, source), source)
-
-
-def _read_text(path: Path, source: str) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
-        raise _error(source, [f"cannot read: {reason}"]) from None
-
-
-def _json_document(text: str, source: str, *, json_only: bool) -> Any:
-    """The JSON object ``text`` holds; None when it is not JSON and may still be YAML.
-
-    With ``json_only`` (a ``.json`` file), text that is not JSON raises instead.
-    """
-    try:
-        return loads_json(text)
-    except NestingError as err:
-        if json_only:
-            raise _error(
-                source, [f"line {err.line}, column {err.column}: invalid JSON: {err}"]
-            ) from None
-    except json.JSONDecodeError as err:
-        if json_only:
-            raise _error(
-                source, [f"line {err.lineno}, column {err.colno}: invalid JSON: {err.msg}"]
-            ) from None
-    return None
-
-
-def _yaml_document(text: str, source: str) -> Any:
-    """The one YAML document ``text`` holds (empty documents do not count)."""
-    try:
-        check_yaml(text, yaml.SafeLoader)
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
-    except NestingError as err:
-        raise _error(
-            source, [f"line {err.line}, column {err.column}: invalid YAML: {err}"]
-        ) from None
-    except yaml.MarkedYAMLError as err:
-        mark = err.problem_mark or err.context_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise _error(source, [f"{where}invalid YAML: {err.problem or err}"]) from None
-    except yaml.YAMLError as err:
-        raise _error(source, [f"invalid YAML: {err}"]) from None
-    if not docs:
-        raise _error(source, [f"empty file: expected a {KIND} document"])
-    if len(docs) > 1:
-        raise _error(source, [f"expected one {KIND} document, found {len(docs)}"])
-    return docs[0]
+    return parse_kubelet_config(read_document(path, KIND), str(path))

@@ -39,9 +39,9 @@ from typing import Any, Final
 
 import yaml
 
+from pullwarden._documents import read_document
 from pullwarden._gofmt import go_duration, go_quote, parse_go_duration
 from pullwarden._gojson import go_bytes
-from pullwarden._nesting import NestingError, check_yaml, loads_json
 from pullwarden.credentials._keyring import _parse_url, _URLError, url_matches
 from pullwarden.errors import ConfigError
 from pullwarden.objects import describe_value
@@ -631,65 +631,16 @@ def _error(source: str, problems: Sequence[str]) -> ConfigError:
     return ConfigError(source=source, problems=problems)
 
 
-def _read_text(path: Path, source: str) -> str:
-    try:
-        return path.read_bytes().decode("utf-8")
-    except OSError as err:
-        raise _error(source, [f"cannot read: {err.strerror or type(err).__name__}"]) from None
-    except UnicodeDecodeError:
-        raise _error(source, ["cannot read: the file is not UTF-8 text"]) from None
-
-
-def _json_document(text: str, source: str, *, json_only: bool) -> tuple[bool, Any]:
-    """(True, document) if ``text`` is JSON; (False, None) when it may still be YAML."""
-    try:
-        return True, loads_json(text, object_pairs_hook=_Object, parse_constant=_reject_constant)
-    except NestingError as err:
-        if json_only:
-            raise _error(
-                source, [f"line {err.line}, column {err.column}: invalid JSON: {err}"]
-            ) from None
-    except json.JSONDecodeError as err:
-        if json_only:
-            raise _error(
-                source, [f"line {err.lineno}, column {err.colno}: invalid JSON: {err.msg}"]
-            ) from None
-    except ValueError:
-        if json_only:
-            raise _error(source, ["invalid JSON"]) from None
-    return False, None
-
-
-def _yaml_document(text: str, source: str) -> Any:
-    try:
-        check_yaml(text, _Loader)
-        docs = [d for d in yaml.load_all(text, Loader=_Loader) if d is not None]
-    except NestingError as err:
-        raise _error(
-            source, [f"line {err.line}, column {err.column}: invalid YAML: {err}"]
-        ) from None
-    except yaml.MarkedYAMLError as err:
-        mark = err.problem_mark or err.context_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise _error(source, [f"{where}invalid YAML: {err.problem or err}"]) from None
-    except yaml.YAMLError as err:
-        raise _error(source, [f"invalid YAML: {err}"]) from None
-    if not docs:
-        raise _error(source, [f"empty file: expected a {CONFIG_KIND} document"])
-    if len(docs) > 1:
-        raise _error(source, [f"expected one {CONFIG_KIND} document, found {len(docs)}"])
-    return docs[0]
-
-
 def _load_file(path: Path) -> list[CredentialProvider]:
     """The validated providers of one file; raises :class:`ConfigError` naming the file."""
     source = str(path)
-    text = _read_text(path, source)
-    is_json, doc = False, None
-    if text.lstrip().startswith("{"):
-        is_json, doc = _json_document(text, source, json_only=path.suffix == ".json")
-    if not is_json:
-        doc = _yaml_document(text, source)
+    doc = read_document(
+        path,
+        CONFIG_KIND,
+        yaml_loader=_Loader,
+        object_pairs_hook=_Object,
+        parse_constant=_reject_constant,
+    )
     raw, problems = _decode_document(doc)
     if problems:
         raise _error(source, problems)
