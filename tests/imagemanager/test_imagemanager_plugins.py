@@ -120,9 +120,7 @@ def test_a_token_plugin_s_credentials_belong_to_the_pod_s_service_account(
     rig = rig_with(tmp_path, clock, bin_dir, bound)
     with rig.manager:
         first = rig.manager.ensure_image_exists(pod(), pod().containers[0], [], ACCOUNT)
-        again = rig.manager.ensure_image_exists(
-            pod("pod-uid-2"), pod().containers[0], [], ACCOUNT
-        )
+        again = rig.manager.ensure_image_exists(pod("pod-uid-2"), pod().containers[0], [], ACCOUNT)
         other = ServiceAccount("sa-uid-9", "team-a", "other")
         stranger = rig.manager.ensure_image_exists(
             pod("pod-uid-3", "other"), pod().containers[0], [], other
