@@ -562,6 +562,10 @@ def _parse_scope(scope: str) -> tuple[str, str, set[str]] | None:
 def _token_handler(server: TokenServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # Each answer leaves in one write (``_reply``), and without Nagle's algorithm: on a
+        # kept-alive connection an answer split in two small writes waited for the client's
+        # delayed ACK before its second part went out (about 40 ms per token request).
+        disable_nagle_algorithm = True
 
         def log_message(self, format: str, *args: Any) -> None:
             """Silent: the request log lives in ``TokenServer.requests``."""
@@ -672,14 +676,18 @@ def _token_handler(server: TokenServer) -> type[BaseHTTPRequestHandler]:
         def _reply(
             self, status: int, body: Mapping[str, Any], headers: Mapping[str, str] | None = None
         ) -> None:
+            """The whole answer, head and body, in one write."""
             data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            for name, value in (headers or {}).items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(data)
+            fields = {
+                "Server": self.version_string(),
+                "Date": self.date_time_string(),
+                "Content-Type": "application/json",
+                "Content-Length": str(len(data)),
+                **(headers or {}),
+            }
+            lines = [f"{self.protocol_version} {status} {self.responses[status][0]}"]
+            lines += [f"{name}: {value}" for name, value in fields.items()]
+            self.wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + data)
 
     return Handler
 
