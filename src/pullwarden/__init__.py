@@ -21,12 +21,19 @@ come from are, top to bottom (design.md §2; imports only point downwards):
 
 :mod:`pullwarden.testing` holds test doubles (``FakeClock``); they are not exported here.
 Modules whose names start with ``_`` are private to their package.
+
+``import pullwarden`` loads only the exception tree: every other name is imported when it is
+first used, so a program (or a command) pays only for what it touches.
 """
 
-from pullwarden._clock import Clock, SystemClock
-from pullwarden.credentials import credential_hash
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from pullwarden.errors import (
     ConfigError,
+    ContainerRuntimeError,
     CredentialError,
     DeniedError,
     DigestMismatchError,
@@ -40,6 +47,7 @@ from pullwarden.errors import (
     NotFoundError,
     PolicyError,
     PullCancelledError,
+    PullOutcomeUnknownError,
     PullwardenError,
     RecordDecodeError,
     RecordError,
@@ -47,33 +55,67 @@ from pullwarden.errors import (
     RecordWriteError,
     RegistryError,
     RegistryUnavailableError,
+    RuntimeUnavailableError,
     TooLargeError,
     UnauthorizedError,
     UnknownPolicyError,
     UnsupportedMediaTypeError,
 )
-from pullwarden.imagemanager import EnsureResult, ImageManager
-from pullwarden.metrics import Metrics
-from pullwarden.node import Node
-from pullwarden.policy import PolicyEnforcer, VerificationPolicy, validate_allowlist
-from pullwarden.pullmanager import Decision, Protections, PullManager
-from pullwarden.records import (
-    CachedRecordStore,
-    FileRecordStore,
-    ImagePullCredentials,
-    ImagePulledRecord,
-    ImagePullIntent,
-    ImagePullSecret,
-    ImagePullServiceAccount,
-)
-from pullwarden.runtime import LocalImageService, RegistryClient
+
+if TYPE_CHECKING:
+    from pullwarden._clock import Clock, SystemClock
+    from pullwarden.credentials import credential_hash
+    from pullwarden.imagemanager import EnsureResult, ImageManager
+    from pullwarden.metrics import Metrics
+    from pullwarden.node import Node
+    from pullwarden.policy import PolicyEnforcer, VerificationPolicy, validate_allowlist
+    from pullwarden.pullmanager import Decision, Protections, PullManager
+    from pullwarden.records import (
+        CachedRecordStore,
+        FileRecordStore,
+        ImagePullCredentials,
+        ImagePulledRecord,
+        ImagePullIntent,
+        ImagePullSecret,
+        ImagePullServiceAccount,
+    )
+    from pullwarden.runtime import CRIImageService, LocalImageService, RegistryClient
 
 __version__ = "0.1.0"
 
+# name → the module it comes from, imported on first use (module __getattr__, PEP 562)
+_LAZY = {
+    "CRIImageService": "pullwarden.runtime",
+    "CachedRecordStore": "pullwarden.records",
+    "Clock": "pullwarden._clock",
+    "Decision": "pullwarden.pullmanager",
+    "EnsureResult": "pullwarden.imagemanager",
+    "FileRecordStore": "pullwarden.records",
+    "ImageManager": "pullwarden.imagemanager",
+    "ImagePullCredentials": "pullwarden.records",
+    "ImagePullIntent": "pullwarden.records",
+    "ImagePullSecret": "pullwarden.records",
+    "ImagePullServiceAccount": "pullwarden.records",
+    "ImagePulledRecord": "pullwarden.records",
+    "LocalImageService": "pullwarden.runtime",
+    "Metrics": "pullwarden.metrics",
+    "Node": "pullwarden.node",
+    "PolicyEnforcer": "pullwarden.policy",
+    "Protections": "pullwarden.pullmanager",
+    "PullManager": "pullwarden.pullmanager",
+    "RegistryClient": "pullwarden.runtime",
+    "SystemClock": "pullwarden._clock",
+    "VerificationPolicy": "pullwarden.policy",
+    "credential_hash": "pullwarden.credentials",
+    "validate_allowlist": "pullwarden.policy",
+}
+
 __all__ = [
+    "CRIImageService",
     "CachedRecordStore",
     "Clock",
     "ConfigError",
+    "ContainerRuntimeError",
     "CredentialError",
     "Decision",
     "DeniedError",
@@ -102,6 +144,7 @@ __all__ = [
     "Protections",
     "PullCancelledError",
     "PullManager",
+    "PullOutcomeUnknownError",
     "PullwardenError",
     "RecordDecodeError",
     "RecordError",
@@ -110,6 +153,7 @@ __all__ = [
     "RegistryClient",
     "RegistryError",
     "RegistryUnavailableError",
+    "RuntimeUnavailableError",
     "SystemClock",
     "TooLargeError",
     "UnauthorizedError",
@@ -120,3 +164,16 @@ __all__ = [
     "credential_hash",
     "validate_allowlist",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pullwarden' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # the next access is a plain lookup
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
