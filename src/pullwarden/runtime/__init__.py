@@ -7,7 +7,16 @@ Import the supported names from here; the modules behind them are private: ``_ba
 container runtime's image service over CRI: containerd), ``_layout`` (OCI image layouts) and
 ``_oci`` (media types, manifests and indexes; also offered whole as
 :mod:`oci`, for its constants).
+
+The protocol, its value types and the OCI constants load with the package; the store, the
+registry client (httpx), the layouts and the CRI client are imported on first use (PEP 562),
+so code that only names an image or reads records never loads an HTTP stack.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from pullwarden.runtime import _oci as oci
 from pullwarden.runtime._base import (
@@ -20,27 +29,66 @@ from pullwarden.runtime._base import (
     ProgressCallback,
     PullProgress,
 )
-from pullwarden.runtime._cri import (
-    RUNTIME_REQUEST_TIMEOUT,
-    CRIImageService,
-    RuntimeVersion,
-    parse_endpoint,
+from pullwarden.runtime._oci import (
+    Descriptor,
+    digest_of,
+    is_digest,
 )
-from pullwarden.runtime._layout import (
-    LINUX_AMD64,
-    REF_NAME_ANNOTATION,
-    BuiltImage,
-    build_image,
-    build_index,
-    make_tar,
-    push_layout,
-    random_layer,
-    read_blob,
-    read_layout,
-)
-from pullwarden.runtime._oci import Descriptor, digest_of, is_digest
-from pullwarden.runtime._registry import HostOptions, RegistryClient, ResolvedImage, load_ca_file
-from pullwarden.runtime._store import INDEX_VERSION, ContentSource, LocalImageService
+
+if TYPE_CHECKING:
+    from pullwarden.runtime._cri import (
+        RUNTIME_REQUEST_TIMEOUT,
+        CRIImageService,
+        RuntimeVersion,
+        parse_endpoint,
+    )
+    from pullwarden.runtime._layout import (
+        LINUX_AMD64,
+        REF_NAME_ANNOTATION,
+        BuiltImage,
+        build_image,
+        build_index,
+        make_tar,
+        push_layout,
+        random_layer,
+        read_blob,
+        read_layout,
+    )
+    from pullwarden.runtime._registry import (
+        HostOptions,
+        RegistryClient,
+        ResolvedImage,
+        load_ca_file,
+    )
+    from pullwarden.runtime._store import (
+        INDEX_VERSION,
+        ContentSource,
+        LocalImageService,
+    )
+
+_LAZY = {
+    "BuiltImage": "pullwarden.runtime._layout",
+    "CRIImageService": "pullwarden.runtime._cri",
+    "ContentSource": "pullwarden.runtime._store",
+    "HostOptions": "pullwarden.runtime._registry",
+    "INDEX_VERSION": "pullwarden.runtime._store",
+    "LINUX_AMD64": "pullwarden.runtime._layout",
+    "LocalImageService": "pullwarden.runtime._store",
+    "REF_NAME_ANNOTATION": "pullwarden.runtime._layout",
+    "RUNTIME_REQUEST_TIMEOUT": "pullwarden.runtime._cri",
+    "RegistryClient": "pullwarden.runtime._registry",
+    "ResolvedImage": "pullwarden.runtime._registry",
+    "RuntimeVersion": "pullwarden.runtime._cri",
+    "build_image": "pullwarden.runtime._layout",
+    "build_index": "pullwarden.runtime._layout",
+    "load_ca_file": "pullwarden.runtime._registry",
+    "make_tar": "pullwarden.runtime._layout",
+    "parse_endpoint": "pullwarden.runtime._cri",
+    "push_layout": "pullwarden.runtime._layout",
+    "random_layer": "pullwarden.runtime._layout",
+    "read_blob": "pullwarden.runtime._layout",
+    "read_layout": "pullwarden.runtime._layout",
+}
 
 __all__ = [
     "INDEX_VERSION",
@@ -77,3 +125,16 @@ __all__ = [
     "read_blob",
     "read_layout",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pullwarden.runtime' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
