@@ -47,6 +47,7 @@ __all__ = [
     "connect",
     "current_guard",
     "guarded",
+    "idle_usable",
 ]
 
 
@@ -57,7 +58,7 @@ class DeadlineExceeded(httpx.TimeoutException):
 class Guard:
     """A cancel token and a deadline for one exchange, and the sockets it has touched."""
 
-    __slots__ = ("_budget", "_registrations", "_watched", "deadline", "token")
+    __slots__ = ("_budget", "_watched", "deadline", "token")
 
     def __init__(
         self, token: CancelToken | None, deadline: float | None, budget: float | None
@@ -65,8 +66,8 @@ class Guard:
         self.token = token
         self.deadline = deadline  # time.monotonic() value, or None
         self._budget = budget  # the seconds the deadline stands for, for messages
-        self._watched: set[Connection] = set()
-        self._registrations = contextlib.ExitStack()
+        # each watched connection and its registration with the token (exited to end it)
+        self._watched: dict[Connection, contextlib.AbstractContextManager[None]] = {}
 
     def watch(self, connection: Connection) -> None:
         """Shut ``connection`` down if the token is cancelled while this guard lasts.
@@ -76,8 +77,15 @@ class Guard:
         """
         if self.token is None or connection in self._watched:
             return
-        self._watched.add(connection)
-        self._registrations.enter_context(self.token.on_cancel(connection.abort))
+        registration = self.token.on_cancel(connection.abort)
+        registration.__enter__()
+        self._watched[connection] = registration
+
+    def unwatch(self, connection: Connection) -> None:
+        """Stop watching ``connection`` (it goes back to a pool, to serve other exchanges)."""
+        registration = self._watched.pop(connection, None)
+        if registration is not None:
+            registration.__exit__(None, None, None)
 
     def check(self) -> None:
         """Raise the token's error when cancelled, DeadlineExceeded when past the deadline."""
@@ -111,8 +119,8 @@ class Guard:
         return DeadlineExceeded(f"no complete answer within {go_duration(seconds_to_ns(budget))}")
 
     def close(self) -> None:
-        self._registrations.close()
-        self._watched.clear()
+        while self._watched:
+            self.unwatch(next(iter(self._watched)))
 
 
 _GUARD: contextvars.ContextVar[Guard | None] = contextvars.ContextVar(
@@ -316,6 +324,21 @@ class _Stream(httpcore.NetworkStream):
         return None
 
 
+def idle_usable(connection: Connection) -> bool:
+    """True when an idle connection may carry another request.
+
+    It must still be open with nothing to read: an idle connection that is readable was closed
+    by the peer (or shut down by a cancel) or holds bytes nobody asked for; a TLS one must
+    hold no decrypted bytes either.
+    """
+    sock = connection.sock
+    if sock.fileno() < 0:
+        return False
+    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        return False
+    return not _readable(sock)
+
+
 def _readable(sock: socket.socket) -> bool:
     """True when an idle connection has something to read: the peer closed it, typically."""
     if sock.fileno() < 0:
@@ -398,9 +421,12 @@ class _Body(httpx.SyncByteStream):
 
 
 class GuardedTransport(httpx.BaseTransport):
-    """HTTP/1.1 over httpcore's connection pool, with sockets from :func:`connect`."""
+    """HTTP/1.1 over httpcore's connection pool, with sockets from :func:`connect`.
 
-    def __init__(self, ssl_context: ssl.SSLContext) -> None:
+    ``ssl_context`` None: a pool for plain HTTP only.
+    """
+
+    def __init__(self, ssl_context: ssl.SSLContext | None) -> None:
         self._pool = httpcore.ConnectionPool(
             ssl_context=ssl_context,
             max_connections=100,
