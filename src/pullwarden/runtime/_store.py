@@ -429,12 +429,12 @@ class LocalImageService:
             self._lock_fd = os.open(
                 self._root / _LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
             )
-        self._owns_client = client is None
-        if client is None:
-            from pullwarden.runtime._registry import RegistryClient
-
-            client = RegistryClient(platform=platform)
-        self._client: ContentSource = client
+        # Without a client the store makes its own when a pull first needs one: listing and
+        # removing images never contact a registry, so they build no client (nor TLS context).
+        self._given_client = client
+        self._own_client: ContentSource | None = None
+        self._client_lock = threading.Lock()
+        self._closed = False
         try:
             with self._locked():
                 sweep_temp(self._tmp)
@@ -446,6 +446,20 @@ class LocalImageService:
     @property
     def root(self) -> Path:
         return self._root
+
+    @property
+    def _client(self) -> ContentSource:
+        """The client given, else the store's own, made on first use (closed by :meth:`close`)."""
+        if self._given_client is not None:
+            return self._given_client
+        with self._client_lock:
+            if self._closed:
+                raise ImageStoreError(f"the image store at {self._root} is closed")
+            if self._own_client is None:
+                from pullwarden.runtime._registry import RegistryClient
+
+                self._own_client = RegistryClient(platform=self._platform)
+            return self._own_client
 
     # --- ImageService ----------------------------------------------------------------------
 
@@ -529,11 +543,15 @@ class LocalImageService:
         fd, self._lock_fd = getattr(self, "_lock_fd", -1), -1
         if fd >= 0:
             os.close(fd)
-        if getattr(self, "_owns_client", False):
-            self._owns_client = False
-            closer: Callable[[], object] | None = getattr(self._client, "close", None)
-            if closer is not None:
-                closer()
+        lock = getattr(self, "_client_lock", None)
+        if lock is None:
+            return
+        with lock:
+            own, self._own_client = self._own_client, None
+            self._closed = True
+        closer: Callable[[], object] | None = getattr(own, "close", None)
+        if closer is not None:
+            closer()
 
     def __enter__(self) -> LocalImageService:
         return self
