@@ -409,13 +409,7 @@ def _replace_surrogates(value: Any) -> Any:
     return value
 
 
-def _load(data: bytes) -> dict[str, Any]:
-    try:
-        text = data.decode()
-    except UnicodeDecodeError as e:
-        raise RecordDecodeError(f"not valid UTF-8 ({e.reason} at byte {e.start})") from None
-    except AttributeError:
-        raise RecordDecodeError(f"expected bytes, got {type(data).__name__}") from None
+def _load(text: str) -> dict[str, Any]:
     try:
         check_json(text)
         doc = _parse_json(text)
@@ -434,9 +428,135 @@ def _load(data: bytes) -> dict[str, Any]:
     return result
 
 
+# --------------------------------------------------------------------------------------------
+# The exact form: what a kubelet (or pullwarden) writes, read without a JSON parser
+# --------------------------------------------------------------------------------------------
+#
+# A file that is, character for character, in the form the encoder above produces, and whose
+# strings need no escape, is read with a few regular expressions: kind and apiVersion first,
+# every field in struct order, no whitespace, each string a run of characters other than '"',
+# '\' and control characters (so that its text is its value), a whole-second UTC time, one
+# trailing newline at most.  Such a text has no unknown, duplicated or mistyped field by
+# construction (a repeated credentialMapping key is counted), and the strict decoder would read
+# it to the very same object.  Anything else -- other spacing or order, an escape, a null, an
+# empty list, another time form, a time out of range -- goes to the strict decoder, which
+# accepts or rejects it with its own message.
+
+_STR: Final = r'[^"\\\x00-\x1f]*'
+_VERSION: Final = r"kubelet\.config\.k8s\.io/(v1beta1|v1alpha1)"
+_EXACT_INTENT: Final = re.compile(
+    rf'\{{"kind":"ImagePullIntent","apiVersion":"{_VERSION}","image":"({_STR})"\}}\n?'
+)
+_EXACT_RECORD: Final = re.compile(
+    rf'\{{"kind":"ImagePulledRecord","apiVersion":"{_VERSION}",'
+    r'"lastUpdatedTime":"([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z)",'
+    rf'"imageRef":"({_STR})"(?:,"credentialMapping":\{{(.+)\}})?\}}\n?'
+)
+_SECRET_TEXT: Final = (
+    rf'\{{"uid":"({_STR})","namespace":"({_STR})","name":"({_STR})","credentialHash":"({_STR})"\}}'
+)
+_ACCOUNT_TEXT: Final = rf'\{{"uid":"({_STR})","namespace":"({_STR})","name":"({_STR})"\}}'
+_SECRET_ITEM: Final = re.compile(_SECRET_TEXT)
+_ACCOUNT_ITEM: Final = re.compile(_ACCOUNT_TEXT)
+
+
+def _no_groups(pattern: str) -> str:
+    return pattern.replace("(", "(?:")
+
+
+# A part after the first needs a comma; the first comes straight after the opening brace.
+_NEXT: Final = r"(?:(?<=\{)|(?<=\]),)"
+_EXACT_ENTRY: Final = re.compile(
+    rf'"({_STR})":(\{{'
+    rf'(?:"kubernetesSecrets":\[({_no_groups(_SECRET_TEXT)}(?:,{_no_groups(_SECRET_TEXT)})*)\])?'
+    rf"(?:{_NEXT}"
+    rf'"kubernetesServiceAccounts":\[({_no_groups(_ACCOUNT_TEXT)}'
+    rf"(?:,{_no_groups(_ACCOUNT_TEXT)})*)\])?"
+    rf'(?:{_NEXT}"nodePodsAccessible":(true))?'
+    r"\})"
+)
+_match_intent: Final = _EXACT_INTENT.fullmatch
+_match_record: Final = _EXACT_RECORD.fullmatch
+_match_entry: Final = _EXACT_ENTRY.match
+_find_secrets: Final = _SECRET_ITEM.findall
+_find_accounts: Final = _ACCOUNT_ITEM.findall
+_from_iso: Final = datetime.fromisoformat
+_VERSIONS_BY_SUFFIX: Final = {"v1beta1": V1BETA1, "v1alpha1": V1ALPHA1}
+
+# Many records carry the same credentials (a team's pull Secret, node-wide access): their text
+# maps to one shared, immutable object, which saves the building and the memory.
+_credentials_memo: dict[str, ImagePullCredentials] = {}
+_CREDENTIALS_MEMO_SIZE: Final = 8192
+
+
+def _exact_credentials(m: re.Match[str]) -> ImagePullCredentials:
+    text = m[2]
+    creds = _credentials_memo.get(text)
+    if creds is None:
+        secrets, accounts, node = m.group(3, 4, 5)
+        creds = ImagePullCredentials(
+            tuple([ImagePullSecret(*t) for t in _find_secrets(secrets)]) if secrets else (),
+            tuple([ImagePullServiceAccount(*t) for t in _find_accounts(accounts)])
+            if accounts
+            else (),
+            node is not None,
+        )
+        if len(_credentials_memo) >= _CREDENTIALS_MEMO_SIZE:
+            _credentials_memo.clear()
+        _credentials_memo[text] = creds
+    return creds
+
+
+def _decode_exact(text: str) -> tuple[RecordObject, str] | None:
+    """The object and apiVersion of a file in the exact form; ``None`` for any other text."""
+    m = _match_record(text)
+    if m is None:
+        m = _match_intent(text)
+        if m is None:
+            return None
+        return ImagePullIntent(m[2]), _VERSIONS_BY_SUFFIX[m[1]]
+    version, when, image_ref, body = m.groups()
+    try:
+        t = _from_iso(when)
+    except ValueError:  # out of range: the strict decoder says which way
+        return None
+    mapping: dict[str, ImagePullCredentials] = {}
+    if body is not None:
+        pos, end, entries = 0, len(body), 0
+        while True:
+            e = _match_entry(body, pos)
+            if e is None:
+                return None
+            mapping[e[1]] = _exact_credentials(e)
+            entries += 1
+            pos = e.end()
+            if pos == end:
+                break
+            if body[pos] != ",":
+                return None
+            pos += 1
+        if len(mapping) != entries:  # a repeated key: the strict decoder names it
+            return None
+    return ImagePulledRecord(image_ref, t, mapping), _VERSIONS_BY_SUFFIX[version]
+
+
 def decode_versioned(data: bytes) -> tuple[RecordObject, str]:
     """Decode a record file strictly; return the object and the apiVersion it was stored in."""
-    doc = _load(data)
+    try:
+        text = data.decode()
+    except UnicodeDecodeError as e:
+        raise RecordDecodeError(f"not valid UTF-8 ({e.reason} at byte {e.start})") from None
+    except AttributeError:
+        raise RecordDecodeError(f"expected bytes, got {type(data).__name__}") from None
+    fast = _decode_exact(text)
+    if fast is not None:
+        return fast
+    return _decode_strict(text)
+
+
+def _decode_strict(text: str) -> tuple[RecordObject, str]:
+    """The general decoder: any JSON a kubelet's strict decoder accepts, with its errors."""
+    doc = _load(text)
     kind = doc.get("kind")
     api_version = doc.get("apiVersion")
     if type(kind) is not str or not kind:
