@@ -8,14 +8,14 @@ possible.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, Protocol, TypeAlias, TypeVar
 
-from pullwarden.errors import RecordError
+from pullwarden.errors import RecordError, RecordWriteError
 from pullwarden.records._model import ImagePulledRecord, ImagePullIntent
 
-__all__ = ["Gauges", "Listing", "RecordStore"]
+__all__ = ["Gauges", "Listing", "RecordStore", "StartupListings"]
 
 T = TypeVar("T")
 
@@ -31,6 +31,9 @@ class Listing(Generic[T]):
     def ok(self) -> bool:
         return not self.errors
 
+
+StartupListings: TypeAlias = tuple[Listing[ImagePullIntent], Listing[ImagePulledRecord]]
+"""(intents, pulled records): what a store's start-up scan read, for a cache to warm up from."""
 
 Reading = Callable[[], float]
 
@@ -68,6 +71,10 @@ class RecordStore(Protocol):
     def write_pulled_record(self, record: ImagePulledRecord) -> None: ...
 
     def delete_pulled_record(self, image_ref: str) -> None: ...
+
+    def delete_pulled_records(self, image_refs: Iterable[str]) -> dict[str, RecordWriteError]:
+        """Delete many records at once (pruning); returns those that failed, with the error."""
+        ...
 
     def list_pulled_records(self) -> Listing[ImagePulledRecord]: ...
 

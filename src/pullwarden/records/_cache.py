@@ -4,6 +4,11 @@ Each of the two LRUs (intents by raw image, pulled records by imageRef) carries 
 *authoritative* flag: while it is set, every object on disk is in memory and a miss means
 "absent" without touching the disk.  Evicting for capacity clears the flag; deleting does not.
 
+While an LRU is authoritative its listing is answered from memory too, in file name order as
+the files would be listed, without touching the disk.  The warm-up at construction takes what
+the file store's start-up scan already read (:meth:`FileRecordStore.take_startup_listings`)
+when it offers it, so that a node's start-up reads every file once.
+
 Upstream caps the record LRU at 2,000 entries, past which its cache stopped being authoritative
 and became slower than plain files.  Here an entry costs well under a kilobyte (``bench/``
 reports the figure), so the defaults keep 200,000 records and 20,000 intents authoritative.
@@ -13,11 +18,15 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from dataclasses import replace
+from itertools import islice
 from typing import Generic, TypeVar
 
 from pullwarden._locks import StripedLocks
-from pullwarden.records._base import Gauges, Listing, RecordStore
+from pullwarden.errors import RecordWriteError
+from pullwarden.records._base import Gauges, Listing, RecordStore, StartupListings
+from pullwarden.records._layout import file_order_key
 from pullwarden.records._model import ImagePulledRecord, ImagePullIntent
 
 __all__ = ["DEFAULT_INTENTS_SIZE", "DEFAULT_RECORDS_SIZE", "CachedRecordStore"]
@@ -63,11 +72,23 @@ class _LRU(Generic[V]):
         with self._lock:
             self._data.pop(key, None)
 
-    def reload(self, items: list[tuple[str, V]], authoritative: bool) -> None:
+    def remove_all(self, keys: Iterable[str]) -> None:
+        with self._lock:
+            pop = self._data.pop
+            for key in keys:
+                pop(key, None)
+
+    def in_file_order(self) -> list[V]:
+        """Every value, ordered as a listing of the files would order them."""
+        with self._lock:
+            # One C-level copy: a lock-free get's move_to_end cannot interleave with it.
+            data = dict(self._data)
+        return [data[key] for key in sorted(data, key=file_order_key)]
+
+    def reload(self, items: Iterable[tuple[str, V]], authoritative: bool) -> None:
         with self._lock:
             self._data.clear()
-            for key, value in items[: self.size]:
-                self._data[key] = value
+            self._data.update(islice(items, self.size))
             self.authoritative = authoritative
 
     def __len__(self) -> int:
@@ -94,8 +115,17 @@ class CachedRecordStore:
         self._intent_locks = StripedLocks(stripes)
         self._record_locks = StripedLocks(stripes)
         # Warm both caches; errors only mean the caches stay non-authoritative.
-        self.list_intents()
-        self.list_pulled_records()
+        take: Callable[[], StartupListings | None] | None = getattr(
+            delegate, "take_startup_listings", None
+        )
+        listings = take() if take is not None else None
+        if listings is None:
+            self.list_intents()
+            self.list_pulled_records()
+        else:
+            intents, records = listings
+            self._refill(self._intents, ((i.image, i) for i in intents.items), intents)
+            self._refill(self._records, ((r.image_ref, r) for r in records.items), records)
 
     # -- introspection -------------------------------------------------------------------------
 
@@ -150,11 +180,12 @@ class CachedRecordStore:
             self._intents.remove(image)
 
     def list_intents(self) -> Listing[ImagePullIntent]:
+        """From memory while authoritative; otherwise from the delegate, refilling the cache."""
         if self._intents.authoritative:
-            return self.delegate.list_intents()
+            return Listing(self._intents.in_file_order())
         with self._intent_locks.all():
             listing = self.delegate.list_intents()
-            self._refill(self._intents, [(i.image, i) for i in listing.items], listing)
+            self._refill(self._intents, ((i.image, i) for i in listing.items), listing)
             return listing
 
     # -- pulled records ------------------------------------------------------------------------
@@ -182,16 +213,27 @@ class CachedRecordStore:
             self.delegate.delete_pulled_record(image_ref)
             self._records.remove(image_ref)
 
+    def delete_pulled_records(self, image_refs: Iterable[str]) -> dict[str, RecordWriteError]:
+        """Delete many records under one acquisition of every stripe (pruning)."""
+        refs = list(image_refs)
+        with self._record_locks.all():
+            failed = self.delegate.delete_pulled_records(refs)
+            self._records.remove_all(r for r in refs if r not in failed)
+        return failed
+
     def list_pulled_records(self) -> Listing[ImagePulledRecord]:
+        """From memory while authoritative; otherwise from the delegate, refilling the cache."""
         if self._records.authoritative:
-            return self.delegate.list_pulled_records()
+            return Listing(self._records.in_file_order())
         with self._record_locks.all():
             listing = self.delegate.list_pulled_records()
-            self._refill(self._records, [(r.image_ref, r) for r in listing.items], listing)
+            self._refill(self._records, ((r.image_ref, r) for r in listing.items), listing)
             return listing
 
     @staticmethod
-    def _refill(lru: _LRU[V], items: list[tuple[str, V]], listing: Listing[V]) -> None:
-        authoritative = listing.ok and len(items) < lru.size
+    def _refill(lru: _LRU[V], items: Iterable[tuple[str, V]], listing: Listing[V]) -> None:
+        # (key, value) pairs one at a time: a list of 100,000 pairs would be 100,000 more
+        # objects for the cyclic garbage collector to walk.
+        authoritative = listing.ok and len(listing.items) < lru.size
         if authoritative or len(lru) == 0:
             lru.reload(items, authoritative)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, TypeVar
@@ -38,7 +39,7 @@ from typing import Final, TypeVar
 from pullwarden._files import remove_quietly, write_all
 from pullwarden.errors import RecordDecodeError, RecordError, RecordReadError, RecordWriteError
 from pullwarden.records._audit import FileProblem, ProblemKind, scan
-from pullwarden.records._base import Gauges, Listing
+from pullwarden.records._base import Gauges, Listing, StartupListings
 from pullwarden.records._codec import CURRENT_VERSION, decode_versioned, encode
 from pullwarden.records._layout import (
     FILE_PREFIX,
@@ -49,7 +50,10 @@ from pullwarden.records._layout import (
     TMP_SUFFIX,
     file_name_for,
     is_record_file_name,
+    open_directory,
     read_file,
+    read_file_at,
+    record_names,
     strerror,
 )
 from pullwarden.records._model import ImagePulledRecord, ImagePullIntent
@@ -163,6 +167,9 @@ class FileRecordStore:
     (spec §4.7; the outcome is kept in :attr:`migration_report`).  Raises
     :class:`~pullwarden.errors.RecordWriteError` if the directories cannot be created.
 
+    The migration scan reads and decodes every file once; what it read is kept for one taker,
+    the cache's warm-up (:meth:`take_startup_listings`), so that start-up reads each file once.
+
     ``create=False`` (with ``migrate=False``: a read-only open, for operator tools) skips
     creating the directories; a missing directory then reads as empty.  Writes always create
     missing directories, as the kubelet does before each write.
@@ -185,8 +192,13 @@ class FileRecordStore:
             if not os.path.isdir(d):
                 raise RecordWriteError(f"failed to create directory {d!r}: not a directory", d)
         self.migration_report: MigrationReport | None = None
+        self._startup_listings: StartupListings | None = None
         if migrate:
-            self.migration_report = self.migrate()
+            report, listings = self._migrate(dry_run=False)
+            self.migration_report = report
+            # A misnamed file rewritten under its own name adds a file the scan did not see.
+            if all(item.source == item.target for item in report.items):
+                self._startup_listings = listings
 
     def __repr__(self) -> str:
         return f"FileRecordStore({self.kubelet_root!r})"
@@ -208,6 +220,7 @@ class FileRecordStore:
 
         The draft is removed on any failure (an interrupt included).
         """
+        self._startup_listings = None
         target = os.path.join(directory, name)
         draft = _draft_path(target)
         try:
@@ -260,8 +273,8 @@ class FileRecordStore:
                     removed += 1
         return removed
 
-    @staticmethod
-    def _delete(path: str) -> None:
+    def _delete(self, path: str) -> None:
+        self._startup_listings = None
         try:
             os.remove(path)
         except FileNotFoundError:
@@ -299,6 +312,42 @@ class FileRecordStore:
     def delete_pulled_record(self, image_ref: str) -> None:
         self._delete(self._pulled_prefix + file_name_for(image_ref))
 
+    def delete_pulled_records(self, image_refs: Iterable[str]) -> dict[str, RecordWriteError]:
+        """Delete the records of all ``image_refs`` through one descriptor of ``pulled/``.
+
+        Returns the imageRefs whose file could not be deleted, with the error; a missing file
+        (or a missing directory) is not an error.
+        """
+        self._startup_listings = None
+        refs = list(image_refs)
+        failed: dict[str, RecordWriteError] = {}
+        if not refs:
+            return failed
+        try:
+            dir_fd = open_directory(self.pulled_dir)
+        except OSError as e:
+            d = self.pulled_dir
+            err = RecordWriteError(f"failed to open {d!r}: {strerror(e)}", d)
+            return dict.fromkeys(refs, err)
+        if dir_fd is None:
+            return failed
+        unlink = os.unlink
+        try:
+            for ref in refs:
+                name = file_name_for(ref)
+                try:
+                    unlink(name, dir_fd=dir_fd)
+                except FileNotFoundError:
+                    pass
+                except OSError as e:
+                    path = self._pulled_prefix + name
+                    failed[ref] = RecordWriteError(
+                        f"failed to delete {path!r}: {strerror(e)}", path
+                    )
+        finally:
+            os.close(dir_fd)
+        return failed
+
     # -- reading -------------------------------------------------------------------------------
 
     def get_pulled_record(self, image_ref: str) -> ImagePulledRecord | None:
@@ -320,42 +369,65 @@ class FileRecordStore:
         return _decode_as(path, data, ImagePullIntent)[0].image == image
 
     def _list(
-        self, directory: str, cls: type[T]
-    ) -> tuple[list[tuple[str, T, str]], list[RecordError]]:
-        """(path, object, apiVersion) of every file that decodes, and the errors of the rest."""
-        found: list[tuple[str, T, str]] = []
+        self, directory: str, cls: type[T], old: list[tuple[str, T, str]] | None = None
+    ) -> Listing[T]:
+        """Every object that decodes and one error per file that does not, in file name order;
+        the directory is read through one descriptor.  ``old`` (when given) collects (file name,
+        object, apiVersion) of the objects not stored in the current version."""
+        found: list[T] = []
         errors: list[RecordError] = []
         try:
-            names = _record_entries(directory)
+            names = record_names(directory)
+            dir_fd = None if names is None else open_directory(directory)
         except OSError as e:
             errors.append(
                 RecordReadError(f"failed to list {directory!r}: {strerror(e)}", directory)
             )
-            return found, errors
-        if names is None:
-            return found, errors
-        for name in names:
-            path = os.path.join(directory, name)
-            try:
-                data = read_file(path)
-                if data is None:  # deleted since the directory was read
+            return Listing(found, errors)
+        if names is None or dir_fd is None:
+            return Listing(found, errors)
+        prefix = directory + os.sep
+        append = found.append
+        try:
+            for name in names:
+                path = prefix + name
+                try:
+                    data = read_file_at(dir_fd, name, path, skip_directories=True)
+                    if data is None:  # deleted since the directory was read, or a directory
+                        continue
+                    obj, version = _decode_as(path, data, cls)
+                except RecordError as e:
+                    errors.append(e)
                     continue
-                obj, version = _decode_as(path, data, cls)
-            except RecordError as e:
-                errors.append(e)
-                continue
-            found.append((path, obj, version))
-        return found, errors
+                append(obj)
+                if version != CURRENT_VERSION and old is not None:
+                    old.append((name, obj, version))
+        finally:
+            os.close(dir_fd)
+        return Listing(found, errors)
 
     def list_intents(self) -> Listing[ImagePullIntent]:
         """Every intent that decodes, in file name order, plus one error per file that does not."""
-        found, errors = self._list(self.pulling_dir, ImagePullIntent)
-        return Listing([obj for _, obj, _ in found], errors)
+        self._startup_listings = None
+        return self._list(self.pulling_dir, ImagePullIntent)
 
     def list_pulled_records(self) -> Listing[ImagePulledRecord]:
         """Every record that decodes, in file name order, plus one error per file that does not."""
-        found, errors = self._list(self.pulled_dir, ImagePulledRecord)
-        return Listing([obj for _, obj, _ in found], errors)
+        self._startup_listings = None
+        return self._list(self.pulled_dir, ImagePulledRecord)
+
+    def take_startup_listings(self) -> StartupListings | None:
+        """What the start-up migration scan read: (intents, records), as :meth:`list_intents`
+        and :meth:`list_pulled_records` would give them, handed out once.
+
+        ``None`` when the store was opened without migration, when the migration wrote a file
+        under a new name, once anything was written, deleted or listed through this store, and
+        after the first call.  The cache's warm-up takes them instead of reading every file a
+        second time; a change another process made since the scan is not seen, just as the
+        cache does not see one made after its warm-up.
+        """
+        listings, self._startup_listings = self._startup_listings, None
+        return listings
 
     # -- gauges --------------------------------------------------------------------------------
 
@@ -389,19 +461,23 @@ class FileRecordStore:
         stored.  Undecodable files are left untouched and reported.  With ``dry_run`` nothing is
         written; the report lists what would be.
         """
-        report = MigrationReport(dry_run=dry_run)
-        self._migrate_dir(self.pulling_dir, ImagePullIntent, report)
-        self._migrate_dir(self.pulled_dir, ImagePulledRecord, report)
-        return report
+        return self._migrate(dry_run)[0]
 
-    def _migrate_dir(self, directory: str, cls: type[T], report: MigrationReport) -> None:
-        found, errors = self._list(directory, cls)
-        for e in errors:
+    def _migrate(self, dry_run: bool) -> tuple[MigrationReport, StartupListings]:
+        """The migration, and what its scan read (before any rewrite)."""
+        report = MigrationReport(dry_run=dry_run)
+        intents = self._migrate_dir(self.pulling_dir, ImagePullIntent, report)
+        records = self._migrate_dir(self.pulled_dir, ImagePulledRecord, report)
+        return report, (intents, records)
+
+    def _migrate_dir(self, directory: str, cls: type[T], report: MigrationReport) -> Listing[T]:
+        old: list[tuple[str, T, str]] = []
+        listing = self._list(directory, cls, old)
+        for e in listing.errors:
             log.warning("record migration: leaving %s untouched: %s", e.path, e)
-        report.errors.extend(errors)
-        for path, obj, version in found:
-            if version == CURRENT_VERSION:
-                continue
+        report.errors.extend(listing.errors)
+        for name, obj, version in old:
+            path = os.path.join(directory, name)
             target = os.path.join(directory, file_name_for(_key(obj)))
             if not report.dry_run:
                 try:
@@ -411,6 +487,7 @@ class FileRecordStore:
                     report.errors.append(e)
                     continue
             report.items.append(MigrationItem(path, target, cls.__name__, version))
+        return listing
 
 
 _OWN_DRAFT_RE: Final = re.compile(r"sha256-[0-9a-f]{64}\.[0-9a-f]{16}\.tmp")

@@ -6,6 +6,8 @@ SHA-256 of the key's bytes (spec §4.1).  Names ending in ``.tmp`` are drafts of
 
 A record file is read without following a symlink, only when it is a regular file and only up
 to :data:`MAX_FILE_SIZE`; anything else is a :class:`~pullwarden.errors.RecordReadError`.
+Listings read a whole directory through one open descriptor of it (:func:`open_directory`,
+:func:`record_names`, :func:`read_file_at`), which spares the kernel a path walk per file.
 
 Private to :mod:`pullwarden.records`: the file store (:mod:`~pullwarden.records._fs`) and the
 read-only audit (:mod:`~pullwarden.records._audit`) both build on it, and neither on the other.
@@ -30,8 +32,12 @@ __all__ = [
     "PULLING_DIR",
     "TMP_SUFFIX",
     "file_name_for",
+    "file_order_key",
     "is_record_file_name",
+    "open_directory",
     "read_file",
+    "read_file_at",
+    "record_names",
     "strerror",
 ]
 
@@ -48,6 +54,7 @@ MAX_SIZE_TEXT: Final = f"{MAX_FILE_SIZE >> 20} MiB"
 # follows rejects it); it changes nothing for regular files.
 _READ_FLAGS: Final = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOFOLLOW
 _READ_CHUNK: Final = 1 << 16
+_DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 _sha256 = hashlib.sha256
 
@@ -59,6 +66,16 @@ def file_name_for(key: str) -> str:
     except UnicodeEncodeError:
         raw = go_bytes(key)
     return FILE_PREFIX + _sha256(raw).hexdigest()
+
+
+def file_order_key(key: str) -> bytes:
+    """Sorts keys as their files sort in a listing (the SHA-256 digest, which the hex of the
+    file name spells in the same order)."""
+    try:
+        raw = key.encode()
+    except UnicodeEncodeError:
+        raw = go_bytes(key)
+    return _sha256(raw).digest()
 
 
 def is_record_file_name(name: str) -> bool:
@@ -75,9 +92,13 @@ def _too_large(path: str) -> RecordReadError:
     return RecordReadError(f"failed to read {path!r}: larger than {MAX_SIZE_TEXT}", path)
 
 
-def _read_fd(fd: int, path: str) -> bytes:
-    """The content of an open regular file of at most :data:`MAX_FILE_SIZE` bytes."""
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+def _read_fd(fd: int, path: str, skip_directories: bool = False) -> bytes | None:
+    """The content of an open regular file of at most :data:`MAX_FILE_SIZE` bytes (``None``
+    for a directory when ``skip_directories``)."""
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        if skip_directories and stat.S_ISDIR(mode):
+            return None
         raise RecordReadError(f"failed to read {path!r}: not a regular file", path)
     # A short read of a regular file means end of file, which saves a second read() on the hot
     # path; were it ever cut short otherwise, the truncated JSON fails to decode, which fails
@@ -93,6 +114,55 @@ def _read_fd(fd: int, path: str) -> bytes:
             raise _too_large(path)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def record_names(directory: str) -> list[str] | None:
+    """The names a listing reads (``sha256-*``, not ``*.tmp``) in Go's byte order; ``None`` if
+    the directory does not exist.  Other failures raise :class:`OSError`.
+
+    Sub-directories are among them (telling them apart would cost a ``stat`` per entry where
+    the file system does not say); :func:`read_file_at` skips them when asked to.
+    """
+    try:
+        names = [n for n in os.listdir(directory) if n.startswith(FILE_PREFIX)]
+    except FileNotFoundError:
+        return None
+    names = [n for n in names if not n.endswith(TMP_SUFFIX)]
+    if all(map(str.isascii, names)):
+        names.sort()  # code point order is byte order for ASCII
+    else:
+        names.sort(key=os.fsencode)
+    return names
+
+
+def open_directory(directory: str) -> int | None:
+    """A descriptor of ``directory`` for :func:`read_file_at`; ``None`` if it does not exist.
+    Other failures raise :class:`OSError`.  The caller closes it."""
+    try:
+        return os.open(directory, _DIR_FLAGS)
+    except FileNotFoundError:
+        return None
+
+
+def read_file_at(
+    dir_fd: int, name: str, path: str, *, skip_directories: bool = False
+) -> bytes | None:
+    """:func:`read_file` of ``name`` in the directory open as ``dir_fd``; ``path`` names it in
+    errors.  With ``skip_directories`` a sub-directory reads as ``None``, like a missing file."""
+    try:
+        fd = os.open(name, _READ_FLAGS, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise RecordReadError(f"failed to read {path!r}: {strerror(e)}", path) from e
+    try:
+        return _read_fd(fd, path, skip_directories)
+    except RecordReadError:
+        raise
+    except OSError as e:
+        raise RecordReadError(f"failed to read {path!r}: {strerror(e)}", path) from e
+    finally:
+        os.close(fd)
 
 
 def read_file(path: str) -> bytes | None:
