@@ -5,7 +5,11 @@ removed, least recently used first, until usage is back under ``imageGCLowThresh
 Independently, images unused for longer than ``imageMaximumGCAge`` (when set) are removed.
 Images used more recently than ``imageMinimumGCAge`` are never removed.  Afterwards the pull
 records of images no longer present are pruned, with the GC start time as the ``until`` guard
-so that a record written during the collection survives.
+so that a record written during the collection survives.  Pruning is part of the pass that
+removed images; an explicit collection (``pullwarden gc``) prunes even when it removed none,
+while the node's own pass after its pods (``always_prune=False``) prunes only when it removed
+an image, as the kubelet prunes from its image GC -- so that an ordinary ``run`` never lists
+every record to delete none.
 
 Usage times are kept in ``<root>/image_gc_state.json`` (the kubelet keeps them in memory only,
 which forgets them at every restart; a command-line node restarts at every invocation).
@@ -167,13 +171,22 @@ class ImageGC:
 
     # -- collection ------------------------------------------------------------------------------
 
-    def collect(self, in_use: Iterable[str] = (), *, force_all_unused: bool = False) -> GCReport:
+    def collect(
+        self,
+        in_use: Iterable[str] = (),
+        *,
+        force_all_unused: bool = False,
+        always_prune: bool = True,
+    ) -> GCReport:
         """One GC pass: :meth:`plan` it, then :meth:`apply` the plan.
 
         ``in_use``: image ids of running containers (never removed).  ``force_all_unused``
-        removes every unused image old enough (``pullwarden gc --all``).
+        removes every unused image old enough (``pullwarden gc --all``).  ``always_prune``
+        (see :meth:`apply`) is for an explicit collection; a pass the node runs on its own
+        passes ``False``.
         """
-        return self.apply(self.plan(in_use, force_all_unused=force_all_unused))
+        plan = self.plan(in_use, force_all_unused=force_all_unused)
+        return self.apply(plan, always_prune=always_prune)
 
     def plan(self, in_use: Iterable[str] = (), *, force_all_unused: bool = False) -> GCPlan:
         """What a GC pass now would remove, and why; changes nothing.
@@ -247,9 +260,12 @@ class ImageGC:
                 )
                 freed += image.size
 
-    def apply(self, plan: GCPlan) -> GCReport:
+    def apply(self, plan: GCPlan, *, always_prune: bool = True) -> GCReport:
         """Carry out ``plan``: remove its images, prune the records of images now gone (with the
-        plan's start as the ``until`` guard) and save the usage times."""
+        plan's start as the ``until`` guard) and save the usage times.
+
+        With ``always_prune=False`` the records are pruned only when an image was removed.
+        """
         report = GCReport(plan.started, plan.usage_percent)
         for image_id in plan.first_seen:
             self._last_used.setdefault(image_id, plan.started)
@@ -264,7 +280,7 @@ class ImageGC:
             report.reasons[image.id] = removal.reason
             report.freed_bytes += image.size
             self._last_used.pop(image.id, None)
-        if self._pull_manager is not None:
+        if self._pull_manager is not None and (always_prune or report.removed):
             remaining = [i.id for i in self._images.list_images()]
             report.pruned_records = self._pull_manager.prune_unknown_records(
                 remaining, plan.started
