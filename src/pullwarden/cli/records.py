@@ -18,7 +18,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -137,11 +137,132 @@ def summary(r: ImagePulledRecord) -> tuple[int, int, bool]:
     )
 
 
-def table(rows: Sequence[Sequence[str]], indent: str = "") -> None:
+class Output:
+    """Standard output in large pieces: one ``click.echo`` per 64 KiB or so, not one per line.
+
+    What reaches the stream is what ``click.echo`` of each line would have written (click's
+    choice of stream and its handling of ANSI codes apply to each piece, and no code spans a
+    line).  :meth:`flush` before writing anything else, to standard error in particular.
+    """
+
+    LIMIT = 1 << 16
+
+    def __init__(self) -> None:
+        self._parts: list[str] = []
+        self._size = 0
+
+    def write(self, text: str) -> None:
+        self._parts.append(text)
+        self._size += len(text)
+        if self._size >= self.LIMIT:
+            self.flush()
+
+    def line(self, text: str = "") -> None:
+        self.write(text + "\n")
+
+    def flush(self) -> None:
+        if self._parts:
+            click.echo("".join(self._parts), nl=False)
+            self._parts.clear()
+            self._size = 0
+
+
+def table(rows: Sequence[Sequence[str]], indent: str = "", out: Output | None = None) -> None:
+    """Columns two spaces apart, each as wide as its widest cell; trailing spaces dropped."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    # One format per row: "{:<w}" pads exactly as str.ljust(w) does.
+    form = (indent + "  ".join(f"{{:<{w}}}" for w in widths)).format
+    own = out is None
+    out = out or Output()
+    line = out.line
     for row in rows:
-        cells = (cell.ljust(w) for cell, w in zip(row, widths, strict=True))
-        click.echo((indent + "  ".join(cells)).rstrip())
+        line(form(*row).rstrip())
+    if own:
+        out.flush()
+
+
+# -- JSON, written as it is produced ----------------------------------------------------------
+#
+# ``write_json(out, value)`` writes exactly ``json.dumps(value, indent=2, ensure_ascii=...)``
+# and a newline, for values made of dicts with string keys, lists (or iterators, at the two
+# outer levels, so that a listing need not be held as views), strings, booleans, integers and
+# None.  The two outer levels go to ``out`` piece by piece; each deeper value is assembled as
+# one string.  (json's own encoder with ``indent`` is its pure-Python one, and builds the whole
+# text before click.echo can write any of it.)
+
+
+def write_json(out: Output, value: object, *, ensure_ascii: bool) -> None:
+    quote = json.encoder.encode_basestring_ascii if ensure_ascii else json.encoder.encode_basestring
+    _stream_json(out, value, "", quote, 2)
+    out.write("\n")
+
+
+def _stream_json(
+    out: Output, value: object, indent: str, quote: Callable[[str], str], levels: int
+) -> None:
+    if levels and isinstance(value, dict) and value:
+        inner = indent + "  "
+        sep = "{\n" + inner
+        for key, item in value.items():
+            out.write(sep + quote(key) + ": ")
+            _stream_json(out, item, inner, quote, levels - 1)
+            sep = ",\n" + inner
+        out.write("\n" + indent + "}")
+    elif levels and isinstance(value, list | tuple | Iterator):
+        inner = indent + "  "
+        sep = "[\n" + inner
+        for item in value:
+            out.write(sep)
+            _stream_json(out, item, inner, quote, levels - 1)
+            sep = ",\n" + inner
+        out.write("[]" if sep[0] == "[" else "\n" + indent + "]")
+    else:
+        parts: list[str] = []
+        _json_value(value, indent, parts.append, quote)
+        out.write("".join(parts))
+
+
+def _json_value(
+    value: object, indent: str, add: Callable[[str], object], quote: Callable[[str], str]
+) -> None:
+    if type(value) is str:
+        add(quote(value))
+    elif value is True:
+        add("true")
+    elif value is False:
+        add("false")
+    elif value is None:
+        add("null")
+    elif type(value) is int:
+        add(int.__repr__(value))
+    elif type(value) is dict:
+        if not value:
+            add("{}")
+            return
+        inner = indent + "  "
+        sep = "{\n" + inner
+        for key, item in value.items():
+            if type(key) is not str:
+                raise TypeError(f"keys must be strings, not {type(key).__name__}")
+            add(sep)
+            add(quote(key))
+            add(": ")
+            _json_value(item, inner, add, quote)
+            sep = ",\n" + inner
+        add("\n" + indent + "}")
+    elif type(value) is list or type(value) is tuple:
+        if not value:
+            add("[]")
+            return
+        inner = indent + "  "
+        sep = "[\n" + inner
+        for item in value:
+            add(sep)
+            _json_value(item, inner, add, quote)
+            sep = ",\n" + inner
+        add("\n" + indent + "]")
+    else:
+        raise TypeError(f"cannot write {type(value).__name__} as JSON")
 
 
 def plural(n: int, word: str) -> str:
@@ -344,15 +465,18 @@ def ls_command(kubelet_dir: Path, runtime_endpoint: str | None, output: str) -> 
         if runtime_endpoint
         else None
     )
+    out = Output()
     if output != "text":
-        views = []
-        for r in pulled.items:
-            view = record_view(r, store.record_path(r.image_ref))
-            if node is not None:
-                view["present"] = r.image_ref in node.present
-            views.append(view)
+
+        def views() -> Iterator[dict[str, Any]]:
+            for r in pulled.items:
+                view = record_view(r, store.record_path(r.image_ref))
+                if node is not None:
+                    view["present"] = r.image_ref in node.present
+                yield view
+
         data: dict[str, Any] = {
-            "pulledRecords": views,
+            "pulledRecords": views(),
             "pullIntents": [
                 {"image": i.image, "file": store.intent_path(i.image)} for i in intents.items
             ],
@@ -362,7 +486,12 @@ def ls_command(kubelet_dir: Path, runtime_endpoint: str | None, output: str) -> 
             data["runtimeEndpoint"] = node.endpoint
             data["imagesWithoutRecord"] = [u.view() for u in node.unrecorded]
             data["counts"] = node.counts(len(pulled.items))
-        emit(data, output)
+        if output == "json":
+            write_json(out, data, ensure_ascii=False)
+            out.flush()
+        else:
+            data["pulledRecords"] = list(data["pulledRecords"])
+            emit(data, output)
     else:
         header = ("IMAGE REF", "NAMES", "SECRETS", "SERVICE ACCOUNTS", "NODE-WIDE", "LAST UPDATED")
         rows: list[tuple[str, ...]] = [header + (("PRESENT",) if node is not None else ())]
@@ -380,18 +509,19 @@ def ls_command(kubelet_dir: Path, runtime_endpoint: str | None, output: str) -> 
             if node is not None:
                 row += ("yes" if r.image_ref in node.present else "no",)
             rows.append(row)
-        table(rows)
+        table(rows, out=out)
         if intents.items:
-            click.echo("\nPENDING PULL INTENTS")
+            out.line("\nPENDING PULL INTENTS")
             for i in sorted(intents.items, key=lambda i: i.image):
-                click.echo(f"  {i.image}")
+                out.line(f"  {i.image}")
         if node is not None:
             if node.unrecorded:
-                click.echo(f"\nIMAGES ON THE NODE WITHOUT A RECORD ({node.endpoint})")
-                table([(u.image.id, u.names(), u.status) for u in node.unrecorded], "  ")
+                out.line(f"\nIMAGES ON THE NODE WITHOUT A RECORD ({node.endpoint})")
+                table([(u.image.id, u.names(), u.status) for u in node.unrecorded], "  ", out)
                 for line in node.meanings():
-                    click.echo(f"  {line}")
-            click.echo(f"\n{node.counts_line(len(pulled.items))}")
+                    out.line(f"  {line}")
+            out.line(f"\n{node.counts_line(len(pulled.items))}")
+        out.flush()
         for err in errors:
             click.echo(f"warning: {err}", err=True)
     if errors:
@@ -745,27 +875,29 @@ def check_command(kubelet_dir: Path, runtime_endpoint: str | None, output: str) 
             }
             for r in node.absent
         ]
+    out = Output()
     if output == "json":
         if node is None:
-            click.echo(json.dumps(problems, indent=2))
+            write_json(out, problems, ensure_ascii=True)
         else:
             notes = [
                 {**u.view(), "note": u.status.note, "message": u.status.meaning}
                 for u in node.unrecorded
             ]
-            click.echo(json.dumps({"problems": problems, "notes": notes}, indent=2))
+            write_json(out, {"problems": problems, "notes": notes}, ensure_ascii=True)
     else:
         for p in problems:
             what = f"{p['imageRef']}: " if "imageRef" in p else ""
-            click.echo(f"{p['problem']:<12} {p['path']}: {what}{p['message']}")
+            out.line(f"{p['problem']:<12} {p['path']}: {what}{p['message']}")
         if node is not None:
             for u in node.unrecorded:
-                click.echo(f"note: {u.image.id} ({u.names()}): no record, {u.status}")
+                out.line(f"note: {u.image.id} ({u.names()}): no record, {u.status}")
             for line in node.meanings():
-                click.echo(f"note: {line}")
+                out.line(f"note: {line}")
         if not problems:
             also = " and every record's image is on the node" if node is not None else ""
-            click.echo(f"ok: every file under {kubelet_dir}/image_manager decodes{also}")
+            out.line(f"ok: every file under {kubelet_dir}/image_manager decodes{also}")
+    out.flush()
     if problems:
         sys.exit(1)
 
