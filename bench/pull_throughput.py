@@ -1,35 +1,48 @@
-"""Pull throughput of pullwarden against ``skopeo copy``, and the cost of a re-verification.
+"""Pull throughput of ``pullwarden pull`` against ``skopeo copy``, whole processes, token auth.
 
-One no-auth ``docker-registry`` runs on 127.0.0.1 in a temp dir. Two images are built with
-:mod:`pullwarden.runtime._layout` from incompressible random data (gzip level 1) and pushed with
-skopeo: one single-layer image of ``--big-mb`` MB and one of ``--layers`` × ``--layer-mb`` MB.
+A token-auth ``docker-registry`` (with the test token server of tests/integration/infra.py) runs
+on 127.0.0.1 in a temp dir. Four images are built with :mod:`pullwarden.runtime._layout` from
+incompressible random data (gzip level 1) and pushed with skopeo: 1 × ``--big-mb`` MB,
+``--layers`` × ``--layer-mb`` MB, ``--small-layers`` × ``--small-mb`` MB and 1 × ``--huge-mb`` MB
+(``--huge-mb 0`` leaves the last one out).
 
-For each image and round, in alternating order (round 1 ours first, round 2 skopeo first, ...):
+Cold pulls, for each image and round, the order of the two tools alternating (round 1 ours
+first, round 2 skopeo first, ...), each the whole process a user runs, timed from spawn to exit
+and with its peak RSS (``wait4``'s ``ru_maxrss``):
 
-* pullwarden: a fresh ``RegistryClient`` and a fresh ``LocalImageService`` in a fresh directory
-  (built before the clock starts); ``pull_image`` is timed end to end;
-* skopeo: ``skopeo copy --src-tls-verify=false docker://… oci:FRESHDIR:v1``, the whole
-  subprocess timed (process start-up included; it is measured on its own with ``--version``).
+* ``python -m pullwarden.cli pull -q -u alice --password-stdin --store FRESHDIR REF``;
+* ``skopeo copy --src-tls-verify=false docker://REF oci:FRESHDIR:v1`` with alice's credentials
+  in an auth file.
 
-MB/s = compressed blob bytes (config + layers, MB = 10^6) / seconds. The registry's access log
-confirms every pull really transferred all of them. Dirty pages are flushed (``sync``) before
-each timed action, outside the clock, so no tool pays for another's writeback.
+MB/s = compressed blob bytes (config + layers, MB = 10^6) / seconds; medians of the rounds. The
+registry's access log confirms every cold pull transferred every blob byte. Dirty pages are
+flushed (``sync``) before each timed action, outside the clock. Process start-up is measured
+in the same run (``pullwarden --help``, ``skopeo --version``, medians of 5), so the download
+path can be judged apart from it: the "without start-up" column takes ``pullwarden --help``'s
+time off each pull.
 
-Re-verification, per image, each timed ``--reverify`` times: ``pull_image`` of the held tag with
-the same store and client; the same with a fresh client and service on that store (a restarted
-node); ``skopeo inspect --raw``. The access log gives manifest requests, blob requests, blob
-bytes and other requests (``/v2/`` pings) for each.
+Re-verification of a held tag, each ``--reverify`` times: ``pullwarden pull`` of it (a whole
+process); ``pull_image`` in this process with one client kept (what a running node does);
+``skopeo inspect --raw``. The access log gives the requests each made.
 
-Exit status 1 when a pulled digest differs from the built one, when a cold pull did not transfer
-every blob byte, or when a pullwarden re-verification fetched any blob; 130 when interrupted.
+``--parallelism 2,4,6,8`` adds in-process cold pulls (``RegistryClient(max_parallel_blobs=N)``,
+worker counts rotated per round) of every image but the huge one: how the client's default
+blob parallelism was chosen.
 
-    python bench/pull_throughput.py [--rounds 3] [--big-mb 100] [--layers 10] [--layer-mb 10]
+Exit status 1 when a pulled digest differs from the built one, when a cold pull did not
+transfer every blob byte, when a process failed, or when a re-verification fetched a blob; 130
+when interrupted. The goals (issue 12) are printed; missing one is reported, not an error.
+
+    python bench/pull_throughput.py [--rounds 3] [--huge-mb 1000] [--parallelism 2,4,6,8]
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import json
 import os
+import random
 import shutil
 import signal
 import statistics
@@ -45,12 +58,13 @@ from types import FrameType
 from typing import TypeVar
 
 from pullwarden.runtime import (
+    AuthConfig,
     BuiltImage,
     LocalImageService,
     RegistryClient,
     build_image,
     digest_of,
-    random_layer,
+    make_tar,
     read_layout,
 )
 
@@ -59,10 +73,13 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from tests.integration.infra import (  # noqa: E402  (needs the repo root on sys.path)
+    ALICE,
     SKOPEO_BINARY,
     AccessEntry,
     Registry,
     Skopeo,
+    TokenServer,
+    make_pki,
     missing_tools,
     running,
 )
@@ -70,8 +87,10 @@ from tests.integration.infra import (  # noqa: E402  (needs the repo root on sys
 _T = TypeVar("_T")
 
 MB = 1_000_000
-GOAL_RATIO = 1.5
+MIB = 1024 * 1024
+RSS_GOAL_MIB = 64.0
 TAG = "v1"
+PULLWARDEN = [sys.executable, "-m", "pullwarden.cli"]
 
 
 # --- data ------------------------------------------------------------------------------------
@@ -84,6 +103,7 @@ class BenchImage:
     label: str
     layout_ref: str
     repository: str
+    goal: float  # ours / skopeo, whole process
     built: BuiltImage
 
     @property
@@ -94,6 +114,10 @@ class BenchImage:
     def blob_bytes(self) -> int:
         """Compressed bytes a cold pull transfers: config plus layers."""
         return self.built.config_size + sum(self.built.layer_sizes)
+
+    @property
+    def huge(self) -> bool:
+        return self.layout_ref == "huge"
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,53 +143,65 @@ class Traffic:
 
 @dataclass(frozen=True, slots=True)
 class Sample:
-    """One timed action and its registry traffic."""
+    """One timed action, its registry traffic and (for a process) its peak RSS in bytes."""
 
     seconds: float
     traffic: Traffic
+    rss: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
-class ThroughputRow:
-    """The cold pulls of one image by both tools."""
+class Row:
+    """Cold pulls of one image by two contestants (``a`` against ``b``)."""
 
     image: BenchImage
-    ours: tuple[Sample, ...]
-    skopeo: tuple[Sample, ...]
+    a: tuple[Sample, ...]
+    b: tuple[Sample, ...]
 
-    def mbps(self, samples: Sequence[Sample]) -> list[float]:
-        return [self.image.blob_bytes / MB / s.seconds for s in samples]
+    def mbps(self, samples: Sequence[Sample], minus: float = 0.0) -> list[float]:
+        return [self.image.blob_bytes / MB / (s.seconds - minus) for s in samples]
 
     @property
     def ratio(self) -> float:
-        return statistics.median(self.mbps(self.ours)) / statistics.median(self.mbps(self.skopeo))
+        return statistics.median(self.mbps(self.a)) / statistics.median(self.mbps(self.b))
 
 
 @dataclass(frozen=True, slots=True)
-class ReverifyRow:
-    """The timed re-verifications of one image by one method."""
+class Finished:
+    """A process that ran to its end."""
 
-    image: BenchImage
-    method: str
-    samples: tuple[Sample, ...]
+    seconds: float
+    rss: int  # peak resident set, bytes
+    code: int
+    stdout: bytes
+    stderr: bytes
 
 
 class Bench:
-    """The running benchmark: registry, skopeo helper, work directory and problems found."""
+    """The running benchmark: registry, skopeo set-up, work directory and problems found."""
 
-    def __init__(self, work: Path, registry: Registry, skopeo: Skopeo) -> None:
+    def __init__(self, work: Path, registry: Registry, skopeo: Skopeo, launcher: Launcher) -> None:
         self.work = work
+        self.launcher = launcher
         self.registry = registry
-        self.skopeo = skopeo
+        self.skopeo = skopeo  # pushes (with the seeder's credentials)
         self.problems: list[str] = []
         self._serial = 0
+        self.policy = work / "policy.json"
+        self.policy.write_text(json.dumps({"default": [{"type": "insecureAcceptAnything"}]}))
+        self.registries_conf = work / "registries.conf"
+        self.registries_conf.write_text("")
+        self.authfile = work / "alice-auth.json"
+        token = base64.b64encode(f"{ALICE[0]}:{ALICE[1]}".encode()).decode()
+        self.authfile.write_text(json.dumps({"auths": {registry.host: {"auth": token}}}))
+        self.authfile.chmod(0o600)
 
     def fresh_dir(self, prefix: str) -> Path:
         """A path under the work dir that does not exist yet."""
         self._serial += 1
         return self.work / f"{prefix}-{self._serial}"
 
-    def observe(self, action: Callable[[], _T]) -> tuple[Sample, _T]:
+    def observe(self, action: Callable[[], _T]) -> tuple[float, Traffic, _T]:
         """Time ``action`` and collect the registry requests it caused.
 
         Dirty pages are flushed first, so that no measurement pays for the writeback of an
@@ -176,92 +212,179 @@ class Bench:
         start = time.perf_counter()
         result = action()
         seconds = time.perf_counter() - start
-        return Sample(seconds, Traffic.of(self.registry.access_log(since))), result
+        return seconds, Traffic.of(self.registry.access_log(since)), result
 
     def problem(self, text: str) -> None:
         self.problems.append(text)
         print(f"  !! {text}", flush=True)
 
+    def skopeo_argv(self, *args: str) -> list[str]:
+        return [
+            SKOPEO_BINARY,
+            "--policy",
+            str(self.policy),
+            "--registries-conf",
+            str(self.registries_conf),
+            args[0],
+            "--authfile",
+            str(self.authfile),
+            *args[1:],
+        ]
+
+
+# Runs each timed process and reports its wall time and peak RSS. A child's ``ru_maxrss`` starts
+# at the high-water mark of the process that spawned it (Linux carries it over fork and exec),
+# and this benchmark's own process holds whole images in memory while building them; a small
+# launcher of its own, started early, keeps that out of the figures.
+_LAUNCHER = r"""
+import json, os, subprocess, sys, time
+for line in sys.stdin:
+    job = json.loads(line)
+    with open(job["out"], "wb") as out, open(job["err"], "wb") as err:
+        start = time.perf_counter()
+        child = subprocess.Popen(job["argv"], stdin=subprocess.PIPE, stdout=out, stderr=err)
+        try:
+            child.stdin.write(job["stdin"].encode())
+            child.stdin.close()
+        except BrokenPipeError:
+            pass
+        _, status, usage = os.wait4(child.pid, 0)
+        seconds = time.perf_counter() - start
+    code = os.waitstatus_to_exitcode(status)
+    print(json.dumps({"seconds": seconds, "rss": usage.ru_maxrss * 1024, "code": code}), flush=True)
+"""
+
+
+class Launcher:
+    """The small process that spawns and times the measured ones (see ``_LAUNCHER``)."""
+
+    def __init__(self, work: Path) -> None:
+        self._work = work
+        self._process = subprocess.Popen(
+            [sys.executable, "-c", _LAUNCHER],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def run(self, argv: Sequence[str], stdin: str = "") -> Finished:
+        """Run ``argv`` to its end: wall seconds from spawn to exit, peak RSS, output."""
+        assert self._process.stdin is not None and self._process.stdout is not None
+        out, err = self._work / "launched.out", self._work / "launched.err"
+        job = {"argv": list(argv), "stdin": stdin, "out": str(out), "err": str(err)}
+        self._process.stdin.write(json.dumps(job) + "\n")
+        self._process.stdin.flush()
+        line = self._process.stdout.readline()
+        if not line:
+            raise RuntimeError("the launcher process died")
+        done = json.loads(line)
+        return Finished(
+            done["seconds"], done["rss"], done["code"], out.read_bytes(), err.read_bytes()
+        )
+
+    def median_seconds(self, argv: Sequence[str], times: int = 5) -> float:
+        return statistics.median(self.run(argv).seconds for _ in range(times))
+
+    def close(self) -> None:
+        if self._process.stdin is not None:
+            self._process.stdin.close()
+        self._process.wait(timeout=10)
+
 
 # --- building and pushing ----------------------------------------------------------------------
+
+
+def random_tar(size: int, seed: int) -> bytes:
+    """An uncompressed tar of one file of ``size`` pseudo-random bytes drawn from ``seed``.
+
+    (``random_layer`` draws all bytes in one call, which stops short of 1 GB.)
+    """
+    rng = random.Random(seed)
+    step = 64 * MIB
+    data = b"".join(rng.randbytes(min(step, size - at)) for at in range(0, size, step))
+    return make_tar({f"random-{seed}.bin": data})
 
 
 def build_and_push(bench: Bench, args: argparse.Namespace) -> list[BenchImage]:
     layout = bench.work / "layout"
     specs = [
-        (f"1 × {args.big_mb} MB", "big", "bench/big", [(args.big_mb, 1)]),
+        (f"1 × {args.big_mb} MB", "big", 1.5, [(args.big_mb, 1)]),
         (
             f"{args.layers} × {args.layer_mb} MB",
             "layers",
-            "bench/layers",
+            1.5,
             [(args.layer_mb, 100 + i) for i in range(args.layers)],
         ),
+        (
+            f"{args.small_layers} × {args.small_mb} MB",
+            "small",
+            1.2,
+            [(args.small_mb, 1000 + i) for i in range(args.small_layers)],
+        ),
     ]
+    if args.huge_mb:
+        specs.append((f"1 × {args.huge_mb} MB", "huge", 2.0, [(args.huge_mb, 7)]))
     images = []
-    for label, ref, repository, layers in specs:
+    seeder = bench.registry.token_server.seeder if bench.registry.token_server else None
+    for label, ref, goal, layers in specs:
         start = time.perf_counter()
-        raw = [random_layer(size_mb * MB, seed) for size_mb, seed in layers]
+        raw = [random_tar(size_mb * MB, seed) for size_mb, seed in layers]
         built = build_image(layout, ref, raw, gzip_level=1)
         del raw
-        image = BenchImage(label, ref, repository, built)
+        image = BenchImage(label, ref, f"ns/{ref}", goal, built)
         built_s = time.perf_counter() - start
         start = time.perf_counter()
-        bench.skopeo.copy(f"oci:{layout}:{ref}", bench.registry, image.repo_tag)
+        bench.skopeo.copy(f"oci:{layout}:{ref}", bench.registry, image.repo_tag, creds=seeder)
         print(
             f"{label}: built in {built_s:.1f} s, pushed in {time.perf_counter() - start:.1f} s; "
-            f"blob bytes {image.blob_bytes:,} (config {built.config_size:,} + layers "
-            f"{sum(built.layer_sizes):,}), manifest {built.manifest_digest}",
+            f"blob bytes {image.blob_bytes:,}, manifest {built.manifest_digest}",
             flush=True,
         )
         images.append(image)
-    shutil.rmtree(layout)  # the registry holds its own copy
+        shutil.rmtree(layout / "blobs")  # the registry holds its own copy
+        (layout / "index.json").unlink()
     return images
 
 
-# --- cold pulls --------------------------------------------------------------------------------
+# --- cold pulls, whole processes ---------------------------------------------------------------
 
 
-def pull_ours(bench: Bench, image: BenchImage) -> tuple[Sample, LocalImageService, RegistryClient]:
-    """Time a cold pull into a fresh store; the caller closes the returned service and client."""
-    client = RegistryClient()
-    service = LocalImageService(bench.fresh_dir("ours"), client=client)
-    ref = bench.registry.ref(image.repo_tag)
-    try:
-        sample, image_id = bench.observe(lambda: service.pull_image(ref))
-        check_store(bench, service, image, image_id, "pullwarden pull")
-    except BaseException:
-        close_store(service, client)
-        raise
-    check_transfer(bench, image, sample, "pullwarden")
-    return sample, service, client
+def pull_ours(bench: Bench, image: BenchImage, store: Path) -> Sample:
+    """``pullwarden pull`` into the fresh ``store``, timed as a whole process."""
+    argv = [*PULLWARDEN, "pull", "-q", "-u", ALICE[0], "--password-stdin", "--store", str(store)]
+    argv.append(bench.registry.ref(image.repo_tag))
+    seconds, traffic, done = bench.observe(lambda: bench.launcher.run(argv, ALICE[1]))
+    if done.code != 0:
+        bench.problem(f"pullwarden pull of {image.label} exited {done.code}: {done.stderr!r}")
+    elif done.stdout.decode().strip() != image.built.config_digest:
+        bench.problem(f"pullwarden pull of {image.label} printed {done.stdout!r}")
+    else:
+        check_store(bench, store, image, "pullwarden pull")
+    return Sample(seconds, traffic, done.rss)
 
 
 def pull_skopeo(bench: Bench, image: BenchImage) -> Sample:
-    """Time ``skopeo copy docker://… oci:FRESHDIR:v1`` and check what it wrote."""
+    """``skopeo copy docker://… oci:FRESHDIR:v1``, timed as a whole process."""
     dest = bench.fresh_dir("skopeo")
+    source = f"docker://{bench.registry.ref(image.repo_tag)}"
+    argv = bench.skopeo_argv("copy", "-q", "--src-tls-verify=false", source, f"oci:{dest}:{TAG}")
     try:
-        sample, _ = bench.observe(
-            lambda: bench.skopeo.copy_from(bench.registry, image.repo_tag, f"oci:{dest}:{TAG}")
-        )
-        got = read_layout(dest)[TAG].digest
-        if got != image.built.manifest_digest:
+        seconds, traffic, done = bench.observe(lambda: bench.launcher.run(argv))
+        if done.code != 0:
+            bench.problem(f"skopeo copy of {image.label} exited {done.code}: {done.stderr!r}")
+        elif (got := read_layout(dest)[TAG].digest) != image.built.manifest_digest:
             bench.problem(f"skopeo copy of {image.label} wrote manifest {got}")
     finally:
         shutil.rmtree(dest, ignore_errors=True)
-    check_transfer(bench, image, sample, "skopeo")
-    return sample
+    return Sample(seconds, traffic, done.rss)
 
 
-def check_store(
-    bench: Bench, service: LocalImageService, image: BenchImage, image_id: str, what: str
-) -> None:
+def check_store(bench: Bench, root: Path, image: BenchImage, what: str) -> None:
     """The store must hold the built image under its config digest and manifest digest."""
     built = image.built
-    if image_id != built.config_digest:
-        bench.problem(f"{what} of {image.label}: image id {image_id}, built {built.config_digest}")
-    status = service.image_status(image_id)
-    full_repo = bench.registry.ref(image.repository)
-    expected = f"{full_repo}@{built.manifest_digest}"
+    with LocalImageService(root) as service:
+        status = service.image_status(built.config_digest)
+    expected = f"{bench.registry.ref(image.repository)}@{built.manifest_digest}"
     if status is None or expected not in status.repo_digests:
         held = status.repo_digests if status is not None else "nothing"
         bench.problem(f"{what} of {image.label}: store holds {held}, expected {expected}")
@@ -269,173 +392,202 @@ def check_store(
 
 def check_transfer(bench: Bench, image: BenchImage, sample: Sample, who: str) -> None:
     """A cold pull must have downloaded every blob byte once (else MB/s means nothing)."""
-    traffic = sample.traffic
-    if traffic.blob_bytes != image.blob_bytes:
+    if sample.traffic.blob_bytes != image.blob_bytes:
         bench.problem(
-            f"{who} pull of {image.label} transferred {traffic.blob_bytes:,} blob bytes, "
+            f"{who} pull of {image.label} transferred {sample.traffic.blob_bytes:,} blob bytes, "
             f"expected {image.blob_bytes:,}"
         )
-
-
-def close_store(service: LocalImageService, client: RegistryClient) -> None:
-    service.close()
-    client.close()
 
 
 def describe(image: BenchImage, who: str, round_no: int, sample: Sample) -> str:
     t = sample.traffic
     mbps = image.blob_bytes / MB / sample.seconds
+    rss = f"  peak RSS {sample.rss / MIB:5.1f} MiB" if sample.rss is not None else ""
     return (
-        f"  round {round_no}  {who:<10} {sample.seconds:7.3f} s  {mbps:7.1f} MB/s  "
-        f"(manifest req {t.manifest}, blob req {t.blob}, other req {t.other}, "
-        f"blob bytes {t.blob_bytes:,})"
+        f"  round {round_no}  {who:<12} {sample.seconds:7.3f} s  {mbps:7.1f} MB/s{rss}  "
+        f"(manifest req {t.manifest}, blob req {t.blob}, other req {t.other})"
     )
 
 
-def run_throughput(
-    bench: Bench, image: BenchImage, rounds: int
-) -> tuple[ThroughputRow, tuple[LocalImageService, RegistryClient]]:
-    """Alternate cold pulls; returns the rows and the last pullwarden store, still open."""
+def run_cold(bench: Bench, image: BenchImage, rounds: int) -> tuple[Row, Path]:
+    """Alternate cold pulls; returns the row and the last pullwarden store (kept)."""
     print(f"\n{image.label} ({image.blob_bytes:,} blob bytes)", flush=True)
     ours: list[Sample] = []
     theirs: list[Sample] = []
-    kept: tuple[LocalImageService, RegistryClient] | None = None
-    try:
-        for round_no in range(1, rounds + 1):
-            order = ("pullwarden", "skopeo") if round_no % 2 else ("skopeo", "pullwarden")
-            for who in order:
-                if who == "skopeo":
-                    sample = pull_skopeo(bench, image)
-                    theirs.append(sample)
-                else:
-                    sample, service, client = pull_ours(bench, image)
-                    ours.append(sample)
-                    if kept is not None:
-                        close_store(*kept)
-                        shutil.rmtree(kept[0].root, ignore_errors=True)
-                    kept = (service, client)
-                print(describe(image, who, round_no, sample), flush=True)
-    except BaseException:
-        if kept is not None:
-            close_store(*kept)
-        raise
+    kept: Path | None = None
+    for round_no in range(1, rounds + 1):
+        order = ("pullwarden", "skopeo") if round_no % 2 else ("skopeo", "pullwarden")
+        for who in order:
+            if who == "skopeo":
+                sample = pull_skopeo(bench, image)
+                theirs.append(sample)
+            else:
+                store = bench.fresh_dir("ours")
+                sample = pull_ours(bench, image, store)
+                ours.append(sample)
+                if kept is not None:
+                    shutil.rmtree(kept, ignore_errors=True)
+                kept = store
+            check_transfer(bench, image, sample, who)
+            print(describe(image, who, round_no, sample), flush=True)
     assert kept is not None
-    return ThroughputRow(image, tuple(ours), tuple(theirs)), kept
+    return Row(image, tuple(ours), tuple(theirs)), kept
 
 
 # --- re-verification ---------------------------------------------------------------------------
 
 
 def run_reverify(
-    bench: Bench,
-    image: BenchImage,
-    store: tuple[LocalImageService, RegistryClient],
-    times: int,
-) -> list[ReverifyRow]:
-    """Re-pull the held tag (same client, then fresh ones) and ``skopeo inspect --raw`` it."""
-    service, client = store
-    root = service.root
+    bench: Bench, image: BenchImage, store: Path, times: int
+) -> list[tuple[str, list[Sample]]]:
+    """Re-pull the held tag: whole CLI processes, one kept client, ``skopeo inspect --raw``."""
     ref = bench.registry.ref(image.repo_tag)
-
-    same: list[Sample] = []
-    try:
-        for _ in range(times):
-            sample, image_id = bench.observe(lambda: service.pull_image(ref))
-            check_store(bench, service, image, image_id, "pullwarden re-pull")
-            same.append(sample)
-    finally:
-        close_store(service, client)
-
-    fresh: list[Sample] = []
+    cli: list[Sample] = []
     for _ in range(times):
-        new_client = RegistryClient()
-        new_service = LocalImageService(root, client=new_client)
-        try:
-            sample, image_id = bench.observe(partial(new_service.pull_image, ref))
-            check_store(bench, new_service, image, image_id, "pullwarden fresh-client re-pull")
-        finally:
-            close_store(new_service, new_client)
-        fresh.append(sample)
-    shutil.rmtree(root, ignore_errors=True)
+        cli.append(pull_ours(bench, image, store))
+
+    kept: list[Sample] = []
+    auth = AuthConfig(*ALICE)
+    with RegistryClient() as client, LocalImageService(store, client=client) as service:
+        for _ in range(times):
+            seconds, traffic, image_id = bench.observe(lambda: service.pull_image(ref, auth))
+            if image_id != image.built.config_digest:
+                bench.problem(f"in-process re-pull of {image.label} returned {image_id}")
+            kept.append(Sample(seconds, traffic))
+    shutil.rmtree(store, ignore_errors=True)
 
     inspected: list[Sample] = []
+    argv = bench.skopeo_argv("inspect", "--raw", "--tls-verify=false", f"docker://{ref}")
     for _ in range(times):
-        sample, raw = bench.observe(
-            lambda: bench.skopeo.inspect_raw(bench.registry, image.repo_tag)
-        )
-        if digest_of(raw) != image.built.manifest_digest:
-            bench.problem(f"skopeo inspect --raw of {image.label} returned {digest_of(raw)}")
-        inspected.append(sample)
+        seconds, traffic, done = bench.observe(lambda: bench.launcher.run(argv))
+        if done.code != 0 or digest_of(done.stdout) != image.built.manifest_digest:
+            bench.problem(f"skopeo inspect --raw of {image.label} failed: {done.stderr!r}")
+        inspected.append(Sample(seconds, traffic, done.rss))
 
-    rows = [
-        ReverifyRow(image, "pullwarden `pull_image`, same client", tuple(same)),
-        ReverifyRow(image, "pullwarden `pull_image`, fresh client", tuple(fresh)),
-        ReverifyRow(image, "`skopeo inspect --raw`", tuple(inspected)),
-    ]
-    for row in rows[:2]:
-        for sample in row.samples:
+    for method, samples in (("CLI", cli), ("in-process", kept)):
+        for sample in samples:
             if sample.traffic.blob or sample.traffic.blob_bytes:
                 bench.problem(
-                    f"re-verification ({row.method}) of {image.label} fetched "
+                    f"re-verification ({method}) of {image.label} fetched "
                     f"{sample.traffic.blob} blob(s), {sample.traffic.blob_bytes:,} bytes"
                 )
-        if any(s.traffic.manifest != 1 for s in row.samples):
-            print(f"  WARNING: {row.method} did not cost exactly one manifest request", flush=True)
-    return rows
+    return [
+        ("`pullwarden pull` (whole process)", cli),
+        ("`pull_image`, one client kept (a running node)", kept),
+        ("`skopeo inspect --raw` (whole process)", inspected),
+    ]
+
+
+# --- blob parallelism, in process ----------------------------------------------------------------
+
+
+def run_parallelism(
+    bench: Bench, images: Sequence[BenchImage], workers: Sequence[int], rounds: int
+) -> dict[tuple[str, int], list[float]]:
+    """In-process cold pulls with each worker count (rotated per round); MB/s per sample."""
+    auth = AuthConfig(*ALICE)
+    results: dict[tuple[str, int], list[float]] = {}
+    for image in images:
+        print(f"\nparallelism, {image.label} (in process)", flush=True)
+        ref = bench.registry.ref(image.repo_tag)
+        for round_no in range(rounds):
+            shift = round_no % len(workers)
+            for n in [*workers[shift:], *workers[:shift]]:
+                root = bench.fresh_dir("par")
+                with (
+                    RegistryClient(max_parallel_blobs=n) as client,
+                    LocalImageService(root, client=client) as service,
+                ):
+                    seconds, traffic, _ = bench.observe(partial(service.pull_image, ref, auth))
+                shutil.rmtree(root, ignore_errors=True)
+                check_transfer(bench, image, Sample(seconds, traffic), f"{n}-worker")
+                mbps = image.blob_bytes / MB / seconds
+                results.setdefault((image.label, n), []).append(mbps)
+                print(f"  round {round_no + 1}  {n} workers  {mbps:7.1f} MB/s", flush=True)
+    return results
 
 
 # --- reporting ---------------------------------------------------------------------------------
 
 
-def spread(values: Sequence[int]) -> str:
+def values(xs: Sequence[float]) -> str:
+    return ", ".join(f"{v:.0f}" for v in xs)
+
+
+def cold_table(rows: Sequence[Row], startup: float) -> str:
+    lines = [
+        "| image | compressed bytes | pullwarden MB/s | skopeo copy MB/s | ours / skopeo | goal "
+        "| pullwarden MB/s without start-up | peak RSS pullwarden / skopeo (MiB) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        ours, theirs = row.mbps(row.a), row.mbps(row.b)
+        bare = row.mbps(row.a, minus=startup) if min(s.seconds for s in row.a) > startup else []
+        rss_ours = max(s.rss or 0 for s in row.a) / MIB
+        rss_theirs = max(s.rss or 0 for s in row.b) / MIB
+        met = "met" if row.ratio >= row.image.goal else "**missed**"
+        lines.append(
+            f"| {row.image.label} | {row.image.blob_bytes:,} "
+            f"| **{statistics.median(ours):.0f}** ({values(ours)}) "
+            f"| **{statistics.median(theirs):.0f}** ({values(theirs)}) "
+            f"| **{row.ratio:.2f}×** | ≥ {row.image.goal}× {met} "
+            f"| {f'{statistics.median(bare):.0f}' if bare else '–'} "
+            f"| {rss_ours:.1f} / {rss_theirs:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def reverify_table(rows: Sequence[tuple[BenchImage, str, list[Sample]]], times: int) -> str:
+    lines = [
+        f"| image | method | ms (median of {times}) | manifest req | blob req | other req |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for image, method, samples in rows:
+        ms = statistics.median(s.seconds for s in samples) * 1000
+        t = [s.traffic for s in samples]
+        lines.append(
+            f"| {image.label} | {method} | {ms:.1f} | {spread([x.manifest for x in t])} "
+            f"| {spread([x.blob for x in t])} | {spread([x.other for x in t])} |"
+        )
+    return "\n".join(lines)
+
+
+def parallelism_table(
+    results: dict[tuple[str, int], list[float]], images: Sequence[BenchImage], workers: list[int]
+) -> str:
+    lines = [
+        "| image | " + " | ".join(f"{n} workers MB/s" for n in workers) + " |",
+        "|---|" + "---:|" * len(workers),
+    ]
+    for image in images:
+        cells = [results[(image.label, n)] for n in workers]
+        lines.append(
+            f"| {image.label} | "
+            + " | ".join(f"**{statistics.median(c):.0f}** ({values(c)})" for c in cells)
+            + " |"
+        )
+    return "\n".join(lines)
+
+
+def spread(xs: Sequence[int]) -> str:
     """``3`` when all values agree, else ``min–max``."""
-    low, high = min(values), max(values)
+    low, high = min(xs), max(xs)
     return f"{low:,}" if low == high else f"{low:,}–{high:,}"
 
 
-def throughput_table(rows: Sequence[ThroughputRow]) -> str:
-    lines = [
-        "| image | compressed bytes | pullwarden MB/s | skopeo copy MB/s | ours / skopeo |",
-        "|---|---:|---:|---:|---:|",
-    ]
+def goals(rows: Sequence[Row]) -> list[str]:
+    lines = []
     for row in rows:
-        ours, theirs = row.mbps(row.ours), row.mbps(row.skopeo)
-        lines.append(
-            f"| {row.image.label} | {row.image.blob_bytes:,} "
-            f"| **{statistics.median(ours):.0f}** ({', '.join(f'{v:.0f}' for v in ours)}) "
-            f"| **{statistics.median(theirs):.0f}** ({', '.join(f'{v:.0f}' for v in theirs)}) "
-            f"| **{row.ratio:.2f}×** |"
-        )
-    return "\n".join(lines)
-
-
-def reverify_table(rows: Sequence[ReverifyRow], times: int) -> str:
-    lines = [
-        f"| image | method | ms (median of {times}) | manifest req | blob req | blob bytes "
-        "| other req |",
-        "|---|---|---:|---:|---:|---:|---:|",
-    ]
-    for row in rows:
-        t = [s.traffic for s in row.samples]
-        ms = statistics.median(s.seconds for s in row.samples) * 1000
-        lines.append(
-            f"| {row.image.label} | {row.method} | {ms:.1f} | {spread([x.manifest for x in t])} "
-            f"| {spread([x.blob for x in t])} | {spread([x.blob_bytes for x in t])} "
-            f"| {spread([x.other for x in t])} |"
-        )
-    return "\n".join(lines)
-
-
-def skopeo_startup(times: int = 5) -> float:
-    """Median seconds of ``skopeo --version`` (process start-up, no network)."""
-    samples = []
-    for _ in range(times):
-        start = time.perf_counter()
-        subprocess.run(
-            [SKOPEO_BINARY, "--version"], capture_output=True, check=True, stdin=subprocess.DEVNULL
-        )
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
+        met = "met" if row.ratio >= row.image.goal else "MISSED"
+        lines.append(f"{row.image.label}: {row.ratio:.2f}× skopeo (goal ≥ {row.image.goal}×) {met}")
+        if row.image.huge:
+            rss = max(s.rss or 0 for s in row.a) / MIB
+            met = "met" if rss <= RSS_GOAL_MIB else "MISSED"
+            lines.append(
+                f"{row.image.label}: peak RSS of pullwarden {rss:.1f} MiB "
+                f"(goal ≤ {RSS_GOAL_MIB:.0f} MiB) {met}"
+            )
+    return lines
 
 
 # --- main --------------------------------------------------------------------------------------
@@ -447,11 +599,25 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--big-mb", type=int, default=100, help="size of the single-layer image")
     parser.add_argument("--layers", type=int, default=10, help="layers of the multi-layer image")
     parser.add_argument("--layer-mb", type=int, default=10, help="size of each of those layers")
+    parser.add_argument("--small-layers", type=int, default=50, help="layers of the small image")
+    parser.add_argument("--small-mb", type=int, default=1, help="size of each of those layers")
+    parser.add_argument("--huge-mb", type=int, default=1000, help="the huge image; 0: none")
     parser.add_argument("--reverify", type=int, default=5, help="timed re-verifications per kind")
+    parser.add_argument(
+        "--parallelism", default="", help="worker counts to compare in process, e.g. 2,4,6,8"
+    )
     args = parser.parse_args(argv)
-    for name in ("rounds", "big_mb", "layers", "layer_mb", "reverify"):
+    for name in ("rounds", "big_mb", "layers", "layer_mb", "small_layers", "small_mb", "reverify"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.huge_mb < 0:
+        parser.error("--huge-mb must not be negative")
+    try:
+        args.workers = [int(n) for n in args.parallelism.split(",") if n.strip()]
+    except ValueError:
+        parser.error("--parallelism takes worker counts separated by commas")
+    if any(n < 1 for n in args.workers):
+        parser.error("--parallelism: worker counts must be at least 1")
     return args
 
 
@@ -460,33 +626,48 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def run(args: argparse.Namespace, work: Path) -> int:
-    registry = Registry(work / "registry", auth="none")
-    with running(registry):
-        bench = Bench(work, registry, Skopeo(work / "skopeo"))
-        print(f"docker-registry on {registry.host}, work dir {work}", flush=True)
-        startup = skopeo_startup()
-        print(f"skopeo process start-up (`skopeo --version`, median of 5): {startup * 1000:.1f} ms")
-        images = build_and_push(bench, args)
+    launcher = Launcher(work)  # before anything grows this process
+    pki = make_pki(work / "pki")
+    token_server = TokenServer(pki)
+    token_server.start()
+    registry = Registry(work / "registry", auth="token", pki=pki, token_server=token_server)
+    try:
+        with running(registry):
+            bench = Bench(work, registry, Skopeo(work / "skopeo"), launcher)
+            print(f"token-auth docker-registry on {registry.host}, work dir {work}", flush=True)
+            images = build_and_push(bench, args)
+            cold: list[Row] = []
+            reverify: list[tuple[BenchImage, str, list[Sample]]] = []
+            for image in images:
+                row, store = run_cold(bench, image, args.rounds)
+                cold.append(row)
+                for method, samples in run_reverify(bench, image, store, args.reverify):
+                    reverify.append((image, method, samples))
+            parallel = [i for i in images if not i.huge]
+            per_workers = (
+                run_parallelism(bench, parallel, args.workers, args.rounds) if args.workers else {}
+            )
+            startup = launcher.median_seconds([*PULLWARDEN, "--help"])
+            skopeo_startup = launcher.median_seconds([SKOPEO_BINARY, "--version"])
+    finally:
+        launcher.close()
+        token_server.stop()
 
-        throughput: list[ThroughputRow] = []
-        reverify: list[ReverifyRow] = []
-        for image in images:
-            row, store = run_throughput(bench, image, args.rounds)
-            throughput.append(row)
-            reverify.extend(run_reverify(bench, image, store, args.reverify))
-
-    print("\n### Cold pull throughput (median, all rounds in parentheses; MB = 10^6 bytes)\n")
-    print(throughput_table(throughput))
+    print("\n### Cold pulls, whole processes, token auth (median, all rounds in parentheses)\n")
+    print(cold_table(cold, startup))
     print(
-        f"\nskopeo figures include its process start-up, {startup * 1000:.0f} ms "
-        "(`skopeo --version`). Goal: ours / skopeo ≥ 1.5."
+        f"\nProcess start-up in the same run (medians of 5): `pullwarden --help` "
+        f"{startup * 1000:.0f} ms, `skopeo --version` {skopeo_startup * 1000:.0f} ms. "
+        "MB = 10^6 bytes; peak RSS is the largest of the rounds."
     )
-    print("\n### Re-verification of a held tag (no-auth registry; requests from the access log)\n")
+    print("\n### Re-verification of a held tag (requests from the registry's access log)\n")
     print(reverify_table(reverify, args.reverify))
-
-    below = [r.image.label for r in throughput if r.ratio < GOAL_RATIO]
-    if below:
-        print(f"\nNOTE: ratio below {GOAL_RATIO}× for: {', '.join(below)}")
+    if per_workers:
+        print("\n### Blob parallelism, in process (median MB/s, all rounds in parentheses)\n")
+        print(parallelism_table(per_workers, parallel, args.workers))
+    print("\n### Goals (issue 12)\n")
+    for line in goals(cold):
+        print(f"- {line}")
     if bench.problems:
         print("\nFAILED:", file=sys.stderr)
         for text in bench.problems:
