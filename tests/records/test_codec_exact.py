@@ -21,6 +21,7 @@ from pullwarden.records._codec import (
     decode,
     decode_versioned,
     encode,
+    exact_record_key,
 )
 from pullwarden.records._model import (
     ImagePullCredentials,
@@ -73,6 +74,7 @@ def test_kubelet_fixtures_take_the_exact_path_to_the_strict_result(name: str) ->
     exact = _decode_exact(text)
     assert exact is not None
     assert exact == _decode_strict(text)
+    _agrees_with_the_key(text)
 
 
 @pytest.mark.parametrize("name", OTHER_FIXTURES)
@@ -155,6 +157,7 @@ NEAR_MISSES: list[tuple[str, bytes]] = [
 def test_near_misses_are_left_to_the_strict_decoder(label: str, data: bytes) -> None:
     text = data.decode()
     assert _decode_exact(text) is None
+    assert exact_record_key(data) is None
     try:
         expected = _decode_strict(text)
     except RecordDecodeError as err:
@@ -224,6 +227,17 @@ def test_exact_path_agrees_with_the_strict_decoder(
     if exact is not None:
         assert exact == _decode_strict(text)
     assert decode_versioned(text.encode()) == _decode_strict(text)
+    _agrees_with_the_key(text)
+
+
+def _agrees_with_the_key(text: str) -> None:
+    """exact_record_key says yes exactly when the exact path builds a record, with its key."""
+    exact = _decode_exact(text)
+    key = exact_record_key(text.encode())
+    if exact is None or not isinstance(exact[0], ImagePulledRecord):
+        assert key is None
+    else:
+        assert key == (exact[1], exact[0].image_ref)
 
 
 @settings(max_examples=400, deadline=None)
@@ -234,6 +248,7 @@ def test_a_mutated_file_is_accepted_by_the_exact_path_only_if_the_strict_one_agr
     text = encode(obj).decode()
     at = min(at, len(text))
     for mutated in (text[:at], text[:at] + junk + text[at:], text[:at] + text[at + 1 :]):
+        _agrees_with_the_key(mutated)
         exact = _decode_exact(mutated)
         if exact is None:
             continue
@@ -246,5 +261,6 @@ def test_arbitrary_text_never_fools_the_exact_path(text: str) -> None:
     exact = _decode_exact(text)
     if exact is not None:
         assert exact == _decode_strict(text)
+    _agrees_with_the_key(text)
     with contextlib.suppress(RecordDecodeError):
         decode_versioned(text.encode())

@@ -116,13 +116,17 @@ def start(root: Path) -> tuple[FileRecordStore, CachedRecordStore, PullManager]:
     return files, cache, manager
 
 
-def test_start_up_reads_and_decodes_each_file_once(root: Path, counts: Counts) -> None:
+def test_start_up_reads_each_file_once_and_builds_no_record(root: Path, counts: Counts) -> None:
     _, cache, _ = start(root)
     assert len(counts.opens) == N + 5
     assert set(counts.opens.values()) == {1}
-    assert counts.decodes == N + 5
+    assert counts.decodes == 5  # the intents; the records are checked, built when used
     assert cache.records_authoritative and cache.intents_authoritative
     assert cache.cached_counts() == (5, N)
+    assert cache.get_pulled_record(rec(7).image_ref) == rec(7)
+    assert cache.get_pulled_record(rec(7).image_ref) is cache.get_pulled_record(rec(7).image_ref)
+    assert counts.decodes == 6 and len(counts.opens) == N + 5
+    assert cache.get_pulled_record("sha256:absent") is None
 
 
 def test_an_alpha_file_is_still_migrated_and_a_broken_one_still_reported(
@@ -151,7 +155,7 @@ def test_a_file_rewritten_under_a_new_name_is_read_again(root: Path, counts: Cou
     right = root / "image_manager" / "pulled" / file_name_for(rec(N).image_ref)
     assert right.exists() and wrong.exists()
     assert counts.opens[right.name] == 1  # seen by the warm-up, which read the disk again
-    assert counts.decodes == 2 * (N + 1 + 5) + 1
+    assert counts.opens[file_name_for(rec(0).image_ref)] == 2
     assert cache.get_pulled_record(rec(N).image_ref) == rec(N)
 
 
@@ -166,7 +170,7 @@ def test_the_authoritative_cache_lists_without_touching_the_disk(
     counts.reset()
     records = cache.list_pulled_records()
     intents = cache.list_intents()
-    assert counts.opens == {} and counts.listings == 0 and counts.decodes == 0
+    assert counts.opens == {} and counts.listings == 0  # records are built in memory
     on_disk = FileRecordStore(root, migrate=False).list_pulled_records().items
     assert records.items == on_disk  # file name order
     assert records.ok and intents.ok
@@ -190,9 +194,11 @@ def test_the_scan_is_handed_out_once_and_only_after_a_migrating_open(root: Path)
     files = FileRecordStore(root)
     listings = files.take_startup_listings()
     assert listings is not None
-    intents, records = listings
-    assert intents.items == FileRecordStore(root, migrate=False).list_intents().items
-    assert records.items == FileRecordStore(root, migrate=False).list_pulled_records().items
+    assert listings.intents.items == FileRecordStore(root, migrate=False).list_intents().items
+    # Every record is there once, as its bytes (each is in the exact form, under its name).
+    assert listings.records.items == [] and listings.record_count == N
+    built = [listings.decode_raw(key, data) for key, data in listings.raw_records]
+    assert built == FileRecordStore(root, migrate=False).list_pulled_records().items
     assert files.take_startup_listings() is None
     assert FileRecordStore(root, migrate=False).take_startup_listings() is None
     listed = FileRecordStore(root)
@@ -275,3 +281,30 @@ def test_cache_batched_delete_keeps_authority_and_the_failures(root: Path) -> No
     assert cache.get_pulled_record(rec(1).image_ref) is None
     assert cache.get_pulled_record(rec(2).image_ref) == rec(2)  # still cached: still on disk
     assert len(cache.list_pulled_records().items) == N - 1
+
+
+def test_only_files_in_the_exact_form_are_kept_as_bytes(root: Path) -> None:
+    pulled = root / "image_manager" / "pulled"
+    escaped = ImagePulledRecord("sha256:esc", T1, {"registry.example/a&b": ImagePullCredentials()})
+    plant(root, escaped)  # Go writes "&" as \u0026: not the exact form
+    misnamed = pulled / ("sha256-" + "e" * 64)
+    misnamed.write_bytes(encode(rec(N)))
+    # In the exact form up to its body, which holds an unknown field.
+    bad_body = pulled / file_name_for("sha256:bad")
+    bad_body.write_bytes(
+        encode(ImagePulledRecord("sha256:bad", T1, {"x/y": ImagePullCredentials()})).replace(
+            b'"x/y":{}', b'"x/y":{"preloaded":true}'
+        )
+    )
+    files = FileRecordStore(root)
+    report = files.migration_report
+    assert report is not None and [e.path for e in report.errors] == [str(bad_body)]
+    listings = files.take_startup_listings()
+    assert listings is not None
+    assert [r.image_ref for r in listings.records.items] == ["sha256:esc"]
+    # Kept by the imageRef it holds, as the cache always kept a record (whatever its name).
+    assert {key for key, _ in listings.raw_records} == {rec(i).image_ref for i in range(N + 1)}
+    assert not listings.records.ok
+    cache = CachedRecordStore(FileRecordStore(root))
+    assert not cache.records_authoritative  # a file that does not decode: as before
+    assert cache.get_pulled_record("sha256:esc") == escaped

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Generic, Protocol, TypeAlias, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from pullwarden.errors import RecordError, RecordWriteError
 from pullwarden.records._model import ImagePulledRecord, ImagePullIntent
@@ -32,8 +32,25 @@ class Listing(Generic[T]):
         return not self.errors
 
 
-StartupListings: TypeAlias = tuple[Listing[ImagePullIntent], Listing[ImagePulledRecord]]
-"""(intents, pulled records): what a store's start-up scan read, for a cache to warm up from."""
+@dataclass(slots=True)
+class StartupListings:
+    """What a store's start-up scan read, for a cache to warm up from without reading again.
+
+    Pulled records the scan found in the exact form a kubelet writes are kept as the file's
+    bytes (``raw_records``: imageRef, content), checked but not yet built: building 100,000
+    records costs more than reading their files.  ``decode_raw`` builds one; it cannot fail on
+    what the scan kept.
+    """
+
+    intents: Listing[ImagePullIntent]
+    records: Listing[ImagePulledRecord]
+    raw_records: list[tuple[str, bytes]]
+    decode_raw: Callable[[str, bytes], ImagePulledRecord]
+
+    @property
+    def record_count(self) -> int:
+        return len(self.records.items) + len(self.raw_records)
+
 
 Reading = Callable[[], float]
 

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
-from itertools import islice
-from typing import Generic, TypeVar
+from itertools import chain, islice
+from typing import Any, Generic, TypeVar
 
 from pullwarden._locks import StripedLocks
 from pullwarden.errors import RecordWriteError
@@ -80,10 +80,21 @@ class _LRU(Generic[V]):
 
     def in_file_order(self) -> list[V]:
         """Every value, ordered as a listing of the files would order them."""
+        return [value for _, value in self.in_file_order_with_keys()]
+
+    def in_file_order_with_keys(self) -> Iterator[tuple[str, V]]:
+        """(key, value) of every entry, ordered as a listing of the files would order them."""
         with self._lock:
             # One C-level copy: a lock-free get's move_to_end cannot interleave with it.
             data = dict(self._data)
-        return [data[key] for key in sorted(data, key=file_order_key)]
+        for key in sorted(data, key=file_order_key):
+            yield key, data[key]
+
+    def replace(self, key: str, old: object, new: V) -> None:
+        """Put ``new`` under ``key`` if ``old`` is still what it holds (recency unchanged)."""
+        with self._lock:
+            if self._data.get(key) is old:
+                self._data[key] = new
 
     def reload(self, items: Iterable[tuple[str, V]], authoritative: bool) -> None:
         with self._lock:
@@ -111,7 +122,9 @@ class CachedRecordStore:
     ) -> None:
         self.delegate = delegate
         self._intents: _LRU[ImagePullIntent] = _LRU(intents_size)
-        self._records: _LRU[ImagePulledRecord] = _LRU(records_size)
+        # A record still in its file's bytes (bytes) is built on first use; see StartupListings.
+        self._records: _LRU[ImagePulledRecord | bytes] = _LRU(records_size)
+        self._build: Callable[[str, bytes], ImagePulledRecord] | None = None
         self._intent_locks = StripedLocks(stripes)
         self._record_locks = StripedLocks(stripes)
         # Warm both caches; errors only mean the caches stay non-authoritative.
@@ -123,9 +136,13 @@ class CachedRecordStore:
             self.list_intents()
             self.list_pulled_records()
         else:
-            intents, records = listings
+            intents, records = listings.intents, listings.records
             self._refill(self._intents, ((i.image, i) for i in intents.items), intents)
-            self._refill(self._records, ((r.image_ref, r) for r in records.items), records)
+            self._build = listings.decode_raw
+            items: Iterable[tuple[str, ImagePulledRecord | bytes]] = chain(
+                ((r.image_ref, r) for r in records.items), listings.raw_records
+            )
+            self._refill(self._records, items, records, listings.record_count)
 
     # -- introspection -------------------------------------------------------------------------
 
@@ -193,15 +210,24 @@ class CachedRecordStore:
     def get_pulled_record(self, image_ref: str) -> ImagePulledRecord | None:
         record = self._records.get(image_ref)
         if record is not None:
-            return record
+            return self._built(image_ref, record) if isinstance(record, bytes) else record
         with self._record_locks.lock(image_ref):
             record = self._records.get(image_ref)
-            if record is not None or self._records.authoritative:
-                return record
-            record = self.delegate.get_pulled_record(image_ref)
             if record is not None:
-                self._records.put(image_ref, record)
-            return record
+                return self._built(image_ref, record) if isinstance(record, bytes) else record
+            if self._records.authoritative:
+                return None
+            found = self.delegate.get_pulled_record(image_ref)
+            if found is not None:
+                self._records.put(image_ref, found)
+            return found
+
+    def _built(self, image_ref: str, raw: bytes) -> ImagePulledRecord:
+        """The record kept as ``raw``, built and cached in its place."""
+        assert self._build is not None  # only a warm-up that set it leaves bytes
+        record = self._build(image_ref, raw)
+        self._records.replace(image_ref, raw, record)
+        return record
 
     def write_pulled_record(self, record: ImagePulledRecord) -> None:
         with self._record_locks.lock(record.image_ref):
@@ -224,16 +250,32 @@ class CachedRecordStore:
     def list_pulled_records(self) -> Listing[ImagePulledRecord]:
         """From memory while authoritative; otherwise from the delegate, refilling the cache."""
         if self._records.authoritative:
-            return Listing(self._records.in_file_order())
+            build = self._build
+            records: list[ImagePulledRecord] = []
+            append = records.append
+            for key, value in self._records.in_file_order_with_keys():
+                if isinstance(value, bytes):
+                    assert build is not None  # only a warm-up that set it leaves bytes
+                    # Built for the listing only: the cache keeps the (smaller) bytes.
+                    append(build(key, value))
+                else:
+                    append(value)
+            return Listing(records)
         with self._record_locks.all():
             listing = self.delegate.list_pulled_records()
             self._refill(self._records, ((r.image_ref, r) for r in listing.items), listing)
             return listing
 
     @staticmethod
-    def _refill(lru: _LRU[V], items: Iterable[tuple[str, V]], listing: Listing[V]) -> None:
+    def _refill(
+        lru: _LRU[V],
+        items: Iterable[tuple[str, V]],
+        listing: Listing[Any],
+        count: int | None = None,
+    ) -> None:
         # (key, value) pairs one at a time: a list of 100,000 pairs would be 100,000 more
         # objects for the cyclic garbage collector to walk.
-        authoritative = listing.ok and len(listing.items) < lru.size
+        n = len(listing.items) if count is None else count
+        authoritative = listing.ok and n < lru.size
         if authoritative or len(lru) == 0:
             lru.reload(items, authoritative)

@@ -63,6 +63,7 @@ __all__ = [
     "decode",
     "decode_versioned",
     "encode",
+    "exact_record_key",
 ]
 
 GROUP: Final = "kubelet.config.k8s.io"
@@ -461,7 +462,8 @@ _ACCOUNT_ITEM: Final = re.compile(_ACCOUNT_TEXT)
 
 
 def _no_groups(pattern: str) -> str:
-    return pattern.replace("(", "(?:")
+    """``pattern`` with its capturing groups made non-capturing (it escapes no parenthesis)."""
+    return re.sub(r"\((?!\?)", "(?:", pattern)
 
 
 # A part after the first needs a comma; the first comes straight after the opening brace.
@@ -475,6 +477,15 @@ _EXACT_ENTRY: Final = re.compile(
     rf'(?:{_NEXT}"nodePodsAccessible":(true))?'
     r"\})"
 )
+# The whole record checked in one pass (entries without groups), for exact_record_key.
+_ENTRY_CHECK: Final = _no_groups(_EXACT_ENTRY.pattern)
+_CHECK_RECORD: Final = re.compile(
+    rf'\{{"kind":"ImagePulledRecord","apiVersion":"{_VERSION}",'
+    r'"lastUpdatedTime":"([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z)",'
+    rf'"imageRef":"({_STR})"'
+    rf'(?:,"credentialMapping":\{{{_ENTRY_CHECK}((?:,{_ENTRY_CHECK})*)\}})?\}}\n?'
+)
+_check_record: Final = _CHECK_RECORD.fullmatch
 _match_intent: Final = _EXACT_INTENT.fullmatch
 _match_record: Final = _EXACT_RECORD.fullmatch
 _match_entry: Final = _EXACT_ENTRY.match
@@ -507,6 +518,26 @@ def _exact_credentials(m: re.Match[str]) -> ImagePullCredentials:
     return creds
 
 
+def _exact_entries(body: str) -> list[re.Match[str]] | None:
+    """The entries of a ``credentialMapping`` body in the exact form (keys distinct), or None."""
+    entries = []
+    pos, end = 0, len(body)
+    while True:
+        e = _match_entry(body, pos)
+        if e is None:
+            return None
+        entries.append(e)
+        pos = e.end()
+        if pos == end:
+            break
+        if body[pos] != ",":
+            return None
+        pos += 1
+    if len(entries) > 1 and len({e[1] for e in entries}) != len(entries):
+        return None  # a repeated key: the strict decoder names it
+    return entries
+
+
 def _decode_exact(text: str) -> tuple[RecordObject, str] | None:
     """The object and apiVersion of a file in the exact form; ``None`` for any other text."""
     m = _match_record(text)
@@ -522,22 +553,38 @@ def _decode_exact(text: str) -> tuple[RecordObject, str] | None:
         return None
     mapping: dict[str, ImagePullCredentials] = {}
     if body is not None:
-        pos, end, entries = 0, len(body), 0
-        while True:
-            e = _match_entry(body, pos)
-            if e is None:
-                return None
-            mapping[e[1]] = _exact_credentials(e)
-            entries += 1
-            pos = e.end()
-            if pos == end:
-                break
-            if body[pos] != ",":
-                return None
-            pos += 1
-        if len(mapping) != entries:  # a repeated key: the strict decoder names it
+        entries = _exact_entries(body)
+        if entries is None:
             return None
+        for e in entries:
+            mapping[e[1]] = _exact_credentials(e)
     return ImagePulledRecord(image_ref, t, mapping), _VERSIONS_BY_SUFFIX[version]
+
+
+def exact_record_key(data: bytes) -> tuple[str, str] | None:
+    """(apiVersion, imageRef) of a pulled record file in the exact form, without building it.
+
+    Not ``None`` exactly when :func:`decode_versioned` would read ``data`` by the exact path
+    to an :class:`ImagePulledRecord`: the whole text is checked (by one regular expression
+    for a record with one image name), only nothing is built.
+    """
+    try:
+        text = data.decode()
+    except UnicodeDecodeError:
+        return None
+    m = _check_record(text)
+    if m is None:
+        return None
+    version, when, image_ref, more = m.groups()
+    try:
+        _from_iso(when)
+    except ValueError:
+        return None
+    if more:  # two names or more: are they distinct?
+        body = _match_record(text)[4]  # type: ignore[index]
+        if _exact_entries(body) is None:
+            return None
+    return _VERSIONS_BY_SUFFIX[version], image_ref
 
 
 def decode_versioned(data: bytes) -> tuple[RecordObject, str]:

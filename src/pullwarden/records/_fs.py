@@ -40,7 +40,12 @@ from pullwarden._files import remove_quietly, write_all
 from pullwarden.errors import RecordDecodeError, RecordError, RecordReadError, RecordWriteError
 from pullwarden.records._audit import FileProblem, ProblemKind, scan
 from pullwarden.records._base import Gauges, Listing, StartupListings
-from pullwarden.records._codec import CURRENT_VERSION, decode_versioned, encode
+from pullwarden.records._codec import (
+    CURRENT_VERSION,
+    decode_versioned,
+    encode,
+    exact_record_key,
+)
 from pullwarden.records._layout import (
     FILE_PREFIX,
     IMAGE_MANAGER_DIR,
@@ -167,8 +172,10 @@ class FileRecordStore:
     (spec §4.7; the outcome is kept in :attr:`migration_report`).  Raises
     :class:`~pullwarden.errors.RecordWriteError` if the directories cannot be created.
 
-    The migration scan reads and decodes every file once; what it read is kept for one taker,
-    the cache's warm-up (:meth:`take_startup_listings`), so that start-up reads each file once.
+    The migration scan reads every file once and decodes those not already in the exact
+    v1beta1 form a kubelet writes (those it checks, which is cheaper); what it read is kept
+    for one taker, the cache's warm-up (:meth:`take_startup_listings`), so that start-up reads
+    each file once.
 
     ``create=False`` (with ``migrate=False``: a read-only open, for operator tools) skips
     creating the directories; a missing directory then reads as empty.  Writes always create
@@ -369,11 +376,17 @@ class FileRecordStore:
         return _decode_as(path, data, ImagePullIntent)[0].image == image
 
     def _list(
-        self, directory: str, cls: type[T], old: list[tuple[str, T, str]] | None = None
+        self,
+        directory: str,
+        cls: type[T],
+        old: list[tuple[str, T, str]] | None = None,
+        raw: list[tuple[str, bytes]] | None = None,
     ) -> Listing[T]:
         """Every object that decodes and one error per file that does not, in file name order;
         the directory is read through one descriptor.  ``old`` (when given) collects (file name,
-        object, apiVersion) of the objects not stored in the current version."""
+        object, apiVersion) of the objects not stored in the current version.  ``raw`` (when
+        given, for records) collects (imageRef, content) of the files in the exact v1beta1 form
+        instead of building them (see :class:`StartupListings`)."""
         found: list[T] = []
         errors: list[RecordError] = []
         try:
@@ -395,6 +408,11 @@ class FileRecordStore:
                     data = read_file_at(dir_fd, name, path, skip_directories=True)
                     if data is None:  # deleted since the directory was read, or a directory
                         continue
+                    if raw is not None:
+                        key = exact_record_key(data)
+                        if key is not None and key[0] == CURRENT_VERSION:
+                            raw.append((key[1], data))
+                            continue
                     obj, version = _decode_as(path, data, cls)
                 except RecordError as e:
                     errors.append(e)
@@ -417,8 +435,9 @@ class FileRecordStore:
         return self._list(self.pulled_dir, ImagePulledRecord)
 
     def take_startup_listings(self) -> StartupListings | None:
-        """What the start-up migration scan read: (intents, records), as :meth:`list_intents`
-        and :meth:`list_pulled_records` would give them, handed out once.
+        """What the start-up migration scan read, as :meth:`list_intents` and
+        :meth:`list_pulled_records` would give it (records in the exact form as their bytes,
+        see :class:`StartupListings`), handed out once.
 
         ``None`` when the store was opened without migration, when the migration wrote a file
         under a new name, once anything was written, deleted or listed through this store, and
@@ -464,15 +483,30 @@ class FileRecordStore:
         return self._migrate(dry_run)[0]
 
     def _migrate(self, dry_run: bool) -> tuple[MigrationReport, StartupListings]:
-        """The migration, and what its scan read (before any rewrite)."""
-        report = MigrationReport(dry_run=dry_run)
-        intents = self._migrate_dir(self.pulling_dir, ImagePullIntent, report)
-        records = self._migrate_dir(self.pulled_dir, ImagePulledRecord, report)
-        return report, (intents, records)
+        """The migration, and what its scan read (before any rewrite).
 
-    def _migrate_dir(self, directory: str, cls: type[T], report: MigrationReport) -> Listing[T]:
+        A record file already in the exact v1beta1 form is only checked, not built (nor
+        rewritten: it is current); every other file is decoded in full.
+        """
+        report = MigrationReport(dry_run=dry_run)
+        raw: list[tuple[str, bytes]] = []
+        intents = self._migrate_dir(self.pulling_dir, ImagePullIntent, report)
+        records = self._migrate_dir(self.pulled_dir, ImagePulledRecord, report, raw)
+        return report, StartupListings(intents, records, raw, self._decode_raw_record)
+
+    def _decode_raw_record(self, image_ref: str, data: bytes) -> ImagePulledRecord:
+        """A record the start-up scan kept as its bytes (checked: building it cannot fail)."""
+        return _decode_as(self.record_path(image_ref), data, ImagePulledRecord)[0]
+
+    def _migrate_dir(
+        self,
+        directory: str,
+        cls: type[T],
+        report: MigrationReport,
+        raw: list[tuple[str, bytes]] | None = None,
+    ) -> Listing[T]:
         old: list[tuple[str, T, str]] = []
-        listing = self._list(directory, cls, old)
+        listing = self._list(directory, cls, old, raw)
         for e in listing.errors:
             log.warning("record migration: leaving %s untouched: %s", e.path, e)
         report.errors.extend(listing.errors)
