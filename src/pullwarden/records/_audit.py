@@ -20,6 +20,7 @@ import enum
 import os
 import stat
 from dataclasses import dataclass
+from operator import attrgetter
 from pathlib import Path
 from typing import Final
 
@@ -31,6 +32,7 @@ from pullwarden.records._codec import (
     KIND_INTENT,
     KIND_RECORD,
     decode_versioned,
+    exact_record_key,
 )
 from pullwarden.records._layout import (
     FILE_PREFIX,
@@ -125,7 +127,15 @@ def scan(kubelet_root: Path | str, *, old_versions: bool = False) -> list[FilePr
 def _sorted_entries(directory: str) -> list[os.DirEntry[str]]:
     """The entries of ``directory`` in Go's byte order of their names."""
     with os.scandir(directory) as it:
-        return sorted(it, key=lambda e: os.fsencode(e.name))
+        entries = list(it)
+    if all(e.name.isascii() for e in entries):
+        entries.sort(key=_name)  # code point order is byte order for ASCII
+    else:
+        entries.sort(key=lambda e: os.fsencode(e.name))
+    return entries
+
+
+_name: Final = attrgetter("name")
 
 
 def _scan_record_dir(directory: str, kind: str, old_versions: bool) -> list[FileProblem]:
@@ -199,14 +209,19 @@ def _content_problems(
     path: str, name: str, data: bytes, kind: str, old_versions: bool
 ) -> list[FileProblem]:
     """What is wrong with what a record file holds: its kind, its name, its version."""
-    try:
-        obj, version = decode_versioned(data)
-    except RecordDecodeError as e:
-        return [_undecodable(path, data, kind, e)]
-    if isinstance(obj, ImagePullIntent):
-        found_kind, key = KIND_INTENT, obj.image
+    exact = exact_record_key(data)  # a record as a kubelet writes it: checked, not built
+    if exact is not None:
+        found_kind = KIND_RECORD
+        version, key = exact
     else:
-        found_kind, key = KIND_RECORD, obj.image_ref
+        try:
+            obj, version = decode_versioned(data)
+        except RecordDecodeError as e:
+            return [_undecodable(path, data, kind, e)]
+        if isinstance(obj, ImagePullIntent):
+            found_kind, key = KIND_INTENT, obj.image
+        else:
+            found_kind, key = KIND_RECORD, obj.image_ref
     if found_kind != kind:
         return [
             FileProblem(
