@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from pullwarden._gojson import format_rfc3339
 from pullwarden.cli import main
+from pullwarden.cli import records as cli_records
 from pullwarden.cli.records import Output, record_view, summary, write_json
 from pullwarden.records import (
     FileRecordStore,
@@ -260,3 +261,73 @@ def test_output_writes_in_pieces_of_about_64_kib(monkeypatch: pytest.MonkeyPatch
     out.flush()
     assert "".join(pieces) == "".join(f"line {i:>20}\n" for i in range(10_000))
     assert 3 <= len(pieces) <= 6
+
+
+def test_ls_with_files_that_do_not_decode(kubelet: Path) -> None:
+    pulled = kubelet / "image_manager" / "pulled"
+    (pulled / ("sha256-" + "0" * 64)).write_bytes(b"{broken")
+    (pulled / ("sha256-" + "f" * 64)).write_bytes(b'{"kind":"ImagePullIntent"}')
+    store = FileRecordStore(kubelet, migrate=False)
+    errors = store.list_pulled_records().errors
+    assert len(errors) == 2
+    text = CliRunner().invoke(main, ["records", "ls", "-d", str(kubelet)])
+    assert text.exit_code == 1
+    assert text.stdout == _old_ls_text(store)
+    assert text.stderr == "".join(f"warning: {e}\n" for e in errors)
+    data = CliRunner().invoke(main, ["records", "ls", "-d", str(kubelet), "-o", "json"])
+    assert data.exit_code == 1
+    assert json.loads(data.stdout)["errors"] == [str(e) for e in errors]
+    expected = json.loads(_old_ls_json(store))
+    expected["errors"] = [str(e) for e in errors]
+    assert data.stdout == json.dumps(expected, indent=2, ensure_ascii=False) + "\n"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.datetimes(
+        min_value=datetime(1, 1, 1),
+        max_value=datetime(9999, 12, 31),
+        timezones=st.sampled_from([UTC, timezone(timedelta(hours=2))]),
+    )
+)
+def test_the_table_writes_times_as_format_rfc3339_does(t: datetime) -> None:
+    assert cli_records._rfc3339(t) == format_rfc3339(t)
+    assert cli_records._rfc3339(t.replace(microsecond=0)) == format_rfc3339(t)
+
+
+_names = st.text(max_size=6)
+_utc_times = st.datetimes(
+    min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31), timezones=st.just(UTC)
+)
+_secrets = st.builds(ImagePullSecret, _names, _names, _names, _names)
+_accounts = st.builds(ImagePullServiceAccount, _names, _names, _names)
+_creds = st.builds(
+    ImagePullCredentials,
+    st.lists(_secrets, max_size=2).map(tuple),
+    st.lists(_accounts, max_size=2).map(tuple),
+    st.booleans(),
+)
+_record_strategy = st.builds(
+    ImagePulledRecord, _names, _utc_times, st.dictionaries(_names, _creds, max_size=3)
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_record_strategy, st.sampled_from([None, True, False]), st.sampled_from(["", "    "]))
+def test_record_json_is_the_view_as_json_dumps_writes_it(
+    r: ImagePulledRecord, present: bool | None, indent: str
+) -> None:
+    view = record_view(r, "/k/image_manager/pulled/sha256-x")
+    if present is not None:
+        view["present"] = present
+    for ensure_ascii, quote in (
+        (False, json.encoder.encode_basestring),
+        (True, json.encoder.encode_basestring_ascii),
+    ):
+        expected = json.dumps([view], indent=2, ensure_ascii=ensure_ascii)
+        got = cli_records.record_json(r, view["file"], present, "  ", quote)
+        assert expected == "[\n  " + got + "\n]"
+        if indent == "":
+            assert cli_records.record_json(r, view["file"], present, "", quote) == json.dumps(
+                view, indent=2, ensure_ascii=ensure_ascii
+            )

@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
+from itertools import chain
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,7 @@ from pullwarden.errors import (
     InvalidReferenceError,
     PullwardenError,
     RecordDecodeError,
+    RecordError,
     RuntimeUnavailableError,
 )
 from pullwarden.imagemanager import CredentialLookup
@@ -128,13 +131,71 @@ def record_view(r: ImagePulledRecord, path: str) -> dict[str, Any]:
     }
 
 
+def record_json(
+    r: ImagePulledRecord, path: str, present: bool | None, indent: str, quote: Callable[[str], str]
+) -> RawJSON:
+    """``record_view(r, path)`` (with ``"present"`` unless None) as ``json.dumps(indent=2)``
+    writes it at ``indent``; the same text, without building the view (``records ls -o
+    json``)."""
+    i1 = indent + "  "
+    i2 = i1 + "  "
+    parts = [
+        f'{{\n{i1}"file": {quote(path)},\n{i1}"imageRef": {quote(r.image_ref)},\n'
+        f'{i1}"lastUpdatedTime": {quote(_rfc3339(r.last_updated_time))},\n'
+        f'{i1}"credentialMapping": '
+    ]
+    mapping = r.credential_mapping
+    if not mapping:
+        parts.append("{}")
+    else:
+        sep = "{\n" + i2
+        for name, creds in mapping.items():
+            parts.append(sep + quote(name) + ": " + _credentials_json(creds, i2, quote))
+            sep = ",\n" + i2
+        parts.append("\n" + i1 + "}")
+    if present is not None:
+        parts.append(f',\n{i1}"present": {"true" if present else "false"}')
+    parts.append("\n" + indent + "}")
+    return RawJSON("".join(parts))
+
+
+def _credentials_json(c: ImagePullCredentials, indent: str, quote: Callable[[str], str]) -> str:
+    """``credentials_view(c)`` as ``json.dumps(indent=2)`` writes it at ``indent``."""
+    i1 = indent + "  "
+    i2 = i1 + "  "
+    i3 = i2 + "  "
+    fields = []
+    if c.kubernetes_secrets:
+        items = ",\n".join(
+            f'{i2}{{\n{i3}"uid": {quote(s.uid)},\n{i3}"namespace": {quote(s.namespace)},\n'
+            f'{i3}"name": {quote(s.name)},\n{i3}"credentialHash": {quote(s.credential_hash)}'
+            f"\n{i2}}}"
+            for s in c.kubernetes_secrets
+        )
+        fields.append(f'"kubernetesSecrets": [\n{items}\n{i1}]')
+    if c.kubernetes_service_accounts:
+        items = ",\n".join(
+            f'{i2}{{\n{i3}"uid": {quote(a.uid)},\n{i3}"namespace": {quote(a.namespace)},\n'
+            f'{i3}"name": {quote(a.name)}\n{i2}}}'
+            for a in c.kubernetes_service_accounts
+        )
+        fields.append(f'"kubernetesServiceAccounts": [\n{items}\n{i1}]')
+    if c.node_pods_accessible:
+        fields.append('"nodePodsAccessible": true')
+    if not fields:
+        return "{}"
+    return "{\n" + i1 + (",\n" + i1).join(fields) + "\n" + indent + "}"
+
+
 def summary(r: ImagePulledRecord) -> tuple[int, int, bool]:
-    entries = r.credential_mapping.values()
-    return (
-        sum(len(c.kubernetes_secrets) for c in entries),
-        sum(len(c.kubernetes_service_accounts) for c in entries),
-        any(c.node_pods_accessible for c in entries),
-    )
+    """(Secrets, service accounts, node-wide) over every name of the record."""
+    secrets = accounts = 0
+    node_wide = False
+    for c in r.credential_mapping.values():
+        secrets += len(c.kubernetes_secrets)
+        accounts += len(c.kubernetes_service_accounts)
+        node_wide = node_wide or c.node_pods_accessible
+    return secrets, accounts, node_wide
 
 
 class Output:
@@ -169,7 +230,7 @@ class Output:
 
 def table(rows: Sequence[Sequence[str]], indent: str = "", out: Output | None = None) -> None:
     """Columns two spaces apart, each as wide as its widest cell; trailing spaces dropped."""
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    widths = [max(map(len, column)) for column in zip(*rows, strict=True)]
     # One format per row: "{:<w}" pads exactly as str.ljust(w) does.
     form = (indent + "  ".join(f"{{:<{w}}}" for w in widths)).format
     own = out is None
@@ -197,10 +258,16 @@ def write_json(out: Output, value: object, *, ensure_ascii: bool) -> None:
     out.write("\n")
 
 
+class RawJSON(str):
+    """JSON text already laid out as ``json.dumps(indent=2)`` lays it out where it goes."""
+
+
 def _stream_json(
     out: Output, value: object, indent: str, quote: Callable[[str], str], levels: int
 ) -> None:
-    if levels and isinstance(value, dict) and value:
+    if type(value) is RawJSON:
+        out.write(value)
+    elif levels and isinstance(value, dict) and value:
         inner = indent + "  "
         sep = "{\n" + inner
         for key, item in value.items():
@@ -244,10 +311,11 @@ def _json_value(
         for key, item in value.items():
             if type(key) is not str:
                 raise TypeError(f"keys must be strings, not {type(key).__name__}")
-            add(sep)
-            add(quote(key))
-            add(": ")
-            _json_value(item, inner, add, quote)
+            if type(item) is str:  # most values: no call for them
+                add(sep + quote(key) + ": " + quote(item))
+            else:
+                add(sep + quote(key) + ": ")
+                _json_value(item, inner, add, quote)
             sep = ",\n" + inner
         add("\n" + indent + "}")
     elif type(value) is list or type(value) is tuple:
@@ -257,8 +325,11 @@ def _json_value(
         inner = indent + "  "
         sep = "[\n" + inner
         for item in value:
-            add(sep)
-            _json_value(item, inner, add, quote)
+            if type(item) is str:
+                add(sep + quote(item))
+            else:
+                add(sep)
+                _json_value(item, inner, add, quote)
             sep = ",\n" + inner
         add("\n" + indent + "]")
     else:
@@ -457,45 +528,56 @@ def ls_command(kubelet_dir: Path, runtime_endpoint: str | None, output: str) -> 
     adds "imagesWithoutRecord" and "counts".
     """
     store = open_store(kubelet_dir)
-    pulled = store.list_pulled_records()
     intents = store.list_intents()
-    errors = [*pulled.errors, *intents.errors]
-    node = (
-        NodeImages.compare(runtime_endpoint, store, pulled.items, intents.items)
-        if runtime_endpoint
-        else None
-    )
+    node = None
+    n_records = 0
+    pulled_errors: list[RecordError] = []
+    if runtime_endpoint:
+        listing = store.list_pulled_records()
+        pulled_errors, n_records = listing.errors, len(listing.items)
+        node = NodeImages.compare(runtime_endpoint, store, listing.items, intents.items)
+        records: Iterable[ImagePulledRecord] = listing.items
+    else:
+        records = _records_noting_errors(store, pulled_errors)  # one at a time: none held
     out = Output()
     if output != "text":
 
         def views() -> Iterator[dict[str, Any]]:
-            for r in pulled.items:
+            for r in records:
                 view = record_view(r, store.record_path(r.image_ref))
                 if node is not None:
                     view["present"] = r.image_ref in node.present
                 yield view
 
+        def views_json() -> Iterator[RawJSON]:  # the same, as the text json.dumps writes
+            quote = json.encoder.encode_basestring
+            for r in records:
+                present = None if node is None else r.image_ref in node.present
+                yield record_json(r, store.record_path(r.image_ref), present, "    ", quote)
+
         data: dict[str, Any] = {
-            "pulledRecords": views(),
+            "pulledRecords": views_json() if output == "json" else views(),
             "pullIntents": [
                 {"image": i.image, "file": store.intent_path(i.image)} for i in intents.items
             ],
-            "errors": [str(e) for e in errors],
+            # Read once the records are written, when their errors are known.
+            "errors": (str(e) for e in chain(pulled_errors, intents.errors)),
         }
         if node is not None:
             data["runtimeEndpoint"] = node.endpoint
             data["imagesWithoutRecord"] = [u.view() for u in node.unrecorded]
-            data["counts"] = node.counts(len(pulled.items))
+            data["counts"] = node.counts(n_records)
         if output == "json":
             write_json(out, data, ensure_ascii=False)
             out.flush()
         else:
             data["pulledRecords"] = list(data["pulledRecords"])
+            data["errors"] = list(data["errors"])
             emit(data, output)
     else:
         header = ("IMAGE REF", "NAMES", "SECRETS", "SERVICE ACCOUNTS", "NODE-WIDE", "LAST UPDATED")
-        rows: list[tuple[str, ...]] = [header + (("PRESENT",) if node is not None else ())]
-        for r in sorted(pulled.items, key=lambda r: r.image_ref):
+        rows: list[tuple[str, ...]] = []
+        for r in records:
             n_secrets, n_accounts, node_wide = summary(r)
             names = ",".join(sorted(r.credential_mapping)) or "<none>"
             row: tuple[str, ...] = (
@@ -504,11 +586,13 @@ def ls_command(kubelet_dir: Path, runtime_endpoint: str | None, output: str) -> 
                 str(n_secrets),
                 str(n_accounts),
                 "yes" if node_wide else "no",
-                format_rfc3339(r.last_updated_time),
+                _rfc3339(r.last_updated_time),
             )
             if node is not None:
                 row += ("yes" if r.image_ref in node.present else "no",)
             rows.append(row)
+        rows.sort(key=_first)  # by imageRef
+        rows.insert(0, header + (("PRESENT",) if node is not None else ()))
         table(rows, out=out)
         if intents.items:
             out.line("\nPENDING PULL INTENTS")
@@ -520,12 +604,34 @@ def ls_command(kubelet_dir: Path, runtime_endpoint: str | None, output: str) -> 
                 table([(u.image.id, u.names(), u.status) for u in node.unrecorded], "  ", out)
                 for line in node.meanings():
                     out.line(f"  {line}")
-            out.line(f"\n{node.counts_line(len(pulled.items))}")
+            out.line(f"\n{node.counts_line(n_records)}")
         out.flush()
-        for err in errors:
+        for err in chain(pulled_errors, intents.errors):
             click.echo(f"warning: {err}", err=True)
-    if errors:
+    if pulled_errors or intents.errors:
         sys.exit(1)
+
+
+def _records_noting_errors(
+    store: FileRecordStore, errors: list[RecordError]
+) -> Iterator[ImagePulledRecord]:
+    """The store's records one at a time, in file order; the files that do not decode go to
+    ``errors``."""
+    for item in store.iter_pulled_records():
+        if isinstance(item, RecordError):
+            errors.append(item)
+        else:
+            yield item
+
+
+_first = itemgetter(0)
+
+
+def _rfc3339(t: datetime) -> str:
+    """:func:`format_rfc3339`, quicker for the whole-second UTC times records hold."""
+    if t.tzinfo is UTC and not t.microsecond:
+        return t.isoformat()[:-6] + "Z"  # ...+00:00; isoformat pads the year to four digits
+    return format_rfc3339(t)
 
 
 @records.command("show")

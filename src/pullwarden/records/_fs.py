@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, TypeVar
@@ -382,25 +382,39 @@ class FileRecordStore:
         old: list[tuple[str, T, str]] | None = None,
         raw: list[tuple[str, bytes]] | None = None,
     ) -> Listing[T]:
-        """Every object that decodes and one error per file that does not, in file name order;
+        """Every object that decodes and one error per file that does not, in file name order
+        (see :meth:`_iter`)."""
+        found: list[T] = []
+        errors: list[RecordError] = []
+        append, failed = found.append, errors.append
+        for item in self._iter(directory, cls, old, raw):
+            if isinstance(item, RecordError):
+                failed(item)
+            else:
+                append(item)
+        return Listing(found, errors)
+
+    def _iter(
+        self,
+        directory: str,
+        cls: type[T],
+        old: list[tuple[str, T, str]] | None = None,
+        raw: list[tuple[str, bytes]] | None = None,
+    ) -> Iterator[T | RecordError]:
+        """Every object that decodes, or the error of a file that does not, in file name order;
         the directory is read through one descriptor.  ``old`` (when given) collects (file name,
         object, apiVersion) of the objects not stored in the current version.  ``raw`` (when
         given, for records) collects (imageRef, content) of the files in the exact v1beta1 form
         instead of building them (see :class:`StartupListings`)."""
-        found: list[T] = []
-        errors: list[RecordError] = []
         try:
             names = record_names(directory)
             dir_fd = None if names is None else open_directory(directory)
         except OSError as e:
-            errors.append(
-                RecordReadError(f"failed to list {directory!r}: {strerror(e)}", directory)
-            )
-            return Listing(found, errors)
+            yield RecordReadError(f"failed to list {directory!r}: {strerror(e)}", directory)
+            return
         if names is None or dir_fd is None:
-            return Listing(found, errors)
+            return
         prefix = directory + os.sep
-        append = found.append
         try:
             for name in names:
                 path = prefix + name
@@ -415,14 +429,13 @@ class FileRecordStore:
                             continue
                     obj, version = _decode_as(path, data, cls)
                 except RecordError as e:
-                    errors.append(e)
+                    yield e
                     continue
-                append(obj)
+                yield obj
                 if version != CURRENT_VERSION and old is not None:
                     old.append((name, obj, version))
         finally:
             os.close(dir_fd)
-        return Listing(found, errors)
 
     def list_intents(self) -> Listing[ImagePullIntent]:
         """Every intent that decodes, in file name order, plus one error per file that does not."""
@@ -433,6 +446,12 @@ class FileRecordStore:
         """Every record that decodes, in file name order, plus one error per file that does not."""
         self._startup_listings = None
         return self._list(self.pulled_dir, ImagePulledRecord)
+
+    def iter_pulled_records(self) -> Iterator[ImagePulledRecord | RecordError]:
+        """:meth:`list_pulled_records` one at a time (each record, or the error of a file that
+        does not decode), for a caller that need not hold them all (``records ls``)."""
+        self._startup_listings = None
+        return self._iter(self.pulled_dir, ImagePulledRecord)
 
     def take_startup_listings(self) -> StartupListings | None:
         """What the start-up migration scan read, as :meth:`list_intents` and
