@@ -22,6 +22,7 @@ from pullwarden.records._codec import (
     decode_versioned,
     encode,
     exact_record_key,
+    exact_record_time,
 )
 from pullwarden.records._model import (
     ImagePullCredentials,
@@ -237,7 +238,9 @@ def _agrees_with_the_key(text: str) -> None:
     if exact is None or not isinstance(exact[0], ImagePulledRecord):
         assert key is None
     else:
-        assert key == (exact[1], exact[0].image_ref)
+        assert key == (exact[1], exact[0].image_ref, exact[0].last_updated_time)
+        if exact[1] == V1BETA1:
+            assert exact_record_time(text.encode()) == exact[0].last_updated_time
 
 
 @settings(max_examples=400, deadline=None)

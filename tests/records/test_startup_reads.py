@@ -308,3 +308,26 @@ def test_only_files_in_the_exact_form_are_kept_as_bytes(root: Path) -> None:
     cache = CachedRecordStore(FileRecordStore(root))
     assert not cache.records_authoritative  # a file that does not decode: as before
     assert cache.get_pulled_record("sha256:esc") == escaped
+
+
+def test_record_times_for_pruning_build_no_record(root: Path, counts: Counts) -> None:
+    escaped = ImagePulledRecord("sha256:esc", T1, {"registry.example/a&b": ImagePullCredentials()})
+    plant(root, escaped)  # decoded in full: not the exact form
+    plant(root, rec(N), V1ALPHA1)  # migrated at start-up
+    broken = root / "image_manager" / "pulled" / ("sha256-" + "0" * 64)
+    broken.write_bytes(b"{")
+    files = FileRecordStore(root, migrate=False)
+    expected = [(r.image_ref, r.last_updated_time) for r in files.list_pulled_records().items]
+    counts.reset()
+    listing = files.pulled_record_times()
+    assert listing.items == expected  # file name order
+    assert [e.path for e in listing.errors] == [str(broken)]
+    assert counts.decodes == 3  # the escaped record, the v1alpha1 one, the broken file
+    broken.unlink()
+    _, cache, _ = start(root)
+    cache.write_pulled_record(rec(N + 1))
+    expected = [(r.image_ref, r.last_updated_time) for r in cache.list_pulled_records().items]
+    counts.reset()
+    stamps = cache.pulled_record_times()
+    assert stamps.items == expected and stamps.ok
+    assert counts.decodes == 0 and counts.opens == {} and counts.listings == 0

@@ -212,7 +212,7 @@ def _content_problems(
     exact = exact_record_key(data)  # a record as a kubelet writes it: checked, not built
     if exact is not None:
         found_kind = KIND_RECORD
-        version, key = exact
+        version, key, _ = exact
     else:
         try:
             obj, version = decode_versioned(data)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Generic, Protocol, TypeVar
 
 from pullwarden.errors import RecordError, RecordWriteError
@@ -94,6 +95,11 @@ class RecordStore(Protocol):
         ...
 
     def list_pulled_records(self) -> Listing[ImagePulledRecord]: ...
+
+    def pulled_record_times(self) -> Listing[tuple[str, datetime]]:
+        """(imageRef, lastUpdatedTime) of every record, as :meth:`list_pulled_records` lists
+        them: what pruning needs, without building the records."""
+        ...
 
     def gauges(self) -> Gauges:
         """The readings behind the store's gauges (:class:`Gauges`)."""

@@ -20,12 +20,14 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
+from datetime import datetime
 from itertools import chain, islice
 from typing import Any, Generic, TypeVar
 
 from pullwarden._locks import StripedLocks
 from pullwarden.errors import RecordWriteError
 from pullwarden.records._base import Gauges, Listing, RecordStore, StartupListings
+from pullwarden.records._codec import exact_record_time
 from pullwarden.records._layout import file_order_key
 from pullwarden.records._model import ImagePulledRecord, ImagePullIntent
 
@@ -265,6 +267,16 @@ class CachedRecordStore:
             listing = self.delegate.list_pulled_records()
             self._refill(self._records, ((r.image_ref, r) for r in listing.items), listing)
             return listing
+
+    def pulled_record_times(self) -> Listing[tuple[str, datetime]]:
+        """From memory while authoritative, building no record; otherwise the delegate's."""
+        if not self._records.authoritative:
+            return self.delegate.pulled_record_times()
+        stamps = [
+            (key, exact_record_time(value) if isinstance(value, bytes) else value.last_updated_time)
+            for key, value in self._records.in_file_order_with_keys()
+        ]
+        return Listing(stamps)
 
     @staticmethod
     def _refill(

@@ -64,6 +64,7 @@ __all__ = [
     "decode_versioned",
     "encode",
     "exact_record_key",
+    "exact_record_time",
 ]
 
 GROUP: Final = "kubelet.config.k8s.io"
@@ -561,8 +562,9 @@ def _decode_exact(text: str) -> tuple[RecordObject, str] | None:
     return ImagePulledRecord(image_ref, t, mapping), _VERSIONS_BY_SUFFIX[version]
 
 
-def exact_record_key(data: bytes) -> tuple[str, str] | None:
-    """(apiVersion, imageRef) of a pulled record file in the exact form, without building it.
+def exact_record_key(data: bytes) -> tuple[str, str, datetime] | None:
+    """(apiVersion, imageRef, lastUpdatedTime) of a pulled record file in the exact form,
+    without building the record.
 
     Not ``None`` exactly when :func:`decode_versioned` would read ``data`` by the exact path
     to an :class:`ImagePulledRecord`: the whole text is checked (by one regular expression
@@ -577,14 +579,29 @@ def exact_record_key(data: bytes) -> tuple[str, str] | None:
         return None
     version, when, image_ref, more = m.groups()
     try:
-        _from_iso(when)
+        t = _from_iso(when)
     except ValueError:
         return None
     if more:  # two names or more: are they distinct?
         body = _match_record(text)[4]  # type: ignore[index]
         if _exact_entries(body) is None:
             return None
-    return _VERSIONS_BY_SUFFIX[version], image_ref
+    return _VERSIONS_BY_SUFFIX[version], image_ref, t
+
+
+_CURRENT_HEAD: Final = _RECORD_HEAD[CURRENT_VERSION] + b'"'
+_TIME_AT: Final = slice(len(_CURRENT_HEAD), len(_CURRENT_HEAD) + len("2006-01-02T15:04:05Z"))
+
+
+def exact_record_time(data: bytes) -> datetime:
+    """The ``lastUpdatedTime`` of a file :func:`exact_record_key` accepted (read where the
+    exact v1beta1 form puts it; any other accepted file is checked again)."""
+    if data.startswith(_CURRENT_HEAD):
+        return _from_iso(data[_TIME_AT].decode())
+    key = exact_record_key(data)
+    if key is None:
+        raise ValueError("not a record in the exact form")
+    return key[2]
 
 
 def decode_versioned(data: bytes) -> tuple[RecordObject, str]:

@@ -31,8 +31,9 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Final, TypeVar
 
@@ -87,6 +88,8 @@ _FILE_MODE: Final = 0o600
 _DRAFT_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 T = TypeVar("T", ImagePullIntent, ImagePulledRecord)
+_KeepRaw = Callable[[str, bytes, datetime], None]
+"""Takes (imageRef, content, lastUpdatedTime) of a record file left unbuilt."""
 
 
 def _decode_as(path: str, data: bytes, cls: type[T]) -> tuple[T, str]:
@@ -380,7 +383,7 @@ class FileRecordStore:
         directory: str,
         cls: type[T],
         old: list[tuple[str, T, str]] | None = None,
-        raw: list[tuple[str, bytes]] | None = None,
+        raw: _KeepRaw | None = None,
     ) -> Listing[T]:
         """Every object that decodes and one error per file that does not, in file name order
         (see :meth:`_iter`)."""
@@ -399,13 +402,14 @@ class FileRecordStore:
         directory: str,
         cls: type[T],
         old: list[tuple[str, T, str]] | None = None,
-        raw: list[tuple[str, bytes]] | None = None,
+        raw: _KeepRaw | None = None,
     ) -> Iterator[T | RecordError]:
         """Every object that decodes, or the error of a file that does not, in file name order;
         the directory is read through one descriptor.  ``old`` (when given) collects (file name,
         object, apiVersion) of the objects not stored in the current version.  ``raw`` (when
-        given, for records) collects (imageRef, content) of the files in the exact v1beta1 form
-        instead of building them (see :class:`StartupListings`)."""
+        given, for records) is called, in its turn, with (imageRef, content, lastUpdatedTime)
+        of each file in the exact v1beta1 form instead of building it (see
+        :class:`StartupListings`)."""
         try:
             names = record_names(directory)
             dir_fd = None if names is None else open_directory(directory)
@@ -425,7 +429,7 @@ class FileRecordStore:
                     if raw is not None:
                         key = exact_record_key(data)
                         if key is not None and key[0] == CURRENT_VERSION:
-                            raw.append((key[1], data))
+                            raw(key[1], data, key[2])
                             continue
                     obj, version = _decode_as(path, data, cls)
                 except RecordError as e:
@@ -446,6 +450,23 @@ class FileRecordStore:
         """Every record that decodes, in file name order, plus one error per file that does not."""
         self._startup_listings = None
         return self._list(self.pulled_dir, ImagePulledRecord)
+
+    def pulled_record_times(self) -> Listing[tuple[str, datetime]]:
+        """(imageRef, lastUpdatedTime) of every record that decodes, in file name order, plus
+        one error per file that does not; a record in the exact form is only checked."""
+        self._startup_listings = None
+        found: list[tuple[str, datetime]] = []
+        errors: list[RecordError] = []
+
+        def stamp(image_ref: str, data: bytes, when: datetime) -> None:
+            found.append((image_ref, when))
+
+        for item in self._iter(self.pulled_dir, ImagePulledRecord, raw=stamp):
+            if isinstance(item, RecordError):
+                errors.append(item)
+            else:
+                found.append((item.image_ref, item.last_updated_time))
+        return Listing(found, errors)
 
     def iter_pulled_records(self) -> Iterator[ImagePulledRecord | RecordError]:
         """:meth:`list_pulled_records` one at a time (each record, or the error of a file that
@@ -509,8 +530,12 @@ class FileRecordStore:
         """
         report = MigrationReport(dry_run=dry_run)
         raw: list[tuple[str, bytes]] = []
+
+        def keep(image_ref: str, data: bytes, when: datetime) -> None:
+            raw.append((image_ref, data))
+
         intents = self._migrate_dir(self.pulling_dir, ImagePullIntent, report)
-        records = self._migrate_dir(self.pulled_dir, ImagePulledRecord, report, raw)
+        records = self._migrate_dir(self.pulled_dir, ImagePulledRecord, report, keep)
         return report, StartupListings(intents, records, raw, self._decode_raw_record)
 
     def _decode_raw_record(self, image_ref: str, data: bytes) -> ImagePulledRecord:
@@ -522,7 +547,7 @@ class FileRecordStore:
         directory: str,
         cls: type[T],
         report: MigrationReport,
-        raw: list[tuple[str, bytes]] | None = None,
+        raw: _KeepRaw | None = None,
     ) -> Listing[T]:
         old: list[tuple[str, T, str]] = []
         listing = self._list(directory, cls, old, raw)
