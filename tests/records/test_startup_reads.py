@@ -331,3 +331,20 @@ def test_record_times_for_pruning_build_no_record(root: Path, counts: Counts) ->
     stamps = cache.pulled_record_times()
     assert stamps.items == expected and stamps.ok
     assert counts.decodes == 0 and counts.opens == {} and counts.listings == 0
+
+
+def test_records_one_at_a_time_as_the_listing_gives_them(root: Path) -> None:
+    files = FileRecordStore(root, migrate=False)
+    broken = root / "image_manager" / "pulled" / ("sha256-" + "0" * 64)
+    broken.write_bytes(b"{")
+    items = list(files.iter_pulled_records())
+    listing = files.list_pulled_records()
+    assert [i for i in items if isinstance(i, ImagePulledRecord)] == listing.items
+    assert [str(i) for i in items if not isinstance(i, ImagePulledRecord)] == [
+        str(e) for e in listing.errors
+    ]
+    fds = len(os.listdir("/proc/self/fd"))
+    it = files.iter_pulled_records()
+    next(it)
+    it.close()  # a reader that stops early leaves no descriptor open
+    assert len(os.listdir("/proc/self/fd")) == fds

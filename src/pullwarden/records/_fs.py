@@ -435,9 +435,9 @@ class FileRecordStore:
                 except RecordError as e:
                     yield e
                     continue
-                yield obj
                 if version != CURRENT_VERSION and old is not None:
                     old.append((name, obj, version))
+                yield obj
         finally:
             os.close(dir_fd)
 
