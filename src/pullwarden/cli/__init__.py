@@ -30,8 +30,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "gc": (
         "pullwarden.cli.node",
         "gc_command",
-        "Collect unused images on the kubelet's thresholds, then prune records of removed "
-        "images.",
+        "Collect unused images on the kubelet's thresholds, then prune records of removed images.",
     ),
     "pull": (
         "pullwarden.cli.images",
