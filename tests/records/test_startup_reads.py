@@ -9,6 +9,7 @@ intents.  File opens are counted at ``os.open`` and decodes at the store's decod
 from __future__ import annotations
 
 import os
+import types
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -345,6 +346,7 @@ def test_records_one_at_a_time_as_the_listing_gives_them(root: Path) -> None:
     ]
     fds = len(os.listdir("/proc/self/fd"))
     it = files.iter_pulled_records()
+    assert isinstance(it, types.GeneratorType)
     next(it)
     it.close()  # a reader that stops early leaves no descriptor open
     assert len(os.listdir("/proc/self/fd")) == fds
