@@ -1,13 +1,26 @@
-"""Microseconds per ``must_attempt_image_pull``: cache against plain files, 50 → 100,000 records.
+"""Microseconds per ``must_attempt_image_pull`` and per ``decide()``, 50 → 200,000 records.
 
-Each run stores N pulled records (one name → one secret each, like a node after N private pulls),
-then answers 4,000 checks: half hit a stored imageRef with the pod's matching secret (the deepest
-"allowed" path: record, name, credentials, hash match), half ask about an imageRef nobody
-recorded under ``AlwaysVerify`` (the "must pull" path, which also probes the intent).  Serial,
-then with two threads sharing the manager.  Upstream's Go figures (Xeon 8171M, 8 cores) are
-printed beside ours.  Also reports the memory one cached record costs.
+Each size stores N pulled records (one name → one secret each, like a node after N private pulls).
 
-    python bench/must_attempt.py [--sizes 50,2000,100000] [--requests 4000]
+The *mixed* table answers 4,000 checks per run: half hit a stored imageRef with the pod's matching
+secret (the deepest "allowed" path: record, name, credentials, hash match), half ask about an
+imageRef nobody recorded under ``AlwaysVerify`` (the "must pull" path, which also probes the
+intent).  Cache against plain files; serial, then with two threads sharing the manager.
+Upstream's Go figures (Xeon 8171M, 8 cores) are printed beside ours.  Also reports the memory one
+cached record costs.
+
+The *decision* table is the node's path: record hits only, serial, through the cache with
+``Protections.all()`` (as :class:`~pullwarden.node.Node` builds it), every one of the N distinct
+image/imageRef pairs checked in turn (so a per-key memo smaller than the key set cannot help),
+``decide()`` beside the plain ``must_attempt_image_pull``; a last column checks 50 of the N keys
+over and over (hot in the CPU caches), which separates work that grows with the number of keys
+from memory latency.  Each pass runs at least ``--decide-checks`` checks; rounds rotate the order
+of sizes and of the columns, and each cell is the median over rounds (the spread is printed too).
+The last lines give the flatness (max/min over sizes) of each column and how often the
+image-name trimming memo hit.
+
+    python bench/must_attempt.py [--table all|mixed|decision] [--sizes 50,2000,100000]
+        [--decide-sizes 50,2000,100000,200000] [--requests 4000] [--decide-rounds 7]
 """
 
 from __future__ import annotations
@@ -15,6 +28,7 @@ from __future__ import annotations
 import argparse
 import gc
 import random
+import statistics
 import sys
 import tempfile
 import threading
@@ -27,7 +41,7 @@ from pathlib import Path
 
 from pullwarden.metrics import Metrics
 from pullwarden.policy import PolicyEnforcer
-from pullwarden.pullmanager import PodCredentials, PullManager
+from pullwarden.pullmanager import PodCredentials, Protections, PullManager
 from pullwarden.records import (
     FileRecordStore,
     ImagePullCredentials,
@@ -35,9 +49,12 @@ from pullwarden.records import (
     ImagePullSecret,
 )
 from pullwarden.records._cache import CachedRecordStore
+from pullwarden.reference import trim_tag_digest
 
 UPSTREAM_US = {"cache": 14.5, "files": 66.0}
 Check = tuple[str, str, Callable[[], PodCredentials]]
+NodeCheck = tuple[str, str, Callable[[], PodCredentials], tuple[str, ...]]
+DECISION_GOAL_US = 5.0
 
 
 def populate(root: Path, n: int) -> list[tuple[str, str, ImagePullSecret]]:
@@ -108,39 +125,162 @@ def bytes_per_cached_record(root: Path, n: int) -> float:
     return used / n
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--sizes", default="50,2000,100000")
-    ap.add_argument("--requests", type=int, default=4000)
-    ap.add_argument("--rounds", type=int, default=3, help="best of this many runs per cell")
-    args = ap.parse_args()
-    sizes = [int(s) for s in args.sizes.split(",")]
+def hit_checks(stored: list[tuple[str, str, ImagePullSecret]], minimum: int) -> list[NodeCheck]:
+    """Every stored pair once, shuffled, repeated up to ``minimum`` checks; all are record hits."""
+    rng = random.Random(11)
+    one_pass: list[NodeCheck] = []
+    for name, ref, secret in stored:
+        pod: PodCredentials = ([secret], None)
+        image = name + ":v1"
+        one_pass.append((image, ref, lambda pod=pod: pod, (image,)))
+    rng.shuffle(one_pass)
+    return one_pass * max(1, -(-minimum // len(one_pass)))
 
+
+def pass_must_attempt(manager: PullManager, checks: list[NodeCheck]) -> float:
+    """µs per ``must_attempt_image_pull`` over ``checks`` (all must be allowed)."""
+    mp = manager.must_attempt_image_pull
+    wrong = 0
+    start = time.perf_counter()
+    for image, ref, creds, names in checks:
+        wrong += mp(image, ref, creds, image_names=names)
+    elapsed = time.perf_counter() - start
+    if wrong:
+        sys.exit("bench: must_attempt_image_pull refused a record hit")
+    return elapsed * 1e6 / len(checks)
+
+
+def pass_decide(manager: PullManager, checks: list[NodeCheck]) -> float:
+    """µs per ``decide()`` over ``checks``, reading ``must_pull`` as the node does."""
+    decide = manager.decide
+    wrong = 0
+    start = time.perf_counter()
+    for image, ref, creds, names in checks:
+        wrong += decide(image, ref, creds, image_names=names).must_pull
+    elapsed = time.perf_counter() - start
+    if wrong:
+        sys.exit("bench: decide() refused a record hit")
+    return elapsed * 1e6 / len(checks)
+
+
+# column → (call, which checks: every key in turn, or 50 of them over and over)
+COLUMNS: dict[str, tuple[Callable[[PullManager, list[NodeCheck]], float], str]] = {
+    "must_attempt": (pass_must_attempt, "all"),
+    "decide": (pass_decide, "all"),
+    "decide, 50 hot": (pass_decide, "hot"),
+}
+
+
+def _memo_info() -> tuple[int, int] | None:
+    """(hits, misses) of the image-name trimming memo, when it has one."""
+    info = getattr(trim_tag_digest, "cache_info", None)
+    return None if info is None else info()[:2]
+
+
+def decision_table(
+    roots: dict[int, Path],
+    stored: dict[int, list[tuple[str, str, ImagePullSecret]]],
+    sizes: list[int],
+    rounds: int,
+    minimum: int,
+) -> None:
+    managers = {}
+    checks: dict[tuple[int, str], list[NodeCheck]] = {}
+    for n in sizes:
+        t0 = time.perf_counter()
+        managers[n] = PullManager(
+            CachedRecordStore(FileRecordStore(roots[n])),
+            PolicyEnforcer("AlwaysVerify"),
+            None,
+            metrics=Metrics(),
+            protections=Protections.all(),
+        )
+        checks[n, "all"] = hit_checks(stored[n], minimum)
+        checks[n, "hot"] = hit_checks(random.Random(n).sample(stored[n], min(50, n)), minimum)
+        print(
+            f"# decision: {n} records loaded in {time.perf_counter() - t0:.1f} s", file=sys.stderr
+        )
+    for n in sizes:  # warm-up: every key once through each call
+        for call, which in COLUMNS.values():
+            call(managers[n], checks[n, which][: len(stored[n])])
+    samples: dict[tuple[int, str], list[float]] = {(n, c): [] for n in sizes for c in COLUMNS}
+    memo: dict[int, float] = {}
+    names = list(COLUMNS)
+    for r in range(rounds):
+        order = sizes[r % len(sizes) :] + sizes[: r % len(sizes)]
+        columns = names[r % len(names) :] + names[: r % len(names)]
+        for n in order:
+            for c in columns if r % 2 == 0 else columns[::-1]:
+                call, which = COLUMNS[c]
+                gc.collect()
+                before = _memo_info()
+                samples[n, c].append(call(managers[n], checks[n, which]))
+                after = _memo_info()
+                if c == "decide" and before is not None and after is not None:
+                    hits, misses = after[0] - before[0], after[1] - before[1]
+                    memo[n] = hits / max(hits + misses, 1)
+        print(f"# decision: round {r + 1}/{rounds} done", file=sys.stderr)
+
+    med = {k: statistics.median(v) for k, v in samples.items()}
+    print(
+        f"record hits, serial, cache + Protections.all(), AlwaysVerify; median of {rounds} rounds "
+        "(min–max), µs per check; every key in turn, and 50 of the N keys over and over (hot)"
+    )
+    print(
+        f"{'records':>8} {'checks':>7} {'must_attempt µs':>22} {'decide µs':>22} "
+        f"{'decide/must':>11} {'decide, 50 hot µs':>22}"
+    )
+    for n in sizes:
+        cells = []
+        for c in names:
+            lo, hi = min(samples[n, c]), max(samples[n, c])
+            cells.append(f"{med[n, c]:>6.2f} ({lo:.2f}–{hi:.2f})")
+        ratio = med[n, "decide"] / med[n, "must_attempt"]
+        print(
+            f"{n:>8} {len(checks[n, 'all']):>7} {cells[0]:>22} {cells[1]:>22} {ratio:>10.2f}x "
+            f"{cells[2]:>22}"
+        )
+    for c in names:
+        values = [med[n, c] for n in sizes]
+        print(f"flatness of {c} (max/min over sizes): {max(values) / min(values):.2f}x")
+    if memo:
+        rates = ", ".join(f"{n}: {rate:.0%}" for n, rate in memo.items())
+        print(f"trim_tag_digest memo hits during decide (every key in turn): {rates}")
+    worst = max(med[n, "decide"] for n in sizes)
+    worst_ratio = max(med[n, "decide"] / med[n, "must_attempt"] for n in sizes)
+    print(
+        f"goals: decide ≤ {DECISION_GOAL_US:.0f} µs at every size (worst {worst:.2f}), flat within "
+        f"1.5x, decide/must_attempt ≤ 1.5x (worst {worst_ratio:.2f}x)"
+    )
+
+
+def mixed_table(
+    roots: dict[int, Path],
+    stored: dict[int, list[tuple[str, str, ImagePullSecret]]],
+    sizes: list[int],
+    count: int,
+    rounds: int,
+) -> None:
     rows = []
     memory = {}
     for n in sizes:
-        with tempfile.TemporaryDirectory(prefix="pw-bench-") as tmp:
-            root = Path(tmp)
+        root = roots[n]
+        checks = requests(stored[n], count)
+        for mode in ("cache", "files"):
             t0 = time.perf_counter()
-            stored = populate(root, n)
-            fill_s = time.perf_counter() - t0
-            checks = requests(stored, args.requests)
-            for mode in ("cache", "files"):
-                t0 = time.perf_counter()
-                files = FileRecordStore(root)
-                manager = PullManager(
-                    CachedRecordStore(files) if mode == "cache" else files,
-                    PolicyEnforcer("AlwaysVerify"),
-                    None,
-                    metrics=Metrics(),
-                )
-                start_s = time.perf_counter() - t0
-                run(manager, checks[:200], 1)  # warm-up
-                for threads in (1, 2):
-                    best = min(run(manager, checks, threads) for _ in range(args.rounds))
-                    rows.append((n, mode, threads, best, start_s))
-            memory[n] = bytes_per_cached_record(root, n)
-            print(f"# {n} records written in {fill_s:.1f} s", file=sys.stderr)
+            files = FileRecordStore(root)
+            manager = PullManager(
+                CachedRecordStore(files) if mode == "cache" else files,
+                PolicyEnforcer("AlwaysVerify"),
+                None,
+                metrics=Metrics(),
+            )
+            start_s = time.perf_counter() - t0
+            run(manager, checks[:200], 1)  # warm-up
+            for threads in (1, 2):
+                best = min(run(manager, checks, threads) for _ in range(rounds))
+                rows.append((n, mode, threads, best, start_s))
+        memory[n] = bytes_per_cached_record(root, n)
 
     print(
         f"{'records':>8} {'store':>6} {'threads':>7} {'µs/check':>9} {'upstream µs':>11} "
@@ -158,6 +298,39 @@ def main() -> None:
     print(
         "(upstream figures: Go, Xeon Platinum 8171M, 8 cores, 2,000 records; ratio = upstream/ours)"
     )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--table", choices=("all", "mixed", "decision"), default="all")
+    ap.add_argument("--sizes", default="50,2000,100000", help="record counts of the mixed table")
+    ap.add_argument("--requests", type=int, default=4000)
+    ap.add_argument("--rounds", type=int, default=3, help="best of this many runs per mixed cell")
+    ap.add_argument(
+        "--decide-sizes",
+        default="50,2000,100000,200000",
+        help="record counts of the decision table",
+    )
+    ap.add_argument("--decide-rounds", type=int, default=7, help="median of this many passes")
+    ap.add_argument("--decide-checks", type=int, default=40_000, help="at least this many a pass")
+    args = ap.parse_args()
+    mixed = [int(s) for s in args.sizes.split(",")] if args.table != "decision" else []
+    decision = [int(s) for s in args.decide_sizes.split(",")] if args.table != "mixed" else []
+
+    with tempfile.TemporaryDirectory(prefix="pw-bench-") as tmp:
+        roots: dict[int, Path] = {}
+        stored = {}
+        for n in sorted({*mixed, *decision}):
+            roots[n] = Path(tmp) / str(n)
+            t0 = time.perf_counter()
+            stored[n] = populate(roots[n], n)
+            print(f"# {n} records written in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+        if mixed:
+            mixed_table(roots, stored, mixed, args.requests, args.rounds)
+        if mixed and decision:
+            print()
+        if decision:
+            decision_table(roots, stored, decision, args.decide_rounds, args.decide_checks)
 
 
 if __name__ == "__main__":

@@ -165,32 +165,166 @@ class Protections:
 _UNREADABLE_INTENT = "<an unreadable pull intent file>"
 
 
-@dataclass(frozen=True, slots=True)
 class Decision:
-    """The answer of :meth:`PullManager.decide` and every fact it rests on."""
+    """The answer of :meth:`PullManager.decide` and every fact it rests on.
 
-    must_pull: bool
-    result: MustPullResult | None  # the metric label; None when no check was made (no imageRef)
-    reason: str
-    step: Step
-    image: str
-    image_ref: str
-    policy: str = ""
-    policy_reason: str = ""
-    pulled_by_kubelet: bool | None = None
-    record_found: bool = False
-    mapping_key: str = ""
-    mapping_keys: tuple[str, ...] = ()
-    matched_secret: ImagePullSecret | None = None  # the recorded secret that matched
-    pod_secret: ImagePullSecret | None = None  # the pod's secret that matched it
-    matched_service_account: ImagePullServiceAccount | None = None
-    verified_by: VerifiedBy = VerifiedBy.NONE  # how access was granted; NONE when must_pull
-    credentials_requested: bool = False
-    record_update: ImagePullCredentials | None = None  # what was (or would be) merged in
-    error: str = ""
-    # The intent, under another spelling, that made the image count as pulled by this node
-    # (Protections.any_spelling); "" when the kubelet's own evidence decided.
-    intent_image: str = ""
+    Every field is a read-only property worked out from what the evaluation found when it is
+    read: the node reads ``must_pull`` and who verified, on every container start, and should not
+    pay for the sentences (``reason``, ``policy_reason``) an operator reads.  The values are those
+    of the moment of the decision (the record it read is never changed in place).  Two decisions
+    with equal fields are equal and hash alike, and ``repr`` lists the fields, as a frozen
+    dataclass does.  :meth:`PullManager.decide` builds them.
+    """
+
+    __slots__ = ("_enforcer", "_v")
+
+    # the fields, in the order repr, equality and hashing use
+    _FIELDS: Final = (
+        "must_pull",
+        "result",
+        "reason",
+        "step",
+        "image",
+        "image_ref",
+        "policy",
+        "policy_reason",
+        "pulled_by_kubelet",
+        "record_found",
+        "mapping_key",
+        "mapping_keys",
+        "matched_secret",
+        "pod_secret",
+        "matched_service_account",
+        "verified_by",
+        "credentials_requested",
+        "record_update",
+        "error",
+        "intent_image",
+    )
+    __match_args__ = _FIELDS
+
+    def __init__(self, verdict: _Verdict, enforcer: PolicyEnforcer) -> None:
+        self._v = verdict
+        self._enforcer = enforcer
+
+    @property
+    def must_pull(self) -> bool:
+        return self._v.must_pull
+
+    @property
+    def result(self) -> MustPullResult | None:
+        """The metric label; None when no check was made (no imageRef)."""
+        return self._v.result
+
+    @property
+    def reason(self) -> str:
+        """The step the decision ended at, in words."""
+        return _reason(self._v, self.policy_reason)
+
+    @property
+    def step(self) -> Step:
+        return self._v.step
+
+    @property
+    def image(self) -> str:
+        return self._v.image
+
+    @property
+    def image_ref(self) -> str:
+        return self._v.image_ref
+
+    @property
+    def policy(self) -> str:
+        return self._enforcer.policy.value
+
+    @property
+    def policy_reason(self) -> str:
+        """Why the policy asks (or not) for verification; "" when no record was read."""
+        v = self._v
+        if v.pulled_by_kubelet is None:
+            return ""
+        return self._enforcer.explain(v.image, v.pulled_by_kubelet)
+
+    @property
+    def pulled_by_kubelet(self) -> bool | None:
+        return self._v.pulled_by_kubelet
+
+    @property
+    def record_found(self) -> bool:
+        return self._v.record is not None
+
+    @property
+    def mapping_key(self) -> str:
+        return self._v.key
+
+    @property
+    def mapping_keys(self) -> tuple[str, ...]:
+        record = self._v.record
+        return () if record is None else tuple(record.credential_mapping)
+
+    @property
+    def matched_secret(self) -> ImagePullSecret | None:
+        """The recorded secret that matched."""
+        return self._v.known_secret
+
+    @property
+    def pod_secret(self) -> ImagePullSecret | None:
+        """The pod's secret that matched it."""
+        return self._v.pod_secret
+
+    @property
+    def matched_service_account(self) -> ImagePullServiceAccount | None:
+        return self._v.account
+
+    @property
+    def verified_by(self) -> VerifiedBy:
+        """How access was granted; NONE when must_pull."""
+        v = self._v
+        if v.step is Step.SECRET:
+            return VerifiedBy.SECRET_HASH if v.by_hash else VerifiedBy.SECRET_COORDINATES
+        return _VERIFIED_BY_STEP.get(v.step, VerifiedBy.NONE)
+
+    @property
+    def credentials_requested(self) -> bool:
+        return self._v.asked
+
+    @property
+    def record_update(self) -> ImagePullCredentials | None:
+        """What was (or would be) merged in."""
+        return self._v.update
+
+    @property
+    def error(self) -> str:
+        error = self._v.error
+        return "" if error is None else str(error)
+
+    @property
+    def intent_image(self) -> str:
+        """The intent, under another spelling, that made the image count as pulled by this node
+        (Protections.any_spelling); "" when the kubelet's own evidence decided."""
+        return self._v.intent_image
+
+    def _values(self) -> tuple[object, ...]:
+        return tuple(getattr(self, name) for name in self._FIELDS)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Decision) or other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._FIELDS)
+        return f"{type(self).__qualname__}({fields})"
+
+
+_VERIFIED_BY_STEP: Final = {
+    Step.POLICY: VerifiedBy.POLICY,
+    Step.NODE_WIDE: VerifiedBy.NODE_WIDE,
+    Step.SERVICE_ACCOUNT: VerifiedBy.SERVICE_ACCOUNT,
+}
 
 
 class _Verdict:
@@ -439,7 +573,7 @@ class PullManager:
     ) -> Decision:
         """:meth:`must_attempt_image_pull` with its reasoning; ``write=False`` never writes."""
         v = self._evaluate(image, image_ref, get_pod_credentials, image_names)
-        return self._explain(self._finish(v, write))
+        return Decision(self._finish(v, write), self.enforcer)
 
     def must_attempt_image_pull(
         self,
@@ -573,40 +707,6 @@ class PullManager:
         if v.error is not None and v.asked:
             raise v.error
         return v
-
-    def _explain(self, v: _Verdict) -> Decision:
-        """Turn a verdict into a :class:`Decision` with its reasons in words."""
-        policy_reason = ""
-        if v.pulled_by_kubelet is not None:
-            policy_reason = self.enforcer.explain(v.image, v.pulled_by_kubelet)
-        verified_by = {
-            Step.POLICY: VerifiedBy.POLICY,
-            Step.NODE_WIDE: VerifiedBy.NODE_WIDE,
-            Step.SECRET: VerifiedBy.SECRET_HASH if v.by_hash else VerifiedBy.SECRET_COORDINATES,
-            Step.SERVICE_ACCOUNT: VerifiedBy.SERVICE_ACCOUNT,
-        }.get(v.step, VerifiedBy.NONE)
-        return Decision(
-            must_pull=v.must_pull,
-            result=v.result,
-            reason=_reason(v, policy_reason),
-            step=v.step,
-            image=v.image,
-            image_ref=v.image_ref,
-            policy=self.enforcer.policy.value,
-            policy_reason=policy_reason,
-            pulled_by_kubelet=v.pulled_by_kubelet,
-            record_found=v.record is not None,
-            mapping_key=v.key,
-            mapping_keys=tuple(v.record.credential_mapping) if v.record is not None else (),
-            matched_secret=v.known_secret,
-            pod_secret=v.pod_secret,
-            matched_service_account=v.account,
-            verified_by=verified_by,
-            credentials_requested=v.asked,
-            record_update=v.update,
-            error="" if v.error is None else str(v.error),
-            intent_image=v.intent_image,
-        )
 
     def _cache_secret(self, image: str, image_ref: str, update: ImagePullCredentials) -> None:
         try:
