@@ -109,6 +109,16 @@ def check_yaml(text: str, loader: type[Any]) -> None:
                 raise _yaml_error("an alias is used inside the node it names", event, document)
             elif isinstance(event, yaml.DocumentStartEvent):
                 document += 1
+    except yaml.MarkedYAMLError as err:
+        # libyaml >= 0.2.6 (PyYAML 6.0.4) has a nesting limit of its own (1,000) that its
+        # scanner can hit while looking ahead, before the events at our depth arrive: a
+        # document it refuses for that is deeper than ours too.
+        if "maximum nesting depth" in str(err.problem or "") and err.problem_mark is not None:
+            mark = err.problem_mark
+            raise NestingError(
+                _too_deep(MAX_DEPTH), mark.line + 1, mark.column + 1, max(document, 1)
+            ) from None
+        return
     except yaml.YAMLError:
         return
 
