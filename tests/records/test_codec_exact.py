@@ -22,7 +22,9 @@ from pullwarden.records._codec import (
     decode_versioned,
     encode,
     exact_record_key,
+    exact_record_summary,
     exact_record_time,
+    summarize,
 )
 from pullwarden.records._model import (
     ImagePullCredentials,
@@ -241,6 +243,11 @@ def _agrees_with_the_key(text: str) -> None:
         assert key == (exact[1], exact[0].image_ref, exact[0].last_updated_time)
         if exact[1] == V1BETA1:
             assert exact_record_time(text.encode()) == exact[0].last_updated_time
+    summary = exact_record_summary(text.encode())
+    assert (summary is None) == (key is None)
+    if summary is not None:
+        assert exact is not None and isinstance(exact[0], ImagePulledRecord)
+        assert summary == summarize(exact[0])
 
 
 @settings(max_examples=400, deadline=None)

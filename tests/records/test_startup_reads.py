@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from pullwarden.errors import RecordError
 from pullwarden.metrics import Metrics
 from pullwarden.policy import PolicyEnforcer
 from pullwarden.pullmanager import PullManager
@@ -323,7 +324,7 @@ def test_record_times_for_pruning_build_no_record(root: Path, counts: Counts) ->
     listing = files.pulled_record_times()
     assert listing.items == expected  # file name order
     assert [e.path for e in listing.errors] == [str(broken)]
-    assert counts.decodes == 3  # the escaped record, the v1alpha1 one, the broken file
+    assert counts.decodes == 2  # the escaped record and the broken file; v1alpha1 is exact too
     broken.unlink()
     _, cache, _ = start(root)
     cache.write_pulled_record(rec(N + 1))
@@ -350,3 +351,21 @@ def test_records_one_at_a_time_as_the_listing_gives_them(root: Path) -> None:
     next(it)
     it.close()  # a reader that stops early leaves no descriptor open
     assert len(os.listdir("/proc/self/fd")) == fds
+
+
+def test_summaries_are_those_of_the_listed_records(root: Path, counts: Counts) -> None:
+    from pullwarden.records import summarize
+
+    escaped = ImagePulledRecord("sha256:esc", T1, {"registry.example/a&b": ImagePullCredentials()})
+    plant(root, escaped)
+    broken = root / "image_manager" / "pulled" / ("sha256-" + "0" * 64)
+    broken.write_bytes(b"{")
+    files = FileRecordStore(root, migrate=False)
+    listing = files.list_pulled_records()
+    counts.reset()
+    items = list(files.iter_pulled_summaries())
+    assert counts.decodes == 2  # the escaped record and the broken file
+    assert [i for i in items if not isinstance(i, RecordError)] == [
+        summarize(r) for r in listing.items
+    ]
+    assert [str(i) for i in items if isinstance(i, RecordError)] == [str(e) for e in listing.errors]

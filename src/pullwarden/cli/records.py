@@ -55,8 +55,10 @@ from pullwarden.records import (
     ImagePullIntent,
     ImagePullSecret,
     ImagePullServiceAccount,
+    RecordSummary,
     decode,
     scan,
+    summarize,
 )
 from pullwarden.reference import apply_default_tag, parse_image_name
 from pullwarden.runtime import CRIImageService, Image
@@ -576,20 +578,23 @@ def ls_command(kubelet_dir: Path, runtime_endpoint: str | None, output: str) -> 
             emit(data, output)
     else:
         header = ("IMAGE REF", "NAMES", "SECRETS", "SERVICE ACCOUNTS", "NODE-WIDE", "LAST UPDATED")
+        summaries: Iterable[RecordSummary] = (
+            map(summarize, records)
+            if node is not None
+            else _summaries_noting_errors(store, pulled_errors)  # no record built, none held
+        )
         rows: list[tuple[str, ...]] = []
-        for r in records:
-            n_secrets, n_accounts, node_wide = summary(r)
-            names = ",".join(sorted(r.credential_mapping)) or "<none>"
+        for s in summaries:
             row: tuple[str, ...] = (
-                r.image_ref,
-                names,
-                str(n_secrets),
-                str(n_accounts),
-                "yes" if node_wide else "no",
-                _rfc3339(r.last_updated_time),
+                s.image_ref,
+                ",".join(sorted(s.names)) or "<none>",
+                str(s.secrets),
+                str(s.service_accounts),
+                "yes" if s.node_wide else "no",
+                s.last_updated,
             )
             if node is not None:
-                row += ("yes" if r.image_ref in node.present else "no",)
+                row += ("yes" if s.image_ref in node.present else "no",)
             rows.append(row)
         rows.sort(key=_first)  # by imageRef
         rows.insert(0, header + (("PRESENT",) if node is not None else ()))
@@ -618,6 +623,17 @@ def _records_noting_errors(
     """The store's records one at a time, in file order; the files that do not decode go to
     ``errors``."""
     for item in store.iter_pulled_records():
+        if isinstance(item, RecordError):
+            errors.append(item)
+        else:
+            yield item
+
+
+def _summaries_noting_errors(
+    store: FileRecordStore, errors: list[RecordError]
+) -> Iterator[RecordSummary]:
+    """:func:`_records_noting_errors`, summed up (records in the exact form are not built)."""
+    for item in store.iter_pulled_summaries():
         if isinstance(item, RecordError):
             errors.append(item)
         else:

@@ -9,7 +9,15 @@ record types), ``_codec`` (kubelet-compatible JSON), ``_base`` (the ``RecordStor
 from pullwarden.records._audit import FileProblem, ProblemKind, scan
 from pullwarden.records._base import Listing, RecordStore
 from pullwarden.records._cache import CachedRecordStore
-from pullwarden.records._codec import V1ALPHA1, V1BETA1, decode, decode_versioned, encode
+from pullwarden.records._codec import (
+    V1ALPHA1,
+    V1BETA1,
+    RecordSummary,
+    decode,
+    decode_versioned,
+    encode,
+    summarize,
+)
 from pullwarden.records._fs import IMAGE_MANAGER_DIR, FileRecordStore
 from pullwarden.records._model import (
     ImagePullCredentials,
@@ -34,8 +42,10 @@ __all__ = [
     "Listing",
     "ProblemKind",
     "RecordStore",
+    "RecordSummary",
     "decode",
     "decode_versioned",
     "encode",
     "scan",
+    "summarize",
 ]

@@ -37,7 +37,7 @@ import json
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, TypeVar
+from typing import Any, Final, NamedTuple, TypeVar
 
 from pullwarden._gojson import as_utc, format_rfc3339, go_bytes, quote
 from pullwarden._nesting import check_json
@@ -60,11 +60,14 @@ __all__ = [
     "V1ALPHA1",
     "V1BETA1",
     "ZERO_TIME",
+    "RecordSummary",
     "decode",
     "decode_versioned",
     "encode",
     "exact_record_key",
+    "exact_record_summary",
     "exact_record_time",
+    "summarize",
 ]
 
 GROUP: Final = "kubelet.config.k8s.io"
@@ -587,6 +590,74 @@ def exact_record_key(data: bytes) -> tuple[str, str, datetime] | None:
         if _exact_entries(body) is None:
             return None
     return _VERSIONS_BY_SUFFIX[version], image_ref, t
+
+
+class RecordSummary(NamedTuple):
+    """What a listing shows of one pulled record (``records ls``)."""
+
+    image_ref: str
+    names: tuple[str, ...]
+    """The image names of its credential mapping, in the record's order."""
+    secrets: int
+    service_accounts: int
+    node_wide: bool
+    last_updated: str
+    """``lastUpdatedTime`` as :func:`~pullwarden._gojson.format_rfc3339` writes it."""
+
+
+def summarize(record: ImagePulledRecord) -> RecordSummary:
+    """The :class:`RecordSummary` of a record."""
+    secrets = accounts = 0
+    node_wide = False
+    for c in record.credential_mapping.values():
+        secrets += len(c.kubernetes_secrets)
+        accounts += len(c.kubernetes_service_accounts)
+        node_wide = node_wide or c.node_pods_accessible
+    return RecordSummary(
+        record.image_ref,
+        tuple(record.credential_mapping),
+        secrets,
+        accounts,
+        node_wide,
+        format_rfc3339(record.last_updated_time),
+    )
+
+
+_SECRET_START: Final = '{"uid":'  # each item of a list in the exact form starts so, once
+
+
+def exact_record_summary(data: bytes) -> RecordSummary | None:
+    """``summarize(decode(data))`` for a record file in the exact form, without building the
+    record; ``None`` for any other file (exactly when :func:`exact_record_key` is)."""
+    try:
+        text = data.decode()
+    except UnicodeDecodeError:
+        return None
+    m = _match_record(text)
+    if m is None:
+        return None
+    _, when, image_ref, body = m.groups()
+    try:
+        _from_iso(when)  # in range; as written, it is what format_rfc3339 writes
+    except ValueError:
+        return None
+    if body is None:
+        return RecordSummary(image_ref, (), 0, 0, False, when)
+    entries = _exact_entries(body)
+    if entries is None:
+        return None
+    secrets = accounts = 0
+    node_wide = False
+    for e in entries:
+        listed, held, node = e.group(3, 4, 5)
+        if listed:
+            secrets += listed.count(_SECRET_START)
+        if held:
+            accounts += held.count(_SECRET_START)
+        node_wide = node_wide or node is not None
+    return RecordSummary(
+        image_ref, tuple(e[1] for e in entries), secrets, accounts, node_wide, when
+    )
 
 
 _CURRENT_HEAD: Final = _RECORD_HEAD[CURRENT_VERSION] + b'"'

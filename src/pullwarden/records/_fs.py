@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 from pullwarden._files import remove_quietly, write_all
 from pullwarden.errors import RecordDecodeError, RecordError, RecordReadError, RecordWriteError
@@ -43,9 +43,12 @@ from pullwarden.records._audit import FileProblem, ProblemKind, scan
 from pullwarden.records._base import Gauges, Listing, StartupListings
 from pullwarden.records._codec import (
     CURRENT_VERSION,
+    RecordSummary,
     decode_versioned,
     encode,
     exact_record_key,
+    exact_record_summary,
+    summarize,
 )
 from pullwarden.records._layout import (
     FILE_PREFIX,
@@ -88,8 +91,6 @@ _FILE_MODE: Final = 0o600
 _DRAFT_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 T = TypeVar("T", ImagePullIntent, ImagePulledRecord)
-_KeepRaw = Callable[[str, bytes, datetime], None]
-"""Takes (imageRef, content, lastUpdatedTime) of a record file left unbuilt."""
 
 
 def _decode_as(path: str, data: bytes, cls: type[T]) -> tuple[T, str]:
@@ -379,22 +380,18 @@ class FileRecordStore:
         return _decode_as(path, data, ImagePullIntent)[0].image == image
 
     def _list(
-        self,
-        directory: str,
-        cls: type[T],
-        old: list[tuple[str, T, str]] | None = None,
-        raw: _KeepRaw | None = None,
+        self, directory: str, cls: type[T], old: list[tuple[str, T, str]] | None = None
     ) -> Listing[T]:
         """Every object that decodes and one error per file that does not, in file name order
         (see :meth:`_iter`)."""
         found: list[T] = []
         errors: list[RecordError] = []
         append, failed = found.append, errors.append
-        for item in self._iter(directory, cls, old, raw):
+        for item in self._iter(directory, cls, old):
             if isinstance(item, RecordError):
                 failed(item)
             else:
-                append(item)
+                append(item)  # type: ignore[arg-type]  # no exact reader: no pairs
         return Listing(found, errors)
 
     def _iter(
@@ -402,14 +399,13 @@ class FileRecordStore:
         directory: str,
         cls: type[T],
         old: list[tuple[str, T, str]] | None = None,
-        raw: _KeepRaw | None = None,
-    ) -> Iterator[T | RecordError]:
+        exact: Callable[[bytes], object] | None = None,
+    ) -> Iterator[T | RecordError | tuple[Any, bytes]]:
         """Every object that decodes, or the error of a file that does not, in file name order;
         the directory is read through one descriptor.  ``old`` (when given) collects (file name,
-        object, apiVersion) of the objects not stored in the current version.  ``raw`` (when
-        given, for records) is called, in its turn, with (imageRef, content, lastUpdatedTime)
-        of each file in the exact v1beta1 form instead of building it (see
-        :class:`StartupListings`)."""
+        object, apiVersion) of the objects not stored in the current version.  ``exact`` (for
+        records) reads a file without building it (:func:`exact_record_key` and the like): what
+        it returns, if not None, comes as (that, content) instead of the object."""
         try:
             names = record_names(directory)
             dir_fd = None if names is None else open_directory(directory)
@@ -426,10 +422,10 @@ class FileRecordStore:
                     data = read_file_at(dir_fd, name, path, skip_directories=True)
                     if data is None:  # deleted since the directory was read, or a directory
                         continue
-                    if raw is not None:
-                        key = exact_record_key(data)
-                        if key is not None and key[0] == CURRENT_VERSION:
-                            raw(key[1], data, key[2])
+                    if exact is not None:
+                        read = exact(data)
+                        if read is not None:
+                            yield read, data
                             continue
                     obj, version = _decode_as(path, data, cls)
                 except RecordError as e:
@@ -457,22 +453,33 @@ class FileRecordStore:
         self._startup_listings = None
         found: list[tuple[str, datetime]] = []
         errors: list[RecordError] = []
-
-        def stamp(image_ref: str, data: bytes, when: datetime) -> None:
-            found.append((image_ref, when))
-
-        for item in self._iter(self.pulled_dir, ImagePulledRecord, raw=stamp):
+        for item in self._iter(self.pulled_dir, ImagePulledRecord, exact=exact_record_key):
             if isinstance(item, RecordError):
                 errors.append(item)
-            else:
+            elif isinstance(item, ImagePulledRecord):
                 found.append((item.image_ref, item.last_updated_time))
+            else:
+                _, image_ref, when = item[0]
+                found.append((image_ref, when))
         return Listing(found, errors)
+
+    def iter_pulled_summaries(self) -> Iterator[RecordSummary | RecordError]:
+        """What :meth:`iter_pulled_records` gives, as :class:`RecordSummary` (for
+        ``records ls``); a record in the exact form is summed up without being built."""
+        self._startup_listings = None
+        for item in self._iter(self.pulled_dir, ImagePulledRecord, exact=exact_record_summary):
+            if isinstance(item, RecordError):
+                yield item
+            elif isinstance(item, ImagePulledRecord):
+                yield summarize(item)
+            else:
+                yield item[0]
 
     def iter_pulled_records(self) -> Iterator[ImagePulledRecord | RecordError]:
         """:meth:`list_pulled_records` one at a time (each record, or the error of a file that
         does not decode), for a caller that need not hold them all (``records ls``)."""
         self._startup_listings = None
-        return self._iter(self.pulled_dir, ImagePulledRecord)
+        return self._iter(self.pulled_dir, ImagePulledRecord)  # type: ignore[return-value]
 
     def take_startup_listings(self) -> StartupListings | None:
         """What the start-up migration scan read, as :meth:`list_intents` and
@@ -530,12 +537,8 @@ class FileRecordStore:
         """
         report = MigrationReport(dry_run=dry_run)
         raw: list[tuple[str, bytes]] = []
-
-        def keep(image_ref: str, data: bytes, when: datetime) -> None:
-            raw.append((image_ref, data))
-
         intents = self._migrate_dir(self.pulling_dir, ImagePullIntent, report)
-        records = self._migrate_dir(self.pulled_dir, ImagePulledRecord, report, keep)
+        records = self._migrate_dir(self.pulled_dir, ImagePulledRecord, report, raw)
         return report, StartupListings(intents, records, raw, self._decode_raw_record)
 
     def _decode_raw_record(self, image_ref: str, data: bytes) -> ImagePulledRecord:
@@ -547,10 +550,24 @@ class FileRecordStore:
         directory: str,
         cls: type[T],
         report: MigrationReport,
-        raw: _KeepRaw | None = None,
+        raw: list[tuple[str, bytes]] | None = None,
     ) -> Listing[T]:
+        """Migrate one directory; returns what it read.  With ``raw`` (records) the files in
+        the exact v1beta1 form go there as (imageRef, content), unbuilt (and current)."""
         old: list[tuple[str, T, str]] = []
-        listing = self._list(directory, cls, old, raw)
+        found: list[T] = []
+        errors: list[RecordError] = []
+        exact = _current_exact_key if raw is not None else None
+        for item in self._iter(directory, cls, old, exact):
+            if isinstance(item, RecordError):
+                errors.append(item)
+            elif isinstance(item, tuple):
+                assert raw is not None  # only an exact reader gives pairs
+                (_, image_ref, _), data = item
+                raw.append((image_ref, data))
+            else:
+                found.append(item)
+        listing = Listing(found, errors)
         for e in listing.errors:
             log.warning("record migration: leaving %s untouched: %s", e.path, e)
         report.errors.extend(listing.errors)
@@ -574,6 +591,12 @@ _OWN_DRAFT_RE: Final = re.compile(r"sha256-[0-9a-f]{64}\.[0-9a-f]{16}\.tmp")
 def _draft_path(target: str) -> str:
     """A fresh draft name for ``target``: ``<target>.<16 random hex digits>.tmp``."""
     return f"{target}.{os.urandom(8).hex()}{TMP_SUFFIX}"
+
+
+def _current_exact_key(data: bytes) -> tuple[str, str, datetime] | None:
+    """:func:`exact_record_key` of a file in the exact form of the current version only."""
+    key = exact_record_key(data)
+    return key if key is not None and key[0] == CURRENT_VERSION else None
 
 
 def _key(obj: ImagePullIntent | ImagePulledRecord) -> str:
