@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from pullwarden._gojson import format_rfc3339
 from pullwarden.cli import main
 from pullwarden.cli import records as cli_records
-from pullwarden.cli.records import Output, record_view, summary, write_json
+from pullwarden.cli.records import Output, record_view, write_json
 from pullwarden.records import (
     FileRecordStore,
     ImagePullCredentials,
@@ -75,12 +75,21 @@ def _old_table(rows: list[tuple[str, ...]], indent: str = "") -> list[str]:
     ]
 
 
+def _old_summary(r: ImagePulledRecord) -> tuple[int, int, bool]:
+    entries = r.credential_mapping.values()
+    return (
+        sum(len(c.kubernetes_secrets) for c in entries),
+        sum(len(c.kubernetes_service_accounts) for c in entries),
+        any(c.node_pods_accessible for c in entries),
+    )
+
+
 def _old_ls_text(store: FileRecordStore) -> str:
     pulled = store.list_pulled_records().items
     header = ("IMAGE REF", "NAMES", "SECRETS", "SERVICE ACCOUNTS", "NODE-WIDE", "LAST UPDATED")
     rows: list[tuple[str, ...]] = [header]
     for r in sorted(pulled, key=lambda r: r.image_ref):
-        n_secrets, n_accounts, node_wide = summary(r)
+        n_secrets, n_accounts, node_wide = _old_summary(r)
         rows.append(
             (
                 r.image_ref,

@@ -189,17 +189,6 @@ def _credentials_json(c: ImagePullCredentials, indent: str, quote: Callable[[str
     return "{\n" + i1 + (",\n" + i1).join(fields) + "\n" + indent + "}"
 
 
-def summary(r: ImagePulledRecord) -> tuple[int, int, bool]:
-    """(Secrets, service accounts, node-wide) over every name of the record."""
-    secrets = accounts = 0
-    node_wide = False
-    for c in r.credential_mapping.values():
-        secrets += len(c.kubernetes_secrets)
-        accounts += len(c.kubernetes_service_accounts)
-        node_wide = node_wide or c.node_pods_accessible
-    return secrets, accounts, node_wide
-
-
 class Output:
     """Standard output in large pieces: one ``click.echo`` per 64 KiB or so, not one per line.
 
