@@ -274,11 +274,6 @@ def test_a_pass_that_removes_an_image_prunes_with_the_until_guard(
         assert sorted(report.pruned_records) == sorted([img0, ABSENT_REF])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs Node._auto_gc to call self.gc.collect(in_use, always_prune=False); remove "
-    "this marker with that change",
-)
 def test_run_without_removals_does_not_prune(registry: DevRegistry, tmp_path: Path) -> None:
     clock = FakeClock(T0)
     root = tmp_path / "n"

@@ -336,7 +336,7 @@ class Node:
     def _auto_gc(self, in_use: Sequence[str]) -> None:
         """A GC pass after the pods; its failure is an event, never the run's."""
         try:
-            report = self.gc.collect(in_use)
+            report = self.gc.collect(in_use, always_prune=False)  # prunes only after removals
         except (PullwardenError, OSError) as err:
             self.events.record(None, "Warning", "ImageGCFailed", f"image GC failed: {err}")
             return
