@@ -724,24 +724,17 @@ class PullManager:
         Returns the imageRefs whose records were (or, with ``dry_run``, would be) deleted.
         """
         keep = set(image_refs)
-        removed: list[str] = []
         with self._pulled_locks.all():
-            listing = self.store.list_pulled_records()
+            listing = self.store.pulled_record_times()  # no record is built to be pruned
             for err in listing.errors:
                 log.warning("prune: skipping an unreadable record: %s", err)
-            for record in listing.items:
-                if record.last_updated_time >= until or record.image_ref in keep:
-                    continue
-                if dry_run:
-                    removed.append(record.image_ref)
-                    continue
-                try:
-                    self.store.delete_pulled_record(record.image_ref)
-                except RecordError as err:
-                    log.error("prune: failed to delete the record of %s: %s", record.image_ref, err)
-                    continue
-                removed.append(record.image_ref)
-        return removed
+            doomed = [ref for ref, when in listing.items if when < until and ref not in keep]
+            if dry_run or not doomed:
+                return doomed
+            failed = self.store.delete_pulled_records(doomed)  # one batch
+        for ref, err in failed.items():
+            log.error("prune: failed to delete the record of %s: %s", ref, err)
+        return [ref for ref in doomed if ref not in failed]
 
     def _initialize(
         self, image_service: ImageLister, intents: Sequence[ImagePullIntent]
