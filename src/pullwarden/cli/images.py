@@ -8,6 +8,7 @@ the images of the container runtime at that socket (containerd), through
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -29,16 +30,15 @@ from rich.progress import (
 )
 
 from pullwarden._cancel import CancelToken
+from pullwarden.cli._auth import (
+    BadCredentialOptions,
+    candidate_auths,
+    credential_options,
+    parse_hosts,
+    tls_options,
+)
 from pullwarden.cli._common import Interrupts, default_store, die, runtime_endpoint_option
 from pullwarden.cli._providers import credential_provider_options, load_plugins
-from pullwarden.credentials import (
-    CredentialPlugins,
-    DockerKeyring,
-    Keyring,
-    PluginFailure,
-    UnionKeyring,
-    parse_config_json,
-)
 from pullwarden.errors import (
     ContainerRuntimeError,
     DeniedError,
@@ -53,7 +53,6 @@ from pullwarden.errors import (
     RegistryUnavailableError,
     UnauthorizedError,
 )
-from pullwarden.reference import parse_image_name, parse_normalized
 from pullwarden.runtime import (
     AuthConfig,
     CRIImageService,
@@ -65,7 +64,6 @@ from pullwarden.runtime import (
     ProgressCallback,
     PullProgress,
     RegistryClient,
-    load_ca_file,
     parse_endpoint,
 )
 
@@ -78,11 +76,12 @@ EXIT_STORE = 7
 
 EXIT_CODES_HELP = """\b
 Exit status: 0 pulled; 2 bad input; 3 credentials refused (unauthorized or
-denied); 4 image not found; 5 registry unavailable; 6 other registry failure
-(digest mismatch, too large, unsupported type); 7 image store or container
-runtime failure (the runtime unavailable included); 130 / 143 interrupted by
-SIGINT / SIGTERM (the embedded store committed nothing; a runtime may have
-pulled the image)."""
+denied); 4 image not found, or no entry for --platform in its index (the
+message names the platforms it has); 5 registry unavailable; 6 other registry
+failure (digest mismatch, too large, unsupported type); 7 image store or
+container runtime failure (the runtime unavailable included); 130 / 143
+interrupted by SIGINT / SIGTERM (the embedded store committed nothing; a
+runtime may have pulled the image)."""
 
 STORE_ONLY_HELP = (
     "containerd pulls for its own platform and reaches registries as its own configuration "
@@ -163,64 +162,6 @@ def image_service(
         service.close()
 
 
-def parse_hosts(
-    insecure: tuple[str, ...], ca_files: tuple[str, ...], image: str
-) -> dict[str, HostOptions]:
-    hosts: dict[str, HostOptions] = {host: HostOptions(insecure=True) for host in insecure}
-    for item in ca_files:
-        host, sep, path = item.rpartition("=")
-        if not sep:
-            host = parse_normalized(image).domain
-        ca = Path(path)
-        if not ca.exists():
-            raise click.BadParameter(f"CA file {path!r} does not exist", param_hint="--ca-file")
-        try:
-            load_ca_file(ca)  # checked here, before any request goes out
-        except ValueError as err:
-            raise click.BadParameter(str(err), param_hint="--ca-file") from None
-        hosts[host] = HostOptions(insecure=False, ca_file=ca)
-    return hosts
-
-
-def candidate_auths(
-    image: str,
-    username: str | None,
-    password_stdin: bool,
-    docker_config: Path | None,
-    plugins: CredentialPlugins | None = None,
-) -> list[AuthConfig | None]:
-    """The credentials to try, in order (as the kubelet tries its keyring): -u alone, or the
-    docker config's entries for the image followed by the credential provider plugins' (no
-    pod: node-wide plugins only); [None] = anonymous."""
-    if username is not None:
-        password = sys.stdin.readline().rstrip("\r\n") if password_stdin else ""
-        return [AuthConfig(username=username, password=password)]
-    if password_stdin:
-        raise click.BadParameter("--password-stdin needs --username")
-    keyrings: list[Keyring] = []
-    if docker_config is not None:
-        try:
-            config = parse_config_json(docker_config.read_bytes())
-        except OSError as err:
-            raise click.BadParameter(f"cannot read {docker_config}: {err.strerror}") from None
-        keyring = DockerKeyring()
-        keyring.add(config, track_hashes=False)
-        keyrings.append(keyring)
-    if plugins is not None:
-        keyrings.append(plugins.keyring_for(None, None, report_plugin_failure))
-    repository, _tag, _digest = parse_image_name(image)
-    found = UnionKeyring(*keyrings).lookup(repository)
-    return [AuthConfig(username=c.username, password=c.password) for c in found] or [None]
-
-
-def report_plugin_failure(failure: PluginFailure) -> None:
-    click.echo(
-        f"warning: credential provider {failure.provider} gave no credentials for "
-        f"{failure.image}: {failure.message}",
-        err=True,
-    )
-
-
 @contextmanager
 def progress_bars(enabled: bool) -> Iterator[ProgressCallback | None]:
     """Yield an on_progress callback drawing one rich bar per blob (or None when disabled)."""
@@ -252,44 +193,25 @@ def progress_bars(enabled: bool) -> Iterator[ProgressCallback | None]:
 
 @click.command("pull", epilog=EXIT_CODES_HELP)
 @click.argument("image")
-@click.option("--username", "-u", help="Registry user name.")
-@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
-@click.option(
-    "--docker-config",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    help="A docker config.json; its entries for the image's registry are tried in order.",
-)
+@credential_options("the image's registry")
 @store_option
 @store_runtime_option
 @click.option(
     "--platform",
     "platform_text",
     metavar="OS/ARCH[/VARIANT]",
-    help="Default: the host's.  Embedded store only.",
+    help="The entry to pull from a multi-platform image (default: the host's); one the "
+    "image does not have is exit 4, naming those it has.  Embedded store only.",
 )
-@click.option(
-    "--insecure-registry",
-    "insecure",
-    multiple=True,
-    metavar="HOST[:PORT]",
-    help="Use plain HTTP for this registry (loopback registries are plain HTTP by default).  "
-    "Embedded store only.",
-)
-@click.option(
-    "--ca-file",
-    "ca_files",
-    multiple=True,
-    metavar="[HOST=]PATH",
-    help="Trust this CA for the registry's TLS (HOST defaults to the image's registry).  "
-    "Embedded store only.",
-)
+@tls_options("  Embedded store only.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars; print only the image ref.")
 @credential_provider_options
 def pull_command(
     image: str,
+    creds: str | None,
     username: str | None,
     password_stdin: bool,
-    docker_config: Path | None,
+    authfile: Path | None,
     store: Path,
     runtime_endpoint: str | None,
     platform_text: str | None,
@@ -304,9 +226,14 @@ def pull_command(
     """Pull IMAGE into the embedded store, or the runtime's, and print its image ref.
 
     The image ref is the image id, sha256:<config digest> (with a runtime: the ref it reports).
-    Each credential is tried in order (-u, or the --docker-config entries for the image's
-    registry then the credential provider plugins' that need no service account; none:
-    anonymous).
+
+    Credentials, as skopeo and podman take them: --creds USER[:PASSWORD], or -u USER with
+    --password-stdin (on a terminal, -u alone prompts for the password), or --authfile FILE
+    (a docker config.json; --docker-config is the same option).  With none of these the
+    default auth file is read: $REGISTRY_AUTH_FILE, else $DOCKER_CONFIG/config.json, else
+    ~/.docker/config.json, the first that exists.  The auth file's entries for the image's
+    registry, then the credential provider plugins' that need no service account, are tried
+    in order; with none, the pull is anonymous.  Credentials are never printed.
 
     Embedded store: blobs already in the store are not downloaded again, so pulling an image
     that is present costs one manifest request, which still proves the credentials can read
@@ -325,10 +252,17 @@ def pull_command(
         platform = Platform.parse(platform_text) if platform_text else Platform.host()
         hosts = parse_hosts(insecure, ca_files, image)
         plugins = load_plugins(provider_config, provider_bin_dir, signing_key_file, issuer)
-        auths = candidate_auths(image, username, password_stdin, docker_config, plugins)
+        auths = candidate_auths(
+            image,
+            creds=creds,
+            username=username,
+            password_stdin=password_stdin,
+            authfile=authfile,
+            plugins=plugins,
+        )
     except click.BadParameter as err:
         die(err.format_message(), EXIT_USAGE)
-    except (InvalidReferenceError, DockerConfigError) as err:
+    except (InvalidReferenceError, DockerConfigError, BadCredentialOptions) as err:
         die(str(err), EXIT_USAGE)
     token = CancelToken()
     with Interrupts(token) as interrupts:
@@ -536,6 +470,10 @@ def images_command(
     13 hex digits unless --no-trunc.  -q prints each image's full id once; -o json / yaml
     print {"images": [{"id", "repoTags", "repoDigests", "size", "pinned"}]} with full values.
 
+    Only reads: a --store (or $PULLWARDEN_STORE) that holds no store is exit 2, and the
+    default store, before the first `pullwarden pull` made it, lists as empty; neither is
+    created.
+
     \b
     Exit status: 0 listed; 2 bad input; 7 image store or container runtime failure;
     130 / 143 interrupted by SIGINT / SIGTERM.
@@ -544,10 +482,12 @@ def images_command(
     if quiet and output != "table":
         die(f"--quiet prints image ids only: it cannot be used with -o {output}", EXIT_USAGE)
     token = CancelToken()
+    images: list[Image] = []
     with Interrupts(token) as interrupts:
         try:
-            with image_service(store, endpoint, token) as service:
-                images = service.list_images()
+            if endpoint is not None or store_exists(store):
+                with image_service(store, endpoint, token) as service:
+                    images = service.list_images()
             token.raise_if_cancelled()
         except PullCancelledError as err:
             die(str(err), interrupts.exit_status or 130)
@@ -568,39 +508,122 @@ def images_command(
             click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
 
 
+def store_exists(store: Path) -> bool:
+    """Whether the embedded store at ``store`` exists (read-only commands never make one).
+
+    A missing store the user named (``--store``, ``$PULLWARDEN_STORE``) is bad input (exit 2);
+    the default one simply holds no images yet.
+    """
+    if (store / "index.json").is_file() or (store / "lock").is_file():
+        return True
+    named = click.get_current_context().get_parameter_source("store") is not (
+        ParameterSource.DEFAULT
+    ) or bool(os.environ.get("PULLWARDEN_STORE"))
+    if named:
+        die(f"no image store at {store} (`pullwarden pull` makes one)", EXIT_USAGE)
+    return False
+
+
 def removed_names(img: Image) -> tuple[str, ...]:
     """What ``rmi`` reports as deleted: every tag, else every repo digest, else the id."""
     return img.repo_tags or img.repo_digests or (img.id,)
 
 
-def remove_images(service: ImageService, names: tuple[str, ...], token: CancelToken) -> list[str]:
-    """Remove the images ``names`` name, each once, printing its names; returns the unknown."""
+MIN_ID_PREFIX = 4
+_HEX_DIGITS = frozenset("0123456789abcdef")
+
+
+def id_prefix(name: str) -> str | None:
+    """The hex digits when ``name`` is a shortened image id (``images`` prints 13 of them), with
+    or without ``sha256:``, at least :data:`MIN_ID_PREFIX` long; else None (a full id is not a
+    prefix: the image service resolves it)."""
+    digits = name.removeprefix("sha256:")
+    if MIN_ID_PREFIX <= len(digits) < 64 and set(digits) <= _HEX_DIGITS:
+        return digits
+    return None
+
+
+def find_images(
+    service: ImageService, names: tuple[str, ...]
+) -> tuple[dict[str, Image], list[str]]:
+    """The images ``names`` name, each once (by id), and the names that name none.
+
+    Every name is looked up before anything is removed.  A shortened id matching one image
+    is that image; matching several is bad input (exit 2, listing them), so nothing is
+    removed on a guess.  A hex name matching no id is tried as an image name.
+    """
     found: dict[str, Image] = {}
     missing: list[str] = []
-    for name in names:  # all looked up first: two names of one image are not "no such image"
+    listing: list[Image] | None = None
+    for name in names:
+        prefix = id_prefix(name)
+        if prefix is not None:
+            if listing is None:
+                listing = service.list_images()
+            matches = [i for i in listing if i.id.removeprefix("sha256:").startswith(prefix)]
+            if len(matches) > 1:
+                shown = ", ".join(f"{i.id} ({', '.join(removed_names(i))})" for i in matches)
+                die(
+                    f"{name} is ambiguous: it begins the ids of {len(matches)} images: {shown}",
+                    EXIT_USAGE,
+                )
+            if matches:
+                found.setdefault(matches[0].id, matches[0])
+                continue
+            if name.startswith("sha256:"):
+                missing.append(name)
+                continue
         status = service.image_status(name)
         if status is None:
             missing.append(name)
         else:
             found.setdefault(status.id, status)
+    return found, missing
+
+
+def remove_images(
+    service: ImageService, found: dict[str, Image], token: CancelToken, dry_run: bool
+) -> None:
+    """Remove each image in ``found``, printing its names (``dry_run``: only print)."""
     for img in found.values():
         token.raise_if_cancelled()
+        if dry_run:
+            for name in removed_names(img):
+                click.echo(f"Would delete: {name}")
+            continue
         service.remove_image(img.id)
         for name in removed_names(img):
             click.echo(f"Deleted: {name}")
-    return missing
 
 
 @click.command("rmi")
-@click.argument("images", nargs=-1, required=True)
+@click.argument("images", nargs=-1)
+@click.option("--all", "-a", "remove_all", is_flag=True, help="Remove every image.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Remove nothing; print `Would delete: <name>` for each name that would go.",
+)
 @store_option
 @store_runtime_option
-def rmi_command(images: tuple[str, ...], store: Path, runtime_endpoint: str | None) -> None:
+def rmi_command(
+    images: tuple[str, ...],
+    remove_all: bool,
+    dry_run: bool,
+    store: Path,
+    runtime_endpoint: str | None,
+) -> None:
     """Remove images (by name, repo@digest or id) from the embedded store, or the runtime's.
+
+    IMAGES are names (familiar or full), repo@digest names, image ids, or ids shortened as
+    `pullwarden images` prints them: any prefix of at least 4 hex digits, with or without
+    sha256:, that begins exactly one image id (one that begins several is exit 2, listing
+    them, and nothing is removed).  --all removes every image.
 
     An image goes with every name it has (containerd too removes the whole image): one
     `Deleted: <name>` line per tag, as the image service lists them (an untagged image: per
-    repo@digest name, else its id).
+    repo@digest name, else its id).  --dry-run prints `Would delete: <name>` lines instead
+    and changes nothing.  A --store that holds no store is exit 2; none is created.
 
     \b
     Exit status: 0 removed; 2 bad input; 4 some image not found (the others are
@@ -608,14 +631,27 @@ def rmi_command(images: tuple[str, ...], store: Path, runtime_endpoint: str | No
     SIGINT / SIGTERM.
     """
     endpoint = chosen_endpoint(runtime_endpoint)
+    if remove_all and images:
+        die("--all removes every image: give it without image names", EXIT_USAGE)
+    if not remove_all and not images:
+        die("name the images to remove (see `pullwarden images`), or give --all", EXIT_USAGE)
     token = CancelToken()
+    missing: list[str] = list(images)
     with Interrupts(token) as interrupts:
         try:
-            with image_service(store, endpoint, token) as service:
-                missing = remove_images(service, images, token)
+            if endpoint is not None or store_exists(store):
+                with image_service(store, endpoint, token) as service:
+                    if remove_all:
+                        found = {i.id: i for i in service.list_images()}
+                        missing = []
+                    else:
+                        found, missing = find_images(service, images)
+                    remove_images(service, found, token, dry_run)
         except PullCancelledError as err:
             die(f"{err}: some images may not have been removed", interrupts.exit_status or 130)
         except PullwardenError as err:
             die(str(err), exit_code_for(err))
+    if remove_all:
+        missing = []
     if missing:
         die(f"no such image: {', '.join(missing)}", EXIT_NOT_FOUND)
