@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import importlib
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from pullwarden import __version__
+
+if TYPE_CHECKING:
+    from click.shell_completion import CompletionItem
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 # name → (module, attribute, one line of help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -36,6 +41,21 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "pullwarden.cli.images",
         "pull_command",
         "Pull IMAGE into the embedded store, or the runtime's, and print its image ref.",
+    ),
+    "image": (
+        "pullwarden.cli.image",
+        "image",
+        "Build small deterministic OCI images offline (an OCI layout), and push them.",
+    ),
+    "metrics": (
+        "pullwarden.cli.metrics",
+        "metrics_command",
+        "Print the Prometheus metrics of a node root (records on disk, as `run` serves them).",
+    ),
+    "completion": (
+        "pullwarden.cli.completion",
+        "completion_command",
+        "Print the shell completion script for bash, zsh or fish.",
     ),
     "images": (
         "pullwarden.cli.images",
@@ -77,9 +97,26 @@ class _Main(click.Group):
         return command
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # One whole line per command, however narrow the terminal: a line cut or wrapped
+        # in the middle is harder to read (and to grep) than a long one.
         rows = [(name, COMMANDS[name][2]) for name in self.list_commands(ctx)]
+        name_width = max(len(name) for name, _ in rows)
         with formatter.section("Commands"):
-            formatter.write_dl(rows)
+            for name, line in rows:
+                formatter.write(f"{'':>{formatter.current_indent}}{name:<{name_width}}  {line}\n")
+
+    def shell_complete(self, ctx: click.Context, incomplete: str) -> list[CompletionItem]:
+        """Command names from :data:`COMMANDS` (no command module is imported), then the
+        group's own options."""
+        from click.shell_completion import CompletionItem
+
+        items = [
+            CompletionItem(name, help=COMMANDS[name][2])
+            for name in self.list_commands(ctx)
+            if name.startswith(incomplete)
+        ]
+        items.extend(click.Command.shell_complete(self, ctx, incomplete))
+        return items
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -89,12 +126,48 @@ class _Main(click.Group):
             sys.exit(130)
 
 
+def configure_logging(verbose: int, log_level: str | None) -> None:
+    """Send the ``pullwarden`` loggers to standard error at the level asked for.
+
+    ``--log-level`` beats ``-v`` (INFO) and ``-vv`` (DEBUG).  Without either nothing is set up
+    (and :mod:`logging` is not even imported here): warnings and errors then reach standard
+    error through Python's last-resort handler, as they always have.  Only the ``pullwarden``
+    loggers are configured: the HTTP libraries' own debug logs stay off.
+    """
+    if log_level is None and verbose <= 0:
+        return
+    import logging
+
+    level = log_level.upper() if log_level else ("INFO" if verbose == 1 else "DEBUG")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("pullwarden")
+    for old in list(logger.handlers):
+        logger.removeHandler(old)
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False
+
+
 @click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="pullwarden")
-def main() -> None:
+@click.option(
+    "-v",
+    "--verbose",
+    count=True,
+    help="Log what pullwarden does to standard error: -v INFO, -vv DEBUG.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    metavar="LEVEL",
+    help="Log at this level (DEBUG, INFO, WARNING, ERROR, CRITICAL); beats -v.",
+)
+def main(verbose: int, log_level: str | None) -> None:
     """pullwarden: the kubelet's image pull path with KEP-2535 credential verification.
 
     A node image manager (run, gc), an image store (pull, images, rmi), an operator tool for
     a kubelet's pull records (records) and a registry for experiments (registry).  New here?
     Try `pullwarden demo`.
     """
+    configure_logging(verbose, log_level)

@@ -1,3 +1,5 @@
+"""``python -m pullwarden.cli``: the ``pullwarden`` command."""
+
 from pullwarden.cli import main
 
-main()
+main(prog_name="pullwarden")
