@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
 
 import click
 from click.testing import CliRunner
@@ -42,3 +44,40 @@ def test_help_imports_no_command_and_nothing_heavy() -> None:
 def test_an_unknown_command_is_a_usage_error() -> None:
     result = CliRunner().invoke(main, ["nonsense"])
     assert result.exit_code == 2 and "No such command" in result.output
+
+
+def modules_after(*args: str) -> list[str]:
+    """The pullwarden and heavy modules a process has imported after running one command."""
+    probe = (
+        "import sys\n"
+        "from pullwarden.cli import main\n"
+        "try:\n"
+        f"    main({list(args)!r}, prog_name='pullwarden')\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = ('httpx', 'rich', 'grpc', 'cryptography', 'prometheus_client', 'pullwarden.')\n"
+        "print(sorted(m for m in sys.modules if m.startswith(heavy)), file=sys.stderr)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    return list(ast.literal_eval(done.stderr.strip()))
+
+
+def test_metrics_imports_the_records_and_metrics_only(tmp_path: Path) -> None:
+    loaded = modules_after("metrics", "--root", str(tmp_path))
+    assert "pullwarden.cli.metrics" in loaded and "prometheus_client" in loaded
+    unwanted: tuple[str, ...] = ("httpx", "rich", "grpc", "cryptography", "pullwarden.runtime")
+    unwanted += ("pullwarden.node", "pullwarden.imagemanager", "pullwarden.pullmanager")
+    unwanted += ("pullwarden.credentials",)
+    assert [m for m in loaded if m.startswith(unwanted)] == []
+    assert [m for m in loaded if m.startswith("pullwarden.cli.")] == [
+        "pullwarden.cli._common",
+        "pullwarden.cli.metrics",
+    ]
+
+
+def test_completion_imports_no_other_command_and_nothing_heavy() -> None:
+    loaded = modules_after("completion", "bash")
+    assert [m for m in loaded if m.startswith("pullwarden.cli.")] == ["pullwarden.cli.completion"]
+    assert [m for m in loaded if not m.startswith("pullwarden")] == []
