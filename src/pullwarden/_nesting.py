@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-import yaml
+if TYPE_CHECKING:
+    import yaml
 
 __all__ = ["MAX_DEPTH", "NestingError", "check_json", "check_yaml", "loads_json"]
 
@@ -95,6 +96,8 @@ def check_yaml(text: str, loader: type[Any]) -> None:
     """
     if "*" not in text and sum(map(text.count, _YAML_OPENERS)) <= MAX_DEPTH:
         return
+    import yaml  # only here: the JSON checks, which records use, need no YAML library
+
     open_anchors: list[str | None] = []
     document = 0
     try:
