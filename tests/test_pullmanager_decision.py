@@ -178,7 +178,7 @@ def test_preloaded_image_allowed_by_policy(tmp_path: Path) -> None:
         False,
         "credentialPolicyAllowed",
         Step.POLICY,
-        VerifiedBy.POLICY,
+        VerifiedBy.PRELOADED,
     )
     assert d.reason == d.policy_reason == preloaded
     assert (d.pulled_by_kubelet, d.record_found, d.mapping_keys) == (False, False, ())

@@ -2,7 +2,10 @@
 
 An :class:`EventRecorder` receives events; :class:`ListRecorder` keeps them (tests, JSON
 output), :class:`StreamRecorder` prints one ``kubectl describe``-like line per event as it
-happens, and :class:`TeeRecorder` hands each event to several recorders.
+happens, and :class:`TeeRecorder` hands each event to several recorders.  :class:`EventLog`
+keeps each event with the time it happened and can also print it at once as a fixed-field line
+(``pullwarden run``: :meth:`TimedEvent.line` in table mode, :meth:`TimedEvent.to_json` under
+``"events"`` with ``-o json``).
 
 Messages are expected to be free of secrets already: the image manager only ever puts image
 names, Secret coordinates and error texts (which never carry credentials) into them.
@@ -12,8 +15,9 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Final, Protocol, TextIO
 
 __all__ = [
@@ -21,17 +25,20 @@ __all__ = [
     "ERR_IMAGE_NEVER_PULL_POLICY",
     "FAILED",
     "FAILED_TO_RETRIEVE_IMAGE_PULL_SECRET",
+    "IGNORED_IMAGE_PULL_SECRET",
     "INSPECT_FAILED",
     "NORMAL",
     "PULLED",
     "PULLING",
     "WARNING",
     "Event",
+    "EventLog",
     "EventRecorder",
     "InvolvedObject",
     "ListRecorder",
     "StreamRecorder",
     "TeeRecorder",
+    "TimedEvent",
     "make_event",
 ]
 
@@ -49,6 +56,8 @@ INSPECT_FAILED: Final = "InspectFailed"
 FAILED_TO_RETRIEVE_IMAGE_PULL_SECRET: Final = "FailedToRetrieveImagePullSecret"
 # pullwarden's own: the kubelet only logs a credential provider plugin that failed.
 CREDENTIAL_PROVIDER_FAILED: Final = "CredentialProviderFailed"
+# pullwarden's own: the kubelet silently skips a pull Secret of a type it does not read.
+IGNORED_IMAGE_PULL_SECRET: Final = "IgnoredImagePullSecret"
 
 
 class InvolvedObject(Protocol):
@@ -167,3 +176,66 @@ class TeeRecorder:
     def record(self, obj: InvolvedObject | None, type: str, reason: str, message: str) -> None:
         for recorder in self._recorders:
             recorder.record(obj, type, reason, message)
+
+
+@dataclass(frozen=True, slots=True)
+class TimedEvent:
+    """An :class:`Event` and when it was recorded (UTC)."""
+
+    time: datetime
+    event: Event
+
+    @property
+    def timestamp(self) -> str:
+        """RFC 3339 in UTC to the second: ``2026-12-02T05:23:12Z``."""
+        return self.time.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def line(self) -> str:
+        """``TIME  TYPE  REASON  OBJECT  MESSAGE``: two spaces apart, the type padded to seven
+        characters (``Normal`` / ``Warning``), the object ``namespace/name`` or ``-``."""
+        e = self.event
+        return f"{self.timestamp}  {e.type:<7}  {e.reason}  {e.object}  {e.message}"
+
+    def to_json(self) -> dict[str, str]:
+        """``{"time", "type", "reason", "object", "message"}``."""
+        e = self.event
+        return {
+            "time": self.timestamp,
+            "type": e.type,
+            "reason": e.reason,
+            "object": e.object,
+            "message": e.message,
+        }
+
+
+class EventLog:
+    """Keeps every event with its time, in order; with ``stream``, also writes each one as
+    :meth:`TimedEvent.line` the moment it is recorded.  Thread-safe; lines never interleave.
+
+    ``now`` gives the time of an event (default: the wall clock, in UTC).
+    """
+
+    def __init__(
+        self, stream: TextIO | None = None, *, now: Callable[[], datetime] | None = None
+    ) -> None:
+        self._stream = stream
+        self._now = now or (lambda: datetime.now(UTC))
+        self._lock = threading.Lock()
+        self._events: list[TimedEvent] = []
+
+    def record(self, obj: InvolvedObject | None, type: str, reason: str, message: str) -> None:
+        with self._lock:
+            timed = TimedEvent(self._now(), make_event(obj, type, reason, message))
+            self._events.append(timed)
+            if self._stream is not None:
+                self._stream.write(timed.line() + "\n")
+                self._stream.flush()
+
+    @property
+    def events(self) -> list[TimedEvent]:
+        """A copy of the events recorded so far."""
+        with self._lock:
+            return list(self._events)
+
+    def to_json(self) -> list[dict[str, str]]:
+        return [e.to_json() for e in self.events]

@@ -51,13 +51,17 @@ from pullwarden.errors import ManifestError
 from pullwarden.reference import default_pull_policy
 
 __all__ = [
+    "CREDENTIAL_KINDS",
     "PULL_POLICIES",
+    "PULL_SECRET_TYPES",
     "UID_NAMESPACE",
     "Container",
+    "CredentialRef",
     "Objects",
     "Pod",
     "Secret",
     "ServiceAccount",
+    "Skipped",
     "derived_uid",
     "iter_documents",
     "load_objects",
@@ -74,6 +78,8 @@ PULL_POLICIES: Final = ("Always", "IfNotPresent", "Never")
 
 _DOCKERCFG_TYPE: Final = "kubernetes.io/dockercfg"
 _DOCKERCONFIGJSON_TYPE: Final = "kubernetes.io/dockerconfigjson"
+PULL_SECRET_TYPES: Final = (_DOCKERCONFIGJSON_TYPE, _DOCKERCFG_TYPE)
+"""The Secret types the kubelet reads image pull credentials from (others it ignores)."""
 _REQUIRED_KEY: Final[Mapping[str, str]] = {
     _DOCKERCFG_TYPE: ".dockercfg",
     _DOCKERCONFIGJSON_TYPE: ".dockerconfigjson",
@@ -131,6 +137,66 @@ class Secret:
     data: Mapping[str, bytes] = field(default_factory=dict, repr=False)
 
 
+CREDENTIAL_KINDS: Final = ("secret", "serviceAccount", "node", "anonymous")
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialRef:
+    """Whose credentials pulled an image or matched its record, never the credentials.
+
+    ``kind`` is ``secret`` (a pull Secret: ``namespace``/``name``), ``serviceAccount`` (a
+    credential provider plugin's credentials bound to the pod's ServiceAccount), ``node``
+    (node-wide: the node's docker config, a plugin's node-wide credentials, or a record of a
+    node-wide or anonymous pull) or ``anonymous`` (no credentials at all).  ``provider`` names
+    the credential provider plugin, when one supplied them.  :meth:`to_json` is the
+    ``credential`` object of ``pullwarden run -o json``.
+    """
+
+    kind: str
+    namespace: str = ""
+    name: str = ""
+    provider: str = ""
+
+    def to_json(self) -> dict[str, str]:
+        doc = {"kind": self.kind}
+        if self.kind in ("secret", "serviceAccount"):
+            doc |= {"namespace": self.namespace, "name": self.name}
+        if self.provider:
+            doc["provider"] = self.provider
+        return doc
+
+    def describe(self) -> str:
+        """In words: ``secret ns/name``, ``service account ns/name from credential provider
+        ecr``, ``node credentials``, ``anonymous``."""
+        via = f" from credential provider {self.provider}" if self.provider else ""
+        if self.kind == "secret":
+            return f"secret {self.namespace}/{self.name}"
+        if self.kind == "serviceAccount":
+            return f"service account {self.namespace}/{self.name}{via}"
+        if self.kind == "node":
+            return f"node-wide credentials{via}" if via else "node credentials"
+        return "anonymous"
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """An object :func:`load_objects` read but does not use (a Deployment, a ConfigMap, ...)."""
+
+    kind: str
+    api_version: str
+    namespace: str
+    name: str
+    file: str
+    document: int = 0
+
+    def describe(self) -> str:
+        """``Deployment team-a/web (apps/v1) in FILE, document N``."""
+        who = f"{self.namespace}/{self.name}" if self.namespace else self.name or "(no name)"
+        where = f"{self.file}, document {self.document}" if self.document else self.file
+        version = f" ({self.api_version})" if self.api_version else ""
+        return f"{self.kind} {who}{version} in {where}"
+
+
 @dataclass(frozen=True, slots=True)
 class Objects:
     """Everything :func:`load_objects` found, keyed the way the kubelet looks objects up."""
@@ -140,6 +206,7 @@ class Objects:
     service_accounts: dict[tuple[str, str], ServiceAccount] = field(default_factory=dict)
     ignored: int = 0  # objects of other kinds, skipped
     ignored_kinds: dict[str, int] = field(default_factory=dict)  # kind -> how many skipped
+    skipped: tuple[Skipped, ...] = ()  # those objects, in file order
 
 
 def derived_uid(kind: str, namespace: str, name: str) -> str:
@@ -614,6 +681,7 @@ def load_objects(
     accounts: dict[tuple[str, str], ServiceAccount] = {}
     first_seen: dict[tuple[str, str, str], _Where] = {}
     ignored: dict[str, int] = {}
+    skipped: list[Skipped] = []
 
     def check_unique(kind: str, namespace: str, name: str, where: _Where) -> None:
         key = (kind, namespace, name)
@@ -641,6 +709,7 @@ def load_objects(
                 accounts[account.namespace, account.name] = account
             else:
                 ignored[kind] = ignored.get(kind, 0) + 1
+                skipped.append(_skipped(doc, kind, where))
 
     resolved: list[Pod] = []
     for pod in pods:
@@ -654,6 +723,24 @@ def load_objects(
         service_accounts=accounts,
         ignored=sum(ignored.values()),
         ignored_kinds=ignored,
+        skipped=tuple(skipped),
+    )
+
+
+def _skipped(doc: Mapping[str, Any], kind: str, where: _Where) -> Skipped:
+    """What to say of an object of a kind the pull path does not use (best effort names)."""
+    meta = doc.get("metadata")
+    meta = meta if isinstance(meta, Mapping) else {}
+    namespace = meta.get("namespace")
+    name = meta.get("name")
+    version = doc.get("apiVersion")
+    return Skipped(
+        kind=kind,
+        api_version=version if isinstance(version, str) else "",
+        namespace=namespace if isinstance(namespace, str) else "",
+        name=name if isinstance(name, str) else "",
+        file=where.file,
+        document=where.document,
     )
 
 

@@ -21,7 +21,7 @@ from pullwarden._clock import Clock, SystemClock
 from pullwarden._locks import StripedLocks
 from pullwarden.errors import PullwardenError, RecordError, RecordWriteError
 from pullwarden.metrics import Metrics, MustPullResult
-from pullwarden.policy import PolicyEnforcer
+from pullwarden.policy import PolicyEnforcer, VerificationPolicy
 from pullwarden.records import (
     CachedRecordStore,
     FileRecordStore,
@@ -77,8 +77,12 @@ class VerifiedBy(StrEnum):
     """How a container came to have its image: the ``verifiedBy`` of results and ``run -o json``.
 
     The pull manager's own answers are ``secretHash``, ``secretCoordinates``,
-    ``serviceAccount``, ``nodeWide`` and ``policy``; the image manager adds ``pull`` (the
-    registry was asked) and ``featureDisabled``; ``""`` means no access was established.
+    ``serviceAccount`` and ``nodeWide`` (a record matched) and, when the policy exempts the
+    image, why: ``preloaded`` (no record and no intent, under ``NeverVerifyPreloadedImages``),
+    ``allowlisted`` (a ``NeverVerifyAllowlistedImages`` entry matches) or ``neverVerify``
+    (policy ``NeverVerify``).  The image manager adds ``pull`` (the registry was asked and
+    accepted the pod's credentials) and ``featureDisabled`` (the gate is off: a present image
+    is used as it is); ``""`` means no access was established.
     """
 
     NONE = ""
@@ -87,15 +91,32 @@ class VerifiedBy(StrEnum):
     SECRET_COORDINATES = "secretCoordinates"
     SERVICE_ACCOUNT = "serviceAccount"
     NODE_WIDE = "nodeWide"
-    POLICY = "policy"
+    PRELOADED = "preloaded"
+    ALLOWLISTED = "allowlisted"
+    NEVER_VERIFY = "neverVerify"
     FEATURE_DISABLED = "featureDisabled"
 
+    @property
+    def exempt(self) -> bool:
+        """Access without any credential of the pod: a policy exemption or the gate off."""
+        return self in _EXEMPT
+
     def describe(self, credential: str = "") -> str:
-        """A short human reason; ``credential`` says who pulled (for :attr:`PULL`)."""
+        """A short human reason; ``credential`` says who pulled or matched, in words."""
         if self is VerifiedBy.PULL:
             return f"pulled with {credential or 'no credentials'}"
-        return _VERIFIED_BY_PROSE[self]
+        prose = _VERIFIED_BY_PROSE[self]
+        return f"{prose} ({credential})" if credential and not self.exempt else prose
 
+
+_EXEMPT: Final = frozenset(
+    {
+        VerifiedBy.PRELOADED,
+        VerifiedBy.ALLOWLISTED,
+        VerifiedBy.NEVER_VERIFY,
+        VerifiedBy.FEATURE_DISABLED,
+    }
+)
 
 _VERIFIED_BY_PROSE: Final = {
     VerifiedBy.NONE: "",
@@ -103,8 +124,19 @@ _VERIFIED_BY_PROSE: Final = {
     VerifiedBy.SECRET_COORDINATES: "verified by record: secret coordinates match (rotated secret)",
     VerifiedBy.SERVICE_ACCOUNT: "verified by record: service account",
     VerifiedBy.NODE_WIDE: "verified by record: node-wide access",
-    VerifiedBy.POLICY: "policy exempt (no verification needed)",
+    VerifiedBy.PRELOADED: "preloaded: on the node without a pull record, so not verified "
+    "(NeverVerifyPreloadedImages)",
+    VerifiedBy.ALLOWLISTED: "allowlisted: matches preloadedImagesVerificationAllowlist, so not "
+    "verified (NeverVerifyAllowlistedImages)",
+    VerifiedBy.NEVER_VERIFY: "not verified: policy NeverVerify",
     VerifiedBy.FEATURE_DISABLED: "already present (verification disabled)",
+}
+
+# Which exemption a policy that lets an image through without verification grants.
+_EXEMPTION_OF_POLICY: Final = {
+    VerificationPolicy.NEVER_VERIFY: VerifiedBy.NEVER_VERIFY,
+    VerificationPolicy.NEVER_VERIFY_PRELOADED_IMAGES: VerifiedBy.PRELOADED,
+    VerificationPolicy.NEVER_VERIFY_ALLOWLISTED_IMAGES: VerifiedBy.ALLOWLISTED,
 }
 
 
@@ -282,6 +314,8 @@ class Decision:
         v = self._v
         if v.step is Step.SECRET:
             return VerifiedBy.SECRET_HASH if v.by_hash else VerifiedBy.SECRET_COORDINATES
+        if v.step is Step.POLICY:
+            return _EXEMPTION_OF_POLICY.get(self._enforcer.policy, VerifiedBy.NONE)
         return _VERIFIED_BY_STEP.get(v.step, VerifiedBy.NONE)
 
     @property
@@ -321,7 +355,6 @@ class Decision:
 
 
 _VERIFIED_BY_STEP: Final = {
-    Step.POLICY: VerifiedBy.POLICY,
     Step.NODE_WIDE: VerifiedBy.NODE_WIDE,
     Step.SERVICE_ACCOUNT: VerifiedBy.SERVICE_ACCOUNT,
 }

@@ -193,8 +193,8 @@ def test_present_image_verified_by(tmp_path: Path, clock: FakeClock, gate: bool)
         result = rig.ensure("on-node/app", "IfNotPresent")
     assert result.ok and not result.pulled
     assert result.image_ref == rig.service.images["on-node/app:latest"].id
-    # gate off: nothing is checked; gate on: an image nobody pulled is preloaded (policy)
-    assert result.verified_by == ("policy" if gate else "featureDisabled")
+    # gate off: nothing is checked; gate on: an image nobody pulled is preloaded
+    assert result.verified_by == ("preloaded" if gate else "featureDisabled")
     assert result.credential == ""
     message = rig.events.messages()[0]
     if gate:

@@ -225,9 +225,9 @@ def test_mixed_credentials_without_a_match_must_pull(tmp_path: Path, clock: Fake
 @pytest.mark.parametrize(
     ("policy", "allowlist", "verified_by", "pulls"),
     [
-        ("NeverVerify", (), "policy", 0),
+        ("NeverVerify", (), "neverVerify", 0),
         ("AlwaysVerify", (), "pull", 1),
-        ("NeverVerifyAllowlistedImages", (f"{REGISTRY}/team/*",), "policy", 0),
+        ("NeverVerifyAllowlistedImages", (f"{REGISTRY}/team/*",), "allowlisted", 0),
         ("NeverVerifyAllowlistedImages", (), "pull", 1),
     ],
 )

@@ -628,7 +628,7 @@ def test_node_wide_plugin_credentials_any_pod_reuses(
     got = first.outcomes()["first"]
     assert first.code == 0, first.stderr
     assert (got["outcome"], got["verifiedBy"], got["pulled"]) == ("Ready", "pull", True)
-    assert got["credential"] == f"node-wide credentials from credential provider {STATIC}"
+    assert got["credential"] == {"kind": "node", "provider": STATIC}
     assert executions(log) == 1
     creds = mapping(root, seeded, image)
     assert creds == ImagePullCredentials(node_pods_accessible=True)
@@ -680,9 +680,12 @@ def test_sa_plugin_records_the_account_and_only_it_reuses(
     got = first.outcomes()["b1"]
     assert first.code == 0, first.stderr
     assert (got["outcome"], got["verifiedBy"], got["pulled"]) == ("Ready", "pull", True)
-    assert (
-        got["credential"] == f"service account team-a/builder from credential provider {EXCHANGE}"
-    )
+    assert got["credential"] == {
+        "kind": "serviceAccount",
+        "namespace": "team-a",
+        "name": "builder",
+        "provider": EXCHANGE,
+    }
     creds = mapping(root, seeded, image)
     assert creds is not None and not creds.node_pods_accessible and not creds.kubernetes_secrets
     assert [(a.uid, a.namespace, a.name) for a in creds.kubernetes_service_accounts] == [
@@ -801,7 +804,7 @@ def test_sa_plugin_skipped_without_the_required_annotation(
     result = run(root, docs, config=config, bin_dir=bin_dir, key=signing_key)
     got = result.outcomes()["u1"]
     assert result.code == 1
-    assert (got["outcome"], got["credential"]) == ("ErrImagePull", "")
+    assert (got["outcome"], got["credential"]) == ("ErrImagePull", None)
     # it tried without credentials (anonymous), was refused, and nobody was asked for a token
     assert manifest_requests(registry, mark, status=401) > 0
     assert manifest_requests(registry, mark, status=200) == 0

@@ -170,8 +170,8 @@ def preload(root: Path, image: str) -> str:
 
 # (kubelet config, outcome, verifiedBy) of a credential-less pod on a preloaded image
 PRELOADED_POLICIES = [
-    ({}, "Ready", "policy"),
-    ({"imagePullCredentialsVerificationPolicy": "NeverVerify"}, "Ready", "policy"),
+    ({}, "Ready", "preloaded"),
+    ({"imagePullCredentialsVerificationPolicy": "NeverVerify"}, "Ready", "neverVerify"),
     ({"imagePullCredentialsVerificationPolicy": "AlwaysVerify"}, "ErrImagePull", ""),
     (
         {
@@ -179,7 +179,7 @@ PRELOADED_POLICIES = [
             "preloadedImagesVerificationAllowlist": ["ALLOWED/*"],
         },
         "Ready",
-        "policy",
+        "allowlisted",
     ),
     (
         {

@@ -30,7 +30,7 @@ from tests.integration.throttle import ThrottledLink
 
 BIG = "private/alice:big"
 BIG_LAYER = 1_500_000
-HOLE = ("Ready", "policy")  # a credential-less pod let in by policy: the failure
+HOLE = ("Ready", "preloaded")  # a credential-less pod let in as preloaded: the failure
 RACE_RUNS = int(os.environ.get("PULLWARDEN_RACE_RUNS", "6"))
 
 

@@ -83,7 +83,7 @@ def test_kill_after_intent_before_record(tmp_path: Path) -> None:
         with LocalImageService(fresh / "images") as store:
             store.pull_image(image, AuthConfig(*USER))
         got = run_json(fresh, anonymous)["pods"][0]["containers"][0]
-        assert (got["outcome"], got["verifiedBy"]) == ("Ready", "policy")
+        assert (got["outcome"], got["verifiedBy"]) == ("Ready", "preloaded")
 
         # Now a pod pulls it (Always) and the kubelet dies while the registry is slow to answer.
         always = tmp_path / "always.yaml"

@@ -23,6 +23,8 @@ from pullwarden._gofmt import MILLISECOND, go_duration, go_quote, seconds_to_ns,
 from pullwarden.credentials import (
     Keyring,
     PluginFailure,
+    SecretSource,
+    ServiceAccountSource,
     TrackedCredential,
     tracked_to_image_pull_credentials,
 )
@@ -40,7 +42,7 @@ from pullwarden.events import (
     EventRecorder,
 )
 from pullwarden.imagemanager._backoff import Backoff
-from pullwarden.imagemanager._credentials import CredentialLookup, describe_credential, error_text
+from pullwarden.imagemanager._credentials import CredentialLookup, error_text
 from pullwarden.imagemanager._errors import (
     ERR_IMAGE_INSPECT,
     ERR_IMAGE_NEVER_PULL,
@@ -59,7 +61,7 @@ from pullwarden.imagemanager._pullers import (
 )
 from pullwarden.imagemanager._throttle import TokenBucket
 from pullwarden.metrics import Metrics
-from pullwarden.objects import Container, Pod, Secret, ServiceAccount
+from pullwarden.objects import Container, CredentialRef, Pod, Secret, ServiceAccount
 from pullwarden.pullmanager import Decision, PullManager, VerifiedBy
 from pullwarden.reference import apply_default_tag, default_pull_policy
 from pullwarden.runtime import ImageService, PodSandbox
@@ -85,13 +87,16 @@ class EnsureResult:
     ``error`` is None on success, else the kubelet's error value (``ErrImagePull``,
     ``ImagePullBackOff``, ``ErrImageNeverPull``, ``InvalidImageName``, ``ImageInspectError``,
     ``RegistryUnavailable``, ``SignatureValidationFailed``) with the kubelet's ``message``.
-    ``pulled`` says whether the registry was asked in this call; ``verified_by`` how the pod's
-    access was established (:class:`~pullwarden.pullmanager.VerifiedBy`, ``NONE`` on failure);
-    ``credential`` who pulled or
-    was verified (``secret ns/name``, ``service account ns/name``, ``node credentials``,
-    ``anonymous``; "" when no credential of the pod was involved).  ``interrupted`` marks a
-    request the manager's cancel token stopped (or never started): ``error`` is then
-    ``ErrImagePull`` and ``message`` says what was left undone.
+    ``pulled`` says whether the registry was asked in this call (never when the image was used
+    as it is, or back-off or the rate limit stopped the pull); ``verified_by`` how the pod's
+    access was established (:class:`~pullwarden.pullmanager.VerifiedBy`, ``NONE`` on
+    failure); ``credential`` who pulled or was verified, in words (``secret ns/name``,
+    ``service account ns/name``, ``node credentials``, ``anonymous``; "" when no credential of
+    the pod was involved); ``credential_ref`` the same as a value, with ``node`` for a record
+    of node-wide access (None when no credential established access: a policy exemption, the
+    gate off, a failure).  ``interrupted`` marks a request the manager's cancel token stopped
+    (or never started): ``error`` is then ``ErrImagePull`` and ``message`` says what was left
+    undone.
     """
 
     image_ref: str
@@ -101,6 +106,7 @@ class EnsureResult:
     verified_by: VerifiedBy
     credential: str
     interrupted: bool = False
+    credential_ref: CredentialRef | None = None
 
     @property
     def ok(self) -> bool:
@@ -335,8 +341,15 @@ class ImageManager:
                     f"Container image {go_quote(requested)} already present on machine and can "
                     "be accessed by the pod",
                 )
+                ref = _matched(decision)
                 return EnsureResult(
-                    image_ref, None, "", False, decision.verified_by, _who(decision)
+                    image_ref,
+                    None,
+                    "",
+                    False,
+                    decision.verified_by,
+                    ref.describe() if ref is not None and ref.kind != "node" else "",
+                    credential_ref=ref,
                 )
         req.required = True
 
@@ -445,19 +458,17 @@ class ImageManager:
             self.cancel,
         )
         if outcome.error is not None:
+            error = outcome.error
+            if req.present and outcome.refused and not outcome.cancelled:
+                error = refused_on_node(error, outcome.refused, anonymous=not credentials)
             self._event(
-                req,
-                WARNING,
-                FAILED,
-                f"Failed to pull image {go_quote(requested)}: {outcome.error}",
+                req, WARNING, FAILED, f"Failed to pull image {go_quote(requested)}: {error}"
             )
             if outcome.cancelled:
                 message = f"pull of {go_quote(requested)} stopped: {outcome.error}"
                 return _failure(ERR_IMAGE_PULL, message, pulled=outcome.attempted, interrupted=True)
             self.backoff.next(key)
-            value, message = classify_pull_error(
-                requested, outcome.error, outcome.registry_unavailable
-            )
+            value, message = classify_pull_error(requested, error, outcome.registry_unavailable)
             with self._errors_lock:
                 self._previous_errors[key] = f"{value}: {message}"
             return _failure(value, message, pulled=outcome.attempted)
@@ -473,15 +484,38 @@ class ImageManager:
         )
         self.metrics.observe_image_pull(total_ns / 1e9, outcome.size)
         self.backoff.gc()
-        credential = describe_credential(outcome.credential)
-        return EnsureResult(outcome.image_ref, None, "", True, VerifiedBy.PULL, credential)
+        ref = credential_ref(outcome.credential)
+        return EnsureResult(
+            outcome.image_ref, None, "", True, VerifiedBy.PULL, ref.describe(), credential_ref=ref
+        )
 
 
-def _who(decision: Decision) -> str:
-    """The pod credential a record matched, for :attr:`EnsureResult.credential`."""
+def credential_ref(cred: TrackedCredential | None) -> CredentialRef:
+    """Whose credential pulled an image (None: an anonymous pull), without any secret."""
+    if cred is None:
+        return CredentialRef("anonymous")
+    source = cred.source
+    if isinstance(source, SecretSource):
+        return CredentialRef("secret", source.namespace, source.name)
+    if isinstance(source, ServiceAccountSource):
+        return CredentialRef("serviceAccount", source.namespace, source.name, cred.provider)
+    return CredentialRef("node", provider=cred.provider)
+
+
+def _matched(decision: Decision) -> CredentialRef | None:
+    """Whose access a record matched: the pod's Secret or ServiceAccount, or ``node`` for a
+    record of node-wide access; None for an exemption by policy."""
     if decision.pod_secret is not None:
-        return f"secret {decision.pod_secret.namespace}/{decision.pod_secret.name}"
+        return CredentialRef("secret", decision.pod_secret.namespace, decision.pod_secret.name)
     account = decision.matched_service_account
     if account is not None:
-        return f"service account {account.namespace}/{account.name}"
-    return ""
+        return CredentialRef("serviceAccount", account.namespace, account.name)
+    if decision.verified_by is VerifiedBy.NODE_WIDE:
+        return CredentialRef("node")
+    return None
+
+
+def refused_on_node(error: str, refused: str, *, anonymous: bool = False) -> str:
+    """A failed re-verification of an image that is on the node, in words, then the error."""
+    what = "access without credentials" if anonymous else "this pod's credentials"
+    return f"image is on the node, but the registry refused {what} ({refused}): {error}"

@@ -24,6 +24,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import re
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,7 +34,13 @@ from pullwarden._cancel import CancelToken
 from pullwarden._clock import Clock
 from pullwarden._gofmt import seconds_to_ns
 from pullwarden.credentials import TrackedCredential
-from pullwarden.errors import PullOutcomeUnknownError, RegistryUnavailableError
+from pullwarden.errors import (
+    ContainerRuntimeError,
+    DeniedError,
+    PullOutcomeUnknownError,
+    RegistryUnavailableError,
+    UnauthorizedError,
+)
 from pullwarden.imagemanager._errors import aggregate_error_text, log_unexpected
 from pullwarden.imagemanager._throttle import QPS_EXCEEDED, TokenBucket
 from pullwarden.runtime import AuthConfig, ImageService, PodSandbox
@@ -78,6 +85,9 @@ class PullOutcome:
     # failed in an unexpected way, or the runtime never answered: PullOutcomeUnknownError).
     committed: bool | None = False
     cancelled: bool = False  # stopped by a cancel token before it could finish
+    # Every attempt was refused by the registry for its credentials: "401" (unauthorised),
+    # "403" (denied) or "401/403"; "" when some attempt failed otherwise.
+    refused: str = ""
 
 
 PullJob = Callable[[], PullOutcome]
@@ -138,10 +148,33 @@ def pull_with_credentials(
     return PullOutcome(
         error=aggregate_error_text(str(err) or type(err).__name__ for err in failures),
         registry_unavailable=all(isinstance(err, RegistryUnavailableError) for err in failures),
+        refused=_refusal(failures),
         duration_ns=seconds_to_ns(clock.monotonic() - start),
         attempted=True,
         committed=_committed(failures),
     )
+
+
+_CRI_REFUSAL: Final = re.compile(r"\b(401 Unauthorized|403 Forbidden)\b")
+
+
+def _refusal(failures: Sequence[BaseException]) -> str:
+    """The status codes with which the registry refused the credentials of every attempt.
+
+    pullwarden's registry client says so by type; a container runtime only in its error text
+    (containerd: ``...: 401 Unauthorized``).  "" when any attempt failed for another reason.
+    """
+    codes: set[str] = set()
+    for err in failures:
+        if isinstance(err, UnauthorizedError):
+            codes.add("401")
+        elif isinstance(err, DeniedError):
+            codes.add("403")
+        elif isinstance(err, ContainerRuntimeError) and (m := _CRI_REFUSAL.search(str(err))):
+            codes.add(m.group(1)[:3])
+        else:
+            return ""
+    return "/".join(sorted(codes))
 
 
 def _committed(failures: Sequence[BaseException]) -> bool | None:

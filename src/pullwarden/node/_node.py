@@ -32,7 +32,7 @@ from pullwarden._clock import Clock, SystemClock
 from pullwarden.config import KubeletConfig
 from pullwarden.credentials import NodeDockerConfigProvider, ProviderKeyring
 from pullwarden.errors import NodeBusyError, PullwardenError
-from pullwarden.events import EventRecorder, ListRecorder
+from pullwarden.events import IGNORED_IMAGE_PULL_SECRET, EventRecorder, ListRecorder
 from pullwarden.imagemanager import (
     ERR_IMAGE_PULL,
     STOP_GRACE,
@@ -42,7 +42,15 @@ from pullwarden.imagemanager import (
 )
 from pullwarden.metrics import Metrics
 from pullwarden.node._gc import DiskStats, GCReport, ImageGC, image_fs_stats
-from pullwarden.objects import Container, Objects, Pod, Secret, ServiceAccount
+from pullwarden.objects import (
+    PULL_SECRET_TYPES,
+    Container,
+    CredentialRef,
+    Objects,
+    Pod,
+    Secret,
+    ServiceAccount,
+)
 from pullwarden.policy import PolicyEnforcer
 from pullwarden.pullmanager import Protections, PullManager, VerifiedBy
 from pullwarden.records import IMAGE_MANAGER_DIR, CachedRecordStore, FileRecordStore
@@ -73,6 +81,7 @@ class ContainerOutcome:
     credential: str
     init: bool = False
     interrupted: bool = False  # stopped (or never started) because the node was cancelled
+    credential_ref: CredentialRef | None = None  # whose access pulled or matched (None: none)
 
     @property
     def ready(self) -> bool:
@@ -80,8 +89,11 @@ class ContainerOutcome:
 
     @property
     def why(self) -> str:
-        """A short human reason for the outcome."""
-        return self.verified_by.describe(self.credential) if self.ready else self.message
+        """A short human reason for the outcome: how access was established and whose it is."""
+        if not self.ready:
+            return self.message
+        ref = self.credential_ref
+        return self.verified_by.describe(ref.describe() if ref is not None else self.credential)
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,11 +306,21 @@ class Node:
         return PodOutcome(pod.namespace, pod.name, pod.uid, tuple(outcomes))
 
     def _pull_secrets(self, pod: Pod, objects: Objects) -> list[Secret]:
+        """The pod's pull Secrets that exist and are of a type the kubelet reads credentials
+        from; a Warning event names the missing ones, and one each of another type."""
         found, missing = [], []
         for name in pod.image_pull_secrets:
             secret = objects.secrets.get((pod.namespace, name))
             if secret is None:
                 missing.append(name)
+            elif secret.type not in PULL_SECRET_TYPES:
+                self.events.record(
+                    pod,
+                    "Warning",
+                    IGNORED_IMAGE_PULL_SECRET,
+                    f"image pull secret {pod.namespace}/{name} is of type {secret.type}, not "
+                    f"{' or '.join(PULL_SECRET_TYPES)}: ignored for image pulls",
+                )
             else:
                 found.append(secret)
         if missing:
@@ -324,6 +346,7 @@ class Node:
             credential=result.credential,
             init=init,
             interrupted=result.interrupted,
+            credential_ref=result.credential_ref,
         )
 
     # -- garbage collection -----------------------------------------------------------------------
