@@ -19,7 +19,11 @@ field                                       default (as the kubelet's v1beta1 de
 ``containerRuntimeEndpoint``                "" (the CRI runtime; "": pullwarden's embedded store)
 ==========================================  =================================================
 
-Every other field of a real configuration is accepted and ignored.  Values are checked with
+Every other field of a real configuration is accepted and ignored; a field that is not a
+``KubeletConfiguration`` v1beta1 field at all (a typo, a field of a newer kubelet) is
+accepted too, as the kubelet's lenient decoding does, and listed in
+:attr:`KubeletConfig.unknown_fields` so that a caller can warn about it, as the kubelet
+does.  Values are checked with
 the kubelet's own rules and messages; each problem names its field, and all problems found
 are reported together in one :class:`~pullwarden.errors.ConfigError` (its ``problems``).
 
@@ -37,7 +41,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Final
@@ -58,6 +62,7 @@ from pullwarden.policy import (
 __all__ = [
     "API_VERSION",
     "KIND",
+    "KNOWN_FIELDS",
     "KubeletConfig",
     "default_kubelet_config",
     "format_go_duration",
@@ -76,6 +81,41 @@ _NS_PER_US: Final = 1_000
 _DEFAULT_MIN_GC_AGE_NS: Final = 2 * 60 * 1_000_000_000
 _INT32_MIN: Final = -(2**31)
 _INT32_MAX: Final = 2**31 - 1
+
+# Every top-level field of KubeletConfiguration v1beta1 (as of Kubernetes v1.35), by JSON name.
+KNOWN_FIELDS: Final = frozenset(
+    """
+    apiVersion kind enableServer staticPodPath podLogsDir syncFrequency fileCheckFrequency
+    httpCheckFrequency staticPodURL staticPodURLHeader address port readOnlyPort tlsCertFile
+    tlsPrivateKeyFile tlsCipherSuites tlsMinVersion rotateCertificates serverTLSBootstrap
+    authentication authorization registryPullQPS registryBurst
+    imagePullCredentialsVerificationPolicy preloadedImagesVerificationAllowlist
+    eventRecordQPS eventBurst enableDebuggingHandlers enableContentionProfiling healthzPort
+    healthzBindAddress oomScoreAdj clusterDomain clusterDNS streamingConnectionIdleTimeout
+    nodeStatusUpdateFrequency nodeStatusReportFrequency nodeLeaseDurationSeconds
+    imageMinimumGCAge imageMaximumGCAge imageGCHighThresholdPercent imageGCLowThresholdPercent
+    volumeStatsAggPeriod kubeletCgroups systemCgroups cgroupRoot cgroupsPerQOS cgroupDriver
+    cpuManagerPolicy singleProcessOOMKill cpuManagerPolicyOptions cpuManagerReconcilePeriod
+    memoryManagerPolicy topologyManagerPolicy topologyManagerScope
+    topologyManagerPolicyOptions qosReserved runtimeRequestTimeout hairpinMode maxPods podCIDR
+    podPidsLimit resolvConf runOnce cpuCFSQuota cpuCFSQuotaPeriod nodeStatusMaxImages
+    maxOpenFiles contentType kubeAPIQPS kubeAPIBurst serializeImagePulls
+    maxParallelImagePulls evictionHard evictionSoft evictionSoftGracePeriod
+    evictionPressureTransitionPeriod evictionMaxPodGracePeriod evictionMinimumReclaim
+    mergeDefaultEvictionSettings podsPerCore enableControllerAttachDetach
+    protectKernelDefaults makeIPTablesUtilChains iptablesMasqueradeBit iptablesDropBit
+    featureGates failSwapOn memorySwap containerLogMaxSize containerLogMaxFiles
+    containerLogMaxWorkers containerLogMonitorInterval configMapAndSecretChangeDetectionStrategy
+    systemReserved kubeReserved reservedSystemCPUs showHiddenMetricsForVersion
+    systemReservedCgroup kubeReservedCgroup enforceNodeAllocatable allowedUnsafeSysctls
+    volumePluginDir providerID kernelMemcgNotification logging enableSystemLogHandler
+    enableSystemLogQuery shutdownGracePeriod shutdownGracePeriodCriticalPods
+    shutdownGracePeriodByPodPriority crashLoopBackOff reservedMemory enableProfilingHandler
+    enableDebugFlagsHandler seccompDefault memoryThrottlingFactor registerWithTaints
+    registerNode tracing localStorageCapacityIsolation containerRuntimeEndpoint
+    imageServiceEndpoint failCgroupV1 userNamespaces
+    """.split()  # noqa: SIM905 (a word list reads better than 130 quoted strings)
+)
 
 
 # --- Go durations ----------------------------------------------------------------------------
@@ -120,6 +160,8 @@ class KubeletConfig:
     image_maximum_gc_age: timedelta = timedelta(0)
     image_service_endpoint: str = ""
     container_runtime_endpoint: str = ""
+    unknown_fields: tuple[str, ...] = field(default=(), compare=False)
+    """Top-level fields of the document that ``KubeletConfiguration`` v1beta1 does not have."""
 
     def __post_init__(self) -> None:
         if not self.feature_gate_enabled and self.verification_policy is DEFAULT_POLICY:
@@ -384,7 +426,8 @@ def parse_kubelet_config(doc: Mapping[str, Any], source: str = "config") -> Kube
     """Build a validated :class:`KubeletConfig` from a decoded ``KubeletConfiguration``.
 
     ``kind`` and ``apiVersion`` must be ``KubeletConfiguration`` and
-    ``kubelet.config.k8s.io/v1beta1``.  Unknown fields are ignored.  Wrongly typed fields are
+    ``kubelet.config.k8s.io/v1beta1``.  Unknown fields are ignored (and listed in
+    :attr:`KubeletConfig.unknown_fields`).  Wrongly typed fields are
     reported first (the kubelet would fail to decode them); otherwise the kubelet's defaulting
     and validation rules apply.  Errors are :class:`ConfigError` prefixed with ``source``.
     """
@@ -407,6 +450,7 @@ def parse_kubelet_config(doc: Mapping[str, Any], source: str = "config") -> Kube
         image_maximum_gc_age=_to_timedelta(fields.max_age),
         image_service_endpoint=fields.image_endpoint,
         container_runtime_endpoint=fields.runtime_endpoint,
+        unknown_fields=tuple(str(k) for k in doc if k not in KNOWN_FIELDS),
     )
 
 

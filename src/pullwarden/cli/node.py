@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -20,11 +23,15 @@ from pullwarden.errors import (
     NodeBusyError,
     PullwardenError,
 )
-from pullwarden.events import StreamRecorder
-from pullwarden.node import Node, PodOutcome
+from pullwarden.events import EventLog
+from pullwarden.metrics import Metrics
+from pullwarden.node import GCPlan, GCReport, Node, PodOutcome
 from pullwarden.objects import Objects, load_objects
 from pullwarden.reference import apply_default_tag
 from pullwarden.runtime import CRIImageService
+
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
 
 EXIT_OK, EXIT_NOT_READY, EXIT_BUSY, EXIT_STORE = 0, 1, 3, 7
 
@@ -51,12 +58,59 @@ node_runtime_option = runtime_endpoint_option(
 )
 
 
+class OutputFormat(click.Choice[str]):
+    """``-o``: ``table``, ``json``, ``yaml``; ``text``, the old name of ``table``, is accepted
+    without being listed."""
+
+    def __init__(self) -> None:
+        super().__init__(["table", "json", "yaml"])
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        return super().convert("table" if value == "text" else value, param, ctx)
+
+
+output_option = click.option(
+    "-o",
+    "--output",
+    type=OutputFormat(),
+    default="table",
+    show_default=True,
+    help="table: events as they happen, then a table; json / yaml: one document on standard "
+    "output (yaml is the json document as YAML).",
+)
+
+
 def load_config(path: Path | None) -> KubeletConfig:
-    return load_kubelet_config(path) if path is not None else default_kubelet_config()
+    """The configuration (defaults without ``path``); one warning line per unknown field."""
+    if path is None:
+        return default_kubelet_config()
+    config = load_kubelet_config(path)
+    for name in config.unknown_fields:
+        click.echo(
+            f'warning: {path}: unknown field "{name}" in the KubeletConfiguration (ignored, as '
+            "the kubelet does)",
+            err=True,
+        )
+    return config
 
 
-def outcome_json(pods: list[PodOutcome]) -> dict[str, Any]:
-    return {
+def emit(doc: dict[str, Any], output: str) -> None:
+    """``doc`` on standard output as JSON or YAML (the same document)."""
+    if output == "yaml":
+        import yaml
+
+        click.echo(yaml.safe_dump(doc, sort_keys=False), nl=False)
+    else:
+        click.echo(json.dumps(doc, indent=2))
+
+
+def outcome_json(pods: list[PodOutcome], events: EventLog | None = None) -> dict[str, Any]:
+    """The ``run -o json`` document: every container's outcome (and the events, when given).
+
+    ``credential`` is whose access pulled the image or matched its record
+    (:meth:`~pullwarden.objects.CredentialRef.to_json`), null when none did.
+    """
+    doc: dict[str, Any] = {
         "pods": [
             {
                 "namespace": p.namespace,
@@ -70,8 +124,11 @@ def outcome_json(pods: list[PodOutcome]) -> dict[str, Any]:
                         "outcome": c.outcome,
                         "message": c.message,
                         "pulled": c.pulled,
-                        "verifiedBy": c.verified_by,
-                        "credential": c.credential,
+                        "verifiedBy": c.verified_by.value,
+                        "credential": (
+                            c.credential_ref.to_json() if c.credential_ref is not None else None
+                        ),
+                        "init": c.init,
                         "interrupted": c.interrupted,
                     }
                     for c in p.containers
@@ -80,6 +137,9 @@ def outcome_json(pods: list[PodOutcome]) -> dict[str, Any]:
             for p in pods
         ]
     }
+    if events is not None:
+        doc["events"] = events.to_json()
+    return doc
 
 
 def outcome_table(pods: list[PodOutcome]) -> list[str]:
@@ -93,6 +153,19 @@ def outcome_table(pods: list[PodOutcome]) -> list[str]:
         "  ".join([*(cell.ljust(w) for cell, w in zip(r[:4], widths, strict=True)), r[4]]).rstrip()
         for r in rows
     ]
+
+
+def check_objects(objects: Objects, files: tuple[Path, ...]) -> None:
+    """A warning line per object of a kind run does not use; no Pod at all is bad input."""
+    for skipped in objects.skipped:
+        click.echo(
+            f"warning: skipped {skipped.describe()}: run uses only Pods, Secrets and "
+            "ServiceAccounts",
+            err=True,
+        )
+    if not objects.pods:
+        names = ", ".join(str(f) for f in files)
+        die(f"no Pod in {names}: run needs at least one Pod (kind: Pod, apiVersion: v1)")
 
 
 def check_images(objects: Objects) -> None:
@@ -112,6 +185,49 @@ def check_images(objects: Objects) -> None:
                 ) from None
 
 
+def parse_metrics_addr(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) on a loopback address; exit 2 otherwise."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not port_text.isdigit() or int(port_text) > 65535:
+        die(f"--metrics-addr {value!r}: expected HOST:PORT, e.g. 127.0.0.1:9101 (PORT 0: any)")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if host == "localhost":
+        host = "127.0.0.1"
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        die(
+            f"--metrics-addr {value!r}: only a loopback address (127.0.0.1, ::1, localhost) may "
+            "serve the node's metrics"
+        )
+    return host, int(port_text)
+
+
+@contextmanager
+def serve_metrics(addr: str | None, metrics: Metrics) -> Iterator[None]:
+    """While the block runs, serve ``metrics`` at ``http://ADDR/metrics`` (when ``addr``)."""
+    if addr is None:
+        yield
+        return
+    host, port = parse_metrics_addr(addr)
+    from prometheus_client import start_http_server
+
+    server: WSGIServer
+    try:
+        server, _ = start_http_server(port, host, registry=metrics.registry)
+    except OSError as err:
+        die(f"--metrics-addr {addr}: cannot listen: {err.strerror or err}")
+    shown = f"[{host}]" if ":" in host else host
+    click.echo(f"metrics: serving http://{shown}:{server.server_port}/metrics", err=True)
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @click.command("run")
 @click.option(
     "-f",
@@ -121,16 +237,23 @@ def check_images(objects: Objects) -> None:
     required=True,
     type=click.Path(dir_okay=False, path_type=Path),
     help="Pods, Secrets and ServiceAccounts (YAML or JSON, multi-document, kind: List); "
-    "repeatable, '-' for standard input.",
+    "repeatable, '-' for standard input.  Other kinds are skipped with a warning.",
 )
 @config_option
 @root_option
 @node_runtime_option
-@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+@output_option
 @click.option(
     "--no-node-credentials",
     is_flag=True,
     help="Do not read the node's docker config.json (ROOT, working dir, ~/.docker, /.docker).",
+)
+@click.option(
+    "--metrics-addr",
+    metavar="HOST:PORT",
+    help="Serve the node's Prometheus metrics (the kubelet's names) at http://HOST:PORT/metrics "
+    "while the run lasts; loopback addresses only; PORT 0 picks a free port (the address is "
+    "printed on standard error).",
 )
 @credential_provider_options
 def run_command(
@@ -140,6 +263,7 @@ def run_command(
     runtime_endpoint: str | None,
     output: str,
     no_node_credentials: bool,
+    metrics_addr: str | None,
     provider_config: Path | None,
     provider_bin_dir: Path | None,
     signing_key_file: Path | None,
@@ -147,10 +271,13 @@ def run_command(
 ) -> None:
     """Treat every pod in the files as scheduled to this node and ensure its images.
 
-    Init containers first, pods in file order.  Events print as they happen (on standard error
-    with -o json); a final table says for each container whether it got its image and why:
-    pulled with which credentials, verified by a record (hash or coordinate match, node-wide),
-    or exempt by policy.  A second run over the same --root is a restarted kubelet.
+    Init containers first, pods in file order.  In table mode events print as they happen, one
+    per line (TIME  TYPE  REASON  NAMESPACE/POD  MESSAGE), then a table says for each container
+    whether it got its image and why: pulled with whose credentials, verified by a record
+    (secret hash or coordinates, service account, node-wide), or not verified because the
+    policy exempts it (preloaded, allowlisted, NeverVerify) or the feature gate is off.  With
+    -o json / yaml standard output holds one document, {"pods": [...], "events": [...]}.  A
+    second run over the same --root is a restarted kubelet.
 
     Ctrl-C (or SIGTERM) stops within about a second: pulls in flight are abandoned without
     committing, or, if they already committed, recorded; what was left undone is listed on
@@ -162,21 +289,27 @@ def run_command(
     3 another pullwarden process is using --root; 7 the image store or container runtime
     cannot be used; 130 interrupted (SIGINT), 143 (SIGTERM).
     """
+    if metrics_addr is not None:
+        parse_metrics_addr(metrics_addr)  # bad input is refused before anything is read
     try:
         config = load_config(config_path)
         objects = load_objects(list(files))
         check_images(objects)
     except (PullwardenError, OSError) as err:
         die(str(err))
+    check_objects(objects, files)
     plugins = load_plugins(provider_config, provider_bin_dir, signing_key_file, issuer)
-    events = StreamRecorder(sys.stderr if output == "json" else sys.stdout)
+    table = output == "table"
+    events = EventLog(sys.stdout if table else None)
+    metrics = Metrics()
     token = CancelToken()
-    with Interrupts(token) as interrupts:
+    with serve_metrics(metrics_addr, metrics), Interrupts(token) as interrupts:
         try:
             with Node(
                 root,
                 config,
                 events=events,
+                metrics=metrics,
                 node_credentials=not no_node_credentials,
                 cancel=token,
                 runtime_endpoint=runtime_endpoint,
@@ -184,8 +317,7 @@ def run_command(
             ) as node:
                 if isinstance(node.images, CRIImageService):
                     click.echo(
-                        f"images: {node.images.version} at {node.images.endpoint}",
-                        err=output == "json",
+                        f"images: {node.images.version} at {node.images.endpoint}", err=not table
                     )
                 pods = node.run(objects)
         except NodeBusyError as err:
@@ -194,12 +326,12 @@ def run_command(
             die(str(err), EXIT_STORE)
         except PullwardenError as err:
             die(str(err))
-        if output == "json":
-            click.echo(json.dumps(outcome_json(pods), indent=2))
-        else:
+        if table:
             click.echo()
             for line in outcome_table(pods):
                 click.echo(line)
+        else:
+            emit(outcome_json(pods, events), output)
         status = interrupts.exit_status
         if status is not None:
             report_undone(pods, str(token.error))
@@ -218,6 +350,40 @@ def report_undone(pods: list[PodOutcome], why: str) -> None:
         click.echo(f"  {p.namespace}/{p.name} {c.name}: {c.image} ({c.message})", err=True)
 
 
+def image_name(image: Any) -> str:
+    return str(image.repo_tags[0]) if image.repo_tags else str(image.id)
+
+
+def gc_json(plan: GCPlan, report: GCReport | None, records: list[str]) -> dict[str, Any]:
+    """``gc -o json``: the images removed (or, dry run, to remove), each as ``images -o json``
+    shows an image plus ``reason``, and the imageRefs whose records were (would be) pruned."""
+    failed = {} if report is None else report.reasons
+    removed_ids = None if report is None else {i.id for i in report.removed}
+    images = []
+    for removal in plan.removals:
+        i = removal.image
+        entry: dict[str, Any] = {
+            "id": i.id,
+            "repoTags": list(i.repo_tags),
+            "repoDigests": list(i.repo_digests),
+            "size": i.size,
+            "pinned": i.pinned,
+            "reason": removal.reason,
+        }
+        if removed_ids is not None and i.id not in removed_ids:
+            entry["error"] = failed.get(i.id, "not removed")
+        images.append(entry)
+    return {
+        "dryRun": report is None,
+        "diskUsagePercent": round(plan.usage_percent, 1),
+        "images": images,
+        "prunedRecords": records,
+        "freedBytes": (
+            sum(r.image.size for r in plan.removals) if report is None else report.freed_bytes
+        ),
+    }
+
+
 @click.command("gc")
 @config_option
 @root_option
@@ -228,29 +394,76 @@ def report_undone(pods: list[PodOutcome], why: str) -> None:
     is_flag=True,
     help="Remove every unused image old enough, whatever the disk usage.",
 )
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Say which images would be removed (and why) and which records pruned; change nothing.",
+)
+@output_option
 def gc_command(
-    config_path: Path | None, root: Path, runtime_endpoint: str | None, remove_all: bool
+    config_path: Path | None,
+    root: Path,
+    runtime_endpoint: str | None,
+    remove_all: bool,
+    dry_run: bool,
+    output: str,
 ) -> None:
     """Collect unused images on the kubelet's thresholds, then prune records of removed images.
 
     Images used less than imageMinimumGCAge ago are kept; with the disk above
     imageGCHighThresholdPercent, least recently used images go until usage is under
     imageGCLowThresholdPercent; images idle longer than imageMaximumGCAge (if set) always go.
+    One line per image removed (with --dry-run: that would be removed) and per record pruned.
     """
+    if dry_run and not root.is_dir():
+        what = "does not exist" if not os.path.lexists(root) else "is not a directory"
+        die(f"--root {root} {what}: there is no node to collect")
     try:
         config = load_config(config_path)
         with Node(root, config, node_credentials=False, runtime_endpoint=runtime_endpoint) as node:
-            report = node.collect_garbage(force_all_unused=remove_all)
+            plan = node.gc.plan(force_all_unused=remove_all)
+            if dry_run:
+                report = None
+                records = node.gc.records_to_prune(plan)
+            else:
+                report = node.gc.apply(plan)
+                records = report.pruned_records
     except NodeBusyError as err:
         die(str(err), EXIT_BUSY)
     except ImageStoreError as err:
         die(str(err), EXIT_STORE)
     except PullwardenError as err:
         die(str(err))
-    click.echo(f"disk usage before: {report.usage_percent_before:.1f}%")
-    for image in report.removed:
-        name = image.repo_tags[0] if image.repo_tags else image.id
-        click.echo(f"removed {name} ({image.size} bytes): {report.reasons[image.id]}")
-    for ref in report.pruned_records:
-        click.echo(f"pruned the pull record of {ref}")
-    click.echo(f"{len(report.removed)} image(s) removed, {report.freed_bytes} bytes freed")
+    if output != "table":
+        emit(gc_json(plan, report, records), output)
+        return
+    print_gc(plan, report, records)
+
+
+def print_gc(plan: GCPlan, report: GCReport | None, records: list[str]) -> None:
+    """One line per image removed (or that would be), per record pruned, then a summary."""
+    dry = report is None
+    click.echo(f"disk usage: {plan.usage_percent:.1f}%")
+    removed = [r.image for r in plan.removals]
+    if report is not None:
+        for image in removed:
+            if image not in report.removed:
+                click.echo(f"failed to remove {image_name(image)}: {report.reasons[image.id]}")
+        removed = report.removed
+    reasons = {r.image.id: r.reason for r in plan.removals}
+    verb = "would remove" if dry else "removed"
+    for image in removed:
+        click.echo(f"{verb} {image_name(image)} ({image.size} bytes): {reasons[image.id]}")
+    prune = "would prune" if dry else "pruned"
+    for ref in records:
+        click.echo(f"{prune} the pull record of {ref}")
+    freed = sum(i.size for i in removed)
+    if dry:
+        click.echo(
+            f"dry run: {len(removed)} image(s) would be removed, {freed} bytes freed, "
+            f"{len(records)} record(s) pruned; nothing was changed"
+        )
+    else:
+        click.echo(
+            f"{len(removed)} image(s) removed, {freed} bytes freed, {len(records)} record(s) pruned"
+        )

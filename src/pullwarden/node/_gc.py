@@ -119,7 +119,8 @@ class ImageGC:
     """Decides which images to remove and removes them; remembers when each image was used.
 
     A pass is two steps: :meth:`plan` (pure: what would go and why) and :meth:`apply` (remove
-    the images, prune the records, save the usage times); :meth:`collect` is both.
+    the images, prune the records, save the usage times); :meth:`collect` is both.  A dry run
+    is :meth:`plan` and :meth:`records_to_prune`, which apply nothing.
     """
 
     def __init__(
@@ -287,6 +288,15 @@ class ImageGC:
             )
         self._save()
         return report
+
+    def records_to_prune(self, plan: GCPlan) -> list[str]:
+        """The imageRefs whose records :meth:`apply` would prune after removing the plan's
+        images (as if every removal succeeds); changes nothing.  ``pullwarden gc --dry-run``."""
+        if self._pull_manager is None:
+            return []
+        doomed = {r.image.id for r in plan.removals}
+        remaining = [i.id for i in self._images.list_images() if i.id not in doomed]
+        return self._pull_manager.prune_unknown_records(remaining, plan.started, dry_run=True)
 
 
 def _least_recently_used_first(
