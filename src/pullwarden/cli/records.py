@@ -14,28 +14,26 @@ the keep list for ``prune``.  The runtime is only listed, never changed.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from itertools import chain
 from operator import itemgetter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import yaml
 from click.core import ParameterSource
+from click.utils import make_default_short_help
 
 from pullwarden._gojson import format_rfc3339
-from pullwarden.cli._common import die, runtime_endpoint_option
-from pullwarden.cli._providers import credential_provider_options
-from pullwarden.config import default_kubelet_config, load_kubelet_config
-from pullwarden.credentials import load_credential_provider_config
+from pullwarden.cli._common import default_root, die, runtime_endpoint_option
 from pullwarden.errors import (
     InvalidReferenceError,
     PullwardenError,
@@ -43,59 +41,81 @@ from pullwarden.errors import (
     RecordError,
     RuntimeUnavailableError,
 )
-from pullwarden.imagemanager import CredentialLookup
-from pullwarden.metrics import Metrics
-from pullwarden.objects import derived_uid, load_secrets
-from pullwarden.policy import DEFAULT_POLICY, FEATURE_GATE, PolicyEnforcer, VerificationPolicy
-from pullwarden.pullmanager import Decision, PullManager
 from pullwarden.records import (
     FileRecordStore,
     ImagePullCredentials,
     ImagePulledRecord,
     ImagePullIntent,
-    ImagePullSecret,
-    ImagePullServiceAccount,
     RecordSummary,
     decode,
     scan,
     summarize,
 )
-from pullwarden.reference import apply_default_tag, parse_image_name
-from pullwarden.runtime import CRIImageService, Image
+from pullwarden.reference import parse_image_name, parse_normalized
 
-DEFAULT_KUBELET_DIR = "/var/lib/kubelet"
+if TYPE_CHECKING:
+    from pullwarden.runtime import Image
 
-kubelet_dir_option = click.option(
+# Only what ls, show and check need is imported above: `records ls` must start fast.  The
+# decision code (pullmanager, policy, credentials, the metrics behind them), the container
+# runtime's client and yaml are imported by the commands and functions that use them; explain
+# and who-can live in pullwarden.cli._records_decide, imported when one of them runs.
+
+KUBELET_HINT = "pass --root DIR, or -d /var/lib/kubelet for a kubelet"
+
+root_option = click.option(
+    "--root",
     "--kubelet-dir",
     "-d",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=DEFAULT_KUBELET_DIR,
-    show_default=True,
-    help="The kubelet root directory (records live in its image_manager/ folder).",
+    "root",
+    type=click.Path(path_type=Path),
+    metavar="DIR",
+    envvar="PULLWARDEN_ROOT",
+    show_envvar=True,
+    default=default_root,
+    show_default="$XDG_DATA_HOME/pullwarden/node, as `pullwarden run`",
+    help="The node root, as `pullwarden run --root` takes it: records in DIR/image_manager.  "
+    "For a kubelet: -d /var/lib/kubelet.",
 )
 
 
-def output_option(*choices: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+class OutputChoice(click.Choice[str]):
+    """``-o``: the choices shown, plus ``text``, the old name of ``table``, accepted unlisted."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if value == "text":
+            value = "table"
+        return super().convert(value, param, ctx)
+
+
+def output_option(*extra: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``-o/--output table|json|yaml`` (plus ``extra``, e.g. ``wide``), default ``table``."""
     return click.option(
         "-o",
         "--output",
-        type=click.Choice(["text", *choices]),
-        default="text",
+        type=OutputChoice(["table", "json", "yaml", *extra]),
+        default="table",
         show_default=True,
-        help="Output format.",
+        help="Output format (yaml is the json document as YAML; text is table's old name).",
     )
 
 
-def open_store(kubelet_dir: Path) -> FileRecordStore:
-    if not (kubelet_dir / "image_manager").is_dir():
-        die(f"{kubelet_dir}/image_manager does not exist (is --kubelet-dir the kubelet root?)")
-    return FileRecordStore(kubelet_dir, migrate=False, create=False)
+def open_store(root: Path) -> FileRecordStore:
+    """The records under ``root``, read only.  A root that is not a directory is an error; a
+    root with no image_manager/ yet holds no records (nothing is created either way)."""
+    if not root.is_dir():
+        what = "does not exist" if not os.path.lexists(root) else "is not a directory"
+        die(f"{root} {what}, so {root}/image_manager does not exist; {KUBELET_HINT}")
+    return FileRecordStore(root, migrate=False, create=False)
 
 
 def emit(data: object, output: str) -> None:
+    """``data`` as indented JSON, or as the same document in YAML."""
     if output == "json":
         click.echo(json.dumps(data, indent=2, ensure_ascii=False))
     else:
+        import yaml
+
         click.echo(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), nl=False)
 
 
@@ -342,6 +362,8 @@ def runtime_option(what: str) -> Callable[[Callable[..., Any]], Callable[..., An
 
 def runtime_images(endpoint: str) -> list[Image]:
     """Every image the runtime at ``endpoint`` has; exits with an error if it cannot say."""
+    from pullwarden.runtime import CRIImageService
+
     try:
         with CRIImageService(endpoint) as service:
             return service.list_images()
@@ -367,6 +389,8 @@ class Unrecorded(StrEnum):
     def meaning(self) -> str:
         """What it means for the pods that use the image (one sentence)."""
         if self is Unrecorded.PRELOADED:
+            from pullwarden.policy import DEFAULT_POLICY
+
             return (
                 "on the node with neither a pull record nor a pull intent (imported, pulled by "
                 "another tool, or its record was removed): under the default policy "
@@ -492,34 +516,217 @@ class NodeImages:
 
 # -- commands -----------------------------------------------------------------------------------
 
+# name → (module, attribute, one line of help): the commands built on the decision code, imported
+# only when one of them runs (a test keeps each line equal to the command's own first help line).
+DECISION_COMMANDS: dict[str, tuple[str, str, str]] = {
+    "explain": (
+        "pullwarden.cli._records_decide",
+        "explain_command",
+        "Would a pod with these credentials be allowed to use this cached image, and why?",
+    ),
+    "who-can": (
+        "pullwarden.cli._records_decide",
+        "who_can_command",
+        "Who may use this cached image without a registry round-trip, and why?",
+    ),
+}
 
-@click.group()
+
+class RecordsGroup(click.Group):
+    """The ``records`` group: explain and who-can are imported when they run."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *DECISION_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        entry = DECISION_COMMANDS.get(cmd_name)
+        if entry is None:
+            return super().get_command(ctx, cmd_name)
+        module, attribute, _ = entry
+        command = getattr(importlib.import_module(module), attribute)
+        assert isinstance(command, click.Command)
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(map(len, names))
+        rows = []
+        for name in names:
+            entry = DECISION_COMMANDS.get(name)
+            if entry is not None:
+                rows.append((name, make_default_short_help(entry[2], limit)))
+            elif not self.commands[name].hidden:
+                rows.append((name, self.commands[name].get_short_help_str(limit)))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=RecordsGroup)
 def records() -> None:
     """Read, explain, audit, migrate and prune a kubelet's image pull records.
 
-    Works on any kubelet root directory (default /var/lib/kubelet), including a copy taken from
-    another node.  Only `migrate --apply` and `prune --apply` change anything.
+    \b
+    Every subcommand reads ROOT/image_manager, ROOT being
+      --root DIR            a pullwarden node root, as `pullwarden run --root`;
+      -d/--kubelet-dir DIR  the same option, for a kubelet: -d /var/lib/kubelet;
+      by default $PULLWARDEN_ROOT, else $XDG_DATA_HOME/pullwarden/node
+      (~/.local/share/pullwarden/node), the default root of `pullwarden run`.
+
+    So `pullwarden run -f pods.yaml` then `pullwarden records ls` lists what the run
+    recorded.  A copy of another node's directory works as well.
+
+    Only `migrate --apply` and `prune --apply` change anything.  Everything else (and those
+    two without --apply) creates no file or directory: a ROOT that does not exist is an
+    error, and a ROOT without image_manager/ yet holds no records.
     """
 
 
+def normalized_name(image: str) -> str | None:
+    """The repository ``image`` stands for (``nginx:1.2`` → ``docker.io/library/nginx``), None
+    when it is not an image reference: how ``--image`` compares any spelling with the record
+    keys (themselves names as the pod spelt them, tag and digest trimmed)."""
+    try:
+        return parse_normalized(image).name
+    except InvalidReferenceError:
+        return None
+
+
+def image_option_value(option: str, image: str) -> str:
+    """The repository of an image given as ``option``; exits when it is not an image name."""
+    try:
+        return parse_normalized(image).name
+    except InvalidReferenceError as err:
+        die(f"{option} {image!r}: invalid image name: {err}")
+
+
+@dataclass(frozen=True, slots=True)
+class RecordFilter:
+    """``records ls --namespace/--secret/--image``: a record matches when one of its image
+    names (credential mapping entries) meets every filter given."""
+
+    namespace: str | None = None
+    secret: tuple[str, str] | None = None  # (namespace, name)
+    repository: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.namespace is not None or self.secret is not None or self.repository is not None
+
+    def entry_matches(self, name: str, c: ImagePullCredentials) -> bool:
+        if self.repository is not None and normalized_name(name) != self.repository:
+            return False
+        if self.namespace is not None:
+            ns = self.namespace
+            if not any(s.namespace == ns for s in c.kubernetes_secrets) and not any(
+                a.namespace == ns for a in c.kubernetes_service_accounts
+            ):
+                return False
+        if self.secret is not None:
+            coords = self.secret
+            if not any((s.namespace, s.name) == coords for s in c.kubernetes_secrets):
+                return False
+        return True
+
+    def record_matches(self, r: ImagePulledRecord) -> bool:
+        return any(self.entry_matches(n, c) for n, c in r.credential_mapping.items())
+
+    def intent_matches(self, i: ImagePullIntent) -> bool:
+        """An intent names an image but no credentials: only --image can select it."""
+        if self.namespace is not None or self.secret is not None:
+            return False
+        return self.repository is None or normalized_name(i.image) == self.repository
+
+    def image_matches(self, names: Sequence[str]) -> bool:
+        """For the runtime's images without a record: --image against any of their names."""
+        if self.repository is None:
+            return True
+        return any(normalized_name(n) == self.repository for n in names)
+
+
+def parse_record_filter(
+    namespace: str | None, secret: str | None, image: str | None
+) -> RecordFilter:
+    coords = None
+    if secret is not None:
+        parts = secret.split("/")
+        if len(parts) != 2 or not all(parts):
+            die(f"--secret {secret!r}: expected NAMESPACE/NAME")
+        coords = (parts[0], parts[1])
+    if namespace is not None and not namespace:
+        die("--namespace: expected a namespace, got an empty string")
+    repository = image_option_value("--image", image) if image is not None else None
+    return RecordFilter(namespace, coords, repository)
+
+
+def short_hash(credential_hash: str) -> str:
+    return credential_hash[:8] if credential_hash else '""'
+
+
+def wide_cells(r: ImagePulledRecord) -> tuple[str, str]:
+    """The SECRETS and SERVICE ACCOUNTS cells of ``ls -o wide``: each one once, by namespace/
+    name, a secret with its credential hash shortened to 8 digits."""
+    secrets: dict[str, None] = {}
+    accounts: dict[str, None] = {}
+    for c in r.credential_mapping.values():
+        for s in c.kubernetes_secrets:
+            secrets[f"{s.namespace}/{s.name}({short_hash(s.credential_hash)})"] = None
+        for a in c.kubernetes_service_accounts:
+            accounts[f"{a.namespace}/{a.name}"] = None
+    return ",".join(secrets) or "-", ",".join(accounts) or "-"
+
+
 @records.command("ls")
-@kubelet_dir_option
+@root_option
 @runtime_option(
     "show which records are for images it no longer has (PRESENT) and which of its images "
     "have no record."
 )
-@output_option("json", "yaml")
-def ls_command(kubelet_dir: Path, runtime_endpoint: str | None, output: str) -> None:
+@click.option(
+    "--namespace",
+    metavar="NS",
+    help="Only records with a pull secret or service account in namespace NS.",
+)
+@click.option(
+    "--secret",
+    "secret_filter",
+    metavar="NS/NAME",
+    help="Only records that name this pull secret (any UID, any credential hash).",
+)
+@click.option(
+    "--image",
+    "image_filter",
+    metavar="NAME",
+    help="Only records and pull intents for this image, however it is spelt (nginx, "
+    "docker.io/library/nginx:1.25 ...: names are compared normalised, tag and digest dropped).",
+)
+@output_option("wide")
+def ls_command(
+    root: Path,
+    runtime_endpoint: str | None,
+    namespace: str | None,
+    secret_filter: str | None,
+    image_filter: str | None,
+    output: str,
+) -> None:
     """List pulled records (one row each) and pending pull intents.
+
+    --namespace, --secret and --image select records: all of them must hold for one image name
+    of the record (one credential mapping entry), and the whole record is listed.  Pull intents
+    carry no credentials: --image selects them too, --namespace or --secret leaves none.
+
+    -o wide adds each record's secrets (NS/NAME, credential hash cut to 8 digits), service
+    accounts and file.
 
     With --runtime-endpoint the table gains a PRESENT column (whether the runtime still has the
     record's imageRef), then come the runtime's images that have no record: preloaded (under
     the default policy any pod may use them), or named by a pull intent (pull in progress or
-    interrupted), and a line of counts.  -o json/yaml then gives every record "present" and
-    adds "imagesWithoutRecord" and "counts".
+    interrupted), and a line of counts (of the whole node, whatever the filters).  -o json/yaml
+    then gives every record "present" and adds "imagesWithoutRecord" and "counts".
     """
-    store = open_store(kubelet_dir)
+    selected = parse_record_filter(namespace, secret_filter, image_filter)
+    store = open_store(root)
     intents = store.list_intents()
+    intent_items = [i for i in intents.items if selected.intent_matches(i)]
     node = None
     n_records = 0
     pulled_errors: list[RecordError] = []
@@ -530,8 +737,15 @@ def ls_command(kubelet_dir: Path, runtime_endpoint: str | None, output: str) -> 
         records: Iterable[ImagePulledRecord] = listing.items
     else:
         records = _records_noting_errors(store, pulled_errors)  # one at a time: none held
+    if selected.active:
+        records = filter(selected.record_matches, records)
+    unrecorded = (
+        []
+        if node is None
+        else [u for u in node.unrecorded if selected.image_matches(_image_names(u.image))]
+    )
     out = Output()
-    if output != "text":
+    if output in ("json", "yaml"):
 
         def views() -> Iterator[dict[str, Any]]:
             for r in records:
@@ -549,14 +763,14 @@ def ls_command(kubelet_dir: Path, runtime_endpoint: str | None, output: str) -> 
         data: dict[str, Any] = {
             "pulledRecords": views_json() if output == "json" else views(),
             "pullIntents": [
-                {"image": i.image, "file": store.intent_path(i.image)} for i in intents.items
+                {"image": i.image, "file": store.intent_path(i.image)} for i in intent_items
             ],
             # Read once the records are written, when their errors are known.
             "errors": (str(e) for e in chain(pulled_errors, intents.errors)),
         }
         if node is not None:
             data["runtimeEndpoint"] = node.endpoint
-            data["imagesWithoutRecord"] = [u.view() for u in node.unrecorded]
+            data["imagesWithoutRecord"] = [u.view() for u in unrecorded]
             data["counts"] = node.counts(n_records)
         if output == "json":
             write_json(out, data, ensure_ascii=False)
@@ -566,36 +780,57 @@ def ls_command(kubelet_dir: Path, runtime_endpoint: str | None, output: str) -> 
             data["errors"] = list(data["errors"])
             emit(data, output)
     else:
-        header = ("IMAGE REF", "NAMES", "SECRETS", "SERVICE ACCOUNTS", "NODE-WIDE", "LAST UPDATED")
-        summaries: Iterable[RecordSummary] = (
-            map(summarize, records)
-            if node is not None
-            else _summaries_noting_errors(store, pulled_errors)  # no record built, none held
+        wide = output == "wide"
+        header: tuple[str, ...] = (
+            "IMAGE REF",
+            "NAMES",
+            "SECRETS",
+            "SERVICE ACCOUNTS",
+            "NODE-WIDE",
+            "LAST UPDATED",
         )
         rows: list[tuple[str, ...]] = []
-        for s in summaries:
-            row: tuple[str, ...] = (
-                s.image_ref,
-                ",".join(sorted(s.names)) or "<none>",
-                str(s.secrets),
-                str(s.service_accounts),
-                "yes" if s.node_wide else "no",
-                s.last_updated,
+        if wide:
+            for r in records:
+                s = summarize(r)
+                row: tuple[str, ...] = (s.image_ref, ",".join(sorted(s.names)) or "<none>")
+                row += wide_cells(r)
+                row += ("yes" if s.node_wide else "no", s.last_updated)
+                if node is not None:
+                    row += ("yes" if s.image_ref in node.present else "no",)
+                rows.append((*row, store.record_path(r.image_ref)))
+        else:
+            summaries: Iterable[RecordSummary] = (
+                map(summarize, records)
+                if node is not None or selected.active
+                else _summaries_noting_errors(store, pulled_errors)  # no record built, none held
             )
-            if node is not None:
-                row += ("yes" if s.image_ref in node.present else "no",)
-            rows.append(row)
+            for s in summaries:
+                row = (
+                    s.image_ref,
+                    ",".join(sorted(s.names)) or "<none>",
+                    str(s.secrets),
+                    str(s.service_accounts),
+                    "yes" if s.node_wide else "no",
+                    s.last_updated,
+                )
+                if node is not None:
+                    row += ("yes" if s.image_ref in node.present else "no",)
+                rows.append(row)
         rows.sort(key=_first)  # by imageRef
-        rows.insert(0, header + (("PRESENT",) if node is not None else ()))
+        rows.insert(
+            0,
+            header + (("PRESENT",) if node is not None else ()) + (("FILE",) if wide else ()),
+        )
         table(rows, out=out)
-        if intents.items:
+        if intent_items:
             out.line("\nPENDING PULL INTENTS")
-            for i in sorted(intents.items, key=lambda i: i.image):
-                out.line(f"  {i.image}")
+            for i in sorted(intent_items, key=lambda i: i.image):
+                out.line(f"  {i.image}" + (f"  {store.intent_path(i.image)}" if wide else ""))
         if node is not None:
-            if node.unrecorded:
+            if unrecorded:
                 out.line(f"\nIMAGES ON THE NODE WITHOUT A RECORD ({node.endpoint})")
-                table([(u.image.id, u.names(), u.status) for u in node.unrecorded], "  ", out)
+                table([(u.image.id, u.names(), u.status) for u in unrecorded], "  ", out)
                 for line in node.meanings():
                     out.line(f"  {line}")
             out.line(f"\n{node.counts_line(n_records)}")
@@ -604,6 +839,10 @@ def ls_command(kubelet_dir: Path, runtime_endpoint: str | None, output: str) -> 
             click.echo(f"warning: {err}", err=True)
     if pulled_errors or intents.errors:
         sys.exit(1)
+
+
+def _image_names(image: Image) -> tuple[str, ...]:
+    return (*image.repo_tags, *image.repo_digests)
 
 
 def _records_noting_errors(
@@ -639,306 +878,130 @@ def _rfc3339(t: datetime) -> str:
     return format_rfc3339(t)
 
 
-@records.command("show")
-@click.argument("ref_or_file")
-@kubelet_dir_option
-@output_option("json", "yaml")
-def show_command(ref_or_file: str, kubelet_dir: Path, output: str) -> None:
-    """Show one record, by imageRef, by pulled image name, or by file path.
+# ``show``'s digest prefix: sha256:<hex> or bare hex, at least 4 digits.
+DIGEST_PREFIX_RE = re.compile(r"(?:sha256:)?([0-9a-f]{4,64})")
 
-    REF_OR_FILE is tried as a file first, then as an imageRef, then as the raw image of an intent.
+Found = tuple[ImagePulledRecord | ImagePullIntent, str]  # an object and its file
+
+
+def find_for_show(store: FileRecordStore, arg: str) -> tuple[list[Found], bool]:
+    """What ``records show ARG`` shows, and whether ARG named one object (False: an image name,
+    which may match several).  Exits 2 on an ambiguous digest prefix."""
+    record = store.get_pulled_record(arg)
+    if record is not None:
+        return [(record, store.record_path(arg))], True
+    if store.intent_exists(arg):
+        return [(ImagePullIntent(arg), store.intent_path(arg))], True
+    listing = store.list_pulled_records()
+    for err in listing.errors:
+        click.echo(f"warning: {err}", err=True)
+    prefix = DIGEST_PREFIX_RE.fullmatch(arg)
+    if prefix is not None:
+        start = "sha256:" + prefix.group(1)
+        hits = sorted((r for r in listing.items if r.image_ref.startswith(start)), key=_ref)
+        if len(hits) > 1:
+            refs = ", ".join(r.image_ref for r in hits)
+            die(f"{arg!r} is the start of {len(hits)} imageRefs ({refs}): give more digits")
+        if hits:
+            return [(hits[0], store.record_path(hits[0].image_ref))], True
+    repository = normalized_name(arg)
+    if repository is None:
+        return [], False
+    selected = RecordFilter(repository=repository)
+    found: list[Found] = [
+        (r, store.record_path(r.image_ref))
+        for r in sorted(listing.items, key=_ref)
+        if selected.record_matches(r)
+    ]
+    intents = store.list_intents()
+    for err in intents.errors:
+        click.echo(f"warning: {err}", err=True)
+    found += [
+        (i, store.intent_path(i.image))
+        for i in sorted(intents.items, key=lambda i: i.image)
+        if selected.intent_matches(i)
+    ]
+    return found, False
+
+
+def _ref(r: ImagePulledRecord) -> str:
+    return r.image_ref
+
+
+@records.command("show")
+@click.argument("ref_or_file", metavar="WHAT")
+@root_option
+@output_option()
+def show_command(ref_or_file: str, root: Path, output: str) -> None:
+    """Show a record or pull intent: by file, imageRef, digest prefix or image name.
+
+    \b
+    WHAT is tried, in this order, as
+      a file path            the record or intent file itself (no ROOT needed);
+      an imageRef            exactly, e.g. sha256:3f2a...(64 hex digits);
+      a pull intent          the image exactly as the intent names it;
+      a digest prefix        of one record's imageRef: sha256:3f2a or 3f2a, at least
+                             4 hex digits; a prefix of several is an error (exit 2)
+                             that lists them;
+      an image name          any spelling of it (nginx, docker.io/library/nginx:1.25;
+                             tag and digest dropped): every record holding credentials
+                             for that name, and every pull intent for it.
+    An image name may match several: all are shown (-o json/yaml: a list, even of one).
+    Nothing found exits 1.
     """
     path = Path(ref_or_file)
-    obj: ImagePulledRecord | ImagePullIntent | None = None
-    where = ""
+    found: list[Found]
     if path.is_file():
         try:
-            obj = decode(path.read_bytes())
+            found, single = [(decode(path.read_bytes()), str(path))], True
         except (OSError, PullwardenError) as err:
             die(f"{path}: {err}", 1)
-        where = str(path)
     else:
-        store = open_store(kubelet_dir)
+        store = open_store(root)
         try:
-            obj = store.get_pulled_record(ref_or_file)
-            where = store.record_path(ref_or_file)
-            if obj is None and store.intent_exists(ref_or_file):
-                obj, where = ImagePullIntent(ref_or_file), store.intent_path(ref_or_file)
+            found, single = find_for_show(store, ref_or_file)
         except PullwardenError as err:
             die(str(err), 1)
-        if obj is None:
-            die(f"no pulled record or pull intent for {ref_or_file!r} in {kubelet_dir}", 1)
-    if isinstance(obj, ImagePullIntent):
-        view: dict[str, Any] = {"file": where, "kind": "ImagePullIntent", "image": obj.image}
-    else:
-        view = {"kind": "ImagePulledRecord", **record_view(obj, where)}
-    if output != "text":
-        emit(view, output)
+        if not found:
+            die(f"no pulled record or pull intent for {ref_or_file!r} in {root}", 1)
+    views = [show_view(obj, where) for obj, where in found]
+    if output != "table":
+        emit(views[0] if single else views, output)
         return
-    click.echo(f"File:          {view.pop('file')}")
-    click.echo(f"Kind:          {view.pop('kind')}")
+    for n, (obj, where) in enumerate(found):
+        if n:
+            click.echo()
+        for line in show_text(obj, where):
+            click.echo(line)
+
+
+def show_view(obj: ImagePulledRecord | ImagePullIntent, where: str) -> dict[str, Any]:
+    """``records show -o json`` of one object."""
     if isinstance(obj, ImagePullIntent):
-        click.echo(f"Image:         {obj.image}")
-        return
-    click.echo(f"ImageRef:      {obj.image_ref}")
-    click.echo(f"Last updated:  {format_rfc3339(obj.last_updated_time)}")
+        return {"file": where, "kind": "ImagePullIntent", "image": obj.image}
+    return {"kind": "ImagePulledRecord", **record_view(obj, where)}
+
+
+def show_text(obj: ImagePulledRecord | ImagePullIntent, where: str) -> list[str]:
+    kind = "ImagePullIntent" if isinstance(obj, ImagePullIntent) else "ImagePulledRecord"
+    lines = [f"File:          {where}", f"Kind:          {kind}"]
+    if isinstance(obj, ImagePullIntent):
+        lines.append(f"Image:         {obj.image}")
+        return lines
+    lines.append(f"ImageRef:      {obj.image_ref}")
+    lines.append(f"Last updated:  {format_rfc3339(obj.last_updated_time)}")
     if not obj.credential_mapping:
-        click.echo("Credentials:   none recorded (created by start-up housekeeping)")
+        lines.append("Credentials:   none recorded (created by start-up housekeeping)")
     for name, creds in sorted(obj.credential_mapping.items()):
-        click.echo(f"Name:          {name}")
+        lines.append(f"Name:          {name}")
         if creds.node_pods_accessible:
-            click.echo("  node-wide:   every pod on the node may use it")
+            lines.append("  node-wide:   every pod on the node may use it")
         for s in creds.kubernetes_secrets:
             shown = s.credential_hash[:12] + "…" if s.credential_hash else '""'
-            click.echo(f"  secret:      {s.namespace}/{s.name} uid={s.uid} hash={shown}")
+            lines.append(f"  secret:      {s.namespace}/{s.name} uid={s.uid} hash={shown}")
         for a in creds.kubernetes_service_accounts:
-            click.echo(f"  svc account: {a.namespace}/{a.name} uid={a.uid}")
-
-
-def parse_secret(value: str) -> ImagePullSecret:
-    coords, sep, credential_hash = value.partition("=")
-    parts = coords.split("/")
-    if not sep or len(parts) != 3 or not all(parts):
-        raise click.BadParameter(f"expected NAMESPACE/NAME/UID=HASH, got {value!r}")
-    return ImagePullSecret(parts[2], parts[0], parts[1], credential_hash)
-
-
-def parse_service_account(value: str) -> ImagePullServiceAccount:
-    parts = value.split("/")
-    if len(parts) != 3 or not all(parts):
-        raise click.BadParameter(f"expected NAMESPACE/NAME/UID, got {value!r}")
-    return ImagePullServiceAccount(parts[2], parts[0], parts[1])
-
-
-def secrets_from_files(image: str, files: Sequence[Path]) -> list[ImagePullSecret]:
-    """The pod secrets the kubelet would derive for ``image`` from these Secret manifests (§2.6).
-
-    A manifest without ``metadata.uid`` gets the UID ``pullwarden run`` derives for it, so that
-    explain matches the records of a pullwarden node; a note on standard error says so.
-    """
-    if not files:
-        return []
-    loaded = [s for path in files for s in load_secrets(path)]
-    for s in loaded:
-        if s.uid == derived_uid("Secret", s.namespace, s.name):
-            click.echo(
-                f"note: Secret {s.namespace}/{s.name}: using UID {s.uid}, the one `pullwarden "
-                "run` derives for a manifest without metadata.uid; a kubelet's records hold the "
-                "cluster's UID (`kubectl get secret NAME -o yaml` shows it)",
-                err=True,
-            )
-    secrets, _account = CredentialLookup(image, loaded, None, track_hashes=True).pod_credentials()
-    return list(secrets)
-
-
-def check_image(image: str) -> None:
-    """Refuse an image name the kubelet would fail with InvalidImageName, as ``run`` does."""
-    try:
-        apply_default_tag(image)
-    except InvalidReferenceError as err:
-        die(f"--image {image!r}: invalid image name: {err}")
-
-
-def explain_enforcer(
-    config_path: Path | None, policy: str | None, allowlist: Sequence[str]
-) -> PolicyEnforcer:
-    """The policy explain answers for: the config file's (or the defaults), with the policy and
-    allowlist given on the command line put in, validated as a whole as the kubelet would."""
-    try:
-        base = load_kubelet_config(config_path) if config_path else default_kubelet_config()
-    except PullwardenError as err:
-        die(str(err))
-    try:
-        config = replace(
-            base,
-            verification_policy=VerificationPolicy(policy) if policy else base.verification_policy,
-            allowlist=tuple(allowlist) if allowlist else base.allowlist,
-        )
-    except PullwardenError as err:
-        where = (
-            f"{config_path} with the command line's --policy/--allowlist: "
-            if config_path
-            else "--policy/--allowlist: "
-        )
-        die(f"{where}{err}")
-    if config.verification_policy is None:
-        die(
-            f"{config_path} turns the {FEATURE_GATE} feature gate off: a kubelet then checks no "
-            "credentials for images already on the node (any pod may use them); there is "
-            "nothing to explain"
-        )
-    return PolicyEnforcer(config.verification_policy, config.allowlist)
-
-
-def explain_text(d: Decision) -> list[str]:
-    lines = [f"Image:      {d.image}", f"Image ref:  {d.image_ref}"]
-    if d.policy:
-        lines.append(f"Policy:     {d.policy_reason.removeprefix('policy ')}")
-    if d.pulled_by_kubelet is not None:
-        if d.record_found:
-            names = ", ".join(d.mapping_keys) or "no names"
-            lines.append(f"Record:     found; it holds credentials for: {names}")
-        else:
-            lines.append(
-                "Record:     none"
-                + (" (a pull intent exists)" if d.pulled_by_kubelet else " (preloaded image)")
-            )
-    if d.mapping_key:
-        lines.append(f"Looked up:  {d.mapping_key}")
-    verdict = "MUST PULL" if d.must_pull else "ALLOWED"
-    lines.append(f"Decision:   {verdict} ({d.result or 'no check'})")
-    lines.append(f"Why:        {d.reason}")
-    if d.record_update is not None and d.record_update.kubernetes_secrets:
-        s = d.record_update.kubernetes_secrets[0]
-        lines.append(
-            f"Record update: a kubelet would now remember secret {s.namespace}/{s.name} "
-            "for this name (explain does not write it)"
-        )
-    if d.must_pull:
-        lines.append(
-            "A pull is needed to prove the pod's credentials can read this image: one manifest "
-            "request to the registry; the layers already on the node are not downloaded again."
-        )
+            lines.append(f"  svc account: {a.namespace}/{a.name} uid={a.uid}")
     return lines
-
-
-@records.command("explain")
-@kubelet_dir_option
-@click.option(
-    "--image",
-    required=True,
-    help="The image exactly as written in the pod spec (checked as `pullwarden run` checks it).",
-)
-@click.option("--image-ref", required=True, help="The image id the runtime reports (imageRef).")
-@click.option(
-    "--secret",
-    "secrets",
-    multiple=True,
-    metavar="NS/NAME/UID=HASH",
-    help="A pod pull secret and its credential hash (repeatable, in pod order).",
-)
-@click.option(
-    "--secret-file",
-    "secret_files",
-    multiple=True,
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    help="A Secret manifest (YAML/JSON, e.g. `kubectl get secret -o yaml`) whose credentials "
-    "for the image are hashed here and used as pod secrets (repeatable, before --secret).",
-)
-@click.option("--service-account", metavar="NS/NAME/UID", help="The pod's service account.")
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    help="The node's KubeletConfiguration (YAML or JSON): imagePullCredentialsVerificationPolicy "
-    "and preloadedImagesVerificationAllowlist are taken from it.  --policy and --allowlist on "
-    "the command line override the file's values.",
-)
-@click.option(
-    "--policy",
-    type=click.Choice([p.value for p in VerificationPolicy]),
-    help="imagePullCredentialsVerificationPolicy; overrides --config's "
-    f"[default: {DEFAULT_POLICY.value}].",
-)
-@click.option(
-    "--allowlist",
-    multiple=True,
-    metavar="PATTERN",
-    help="preloadedImagesVerificationAllowlist entry (repeatable); overrides --config's list.  "
-    f"Only allowed with {VerificationPolicy.NEVER_VERIFY_ALLOWLISTED_IMAGES.value}.",
-)
-@output_option("json")
-@credential_provider_options
-def explain_command(
-    kubelet_dir: Path,
-    image: str,
-    image_ref: str,
-    secrets: tuple[str, ...],
-    secret_files: tuple[Path, ...],
-    service_account: str | None,
-    config_path: Path | None,
-    policy: str | None,
-    allowlist: tuple[str, ...],
-    output: str,
-    provider_config: Path | None,
-    provider_bin_dir: Path | None,
-    signing_key_file: Path | None,
-    issuer: str | None,
-) -> None:
-    """Would a pod with these credentials be allowed to use this cached image, and why?
-
-    Answers exactly as the kubelet's MustAttemptImagePull would, reading the records under
-    KUBELET_DIR/image_manager and writing nothing.  The image, the policy and the allowlist
-    are checked as the kubelet checks them; anything it would refuse is an error here.
-
-    With --image-credential-provider-config the pod's service account counts only if a
-    provider with tokenAttributes matches the image (a kubelet offers a service account for
-    verification only through such a plugin; node-wide plugin credentials never prove a pod's
-    access).  The plugins are not run: explain assumes a matching one answers.
-    """
-    check_image(image)
-    enforcer = explain_enforcer(config_path, policy, allowlist)
-    try:
-        pod_secrets = [*secrets_from_files(image, secret_files), *map(parse_secret, secrets)]
-        account = parse_service_account(service_account) if service_account else None
-    except click.BadParameter as err:
-        die(err.format_message())
-    except PullwardenError as err:
-        die(str(err))
-    notes: list[str] = []
-    if provider_config is not None:
-        account, notes = providers_for_explain(provider_config, image, account)
-    store = open_store(kubelet_dir)
-    manager = PullManager(store, enforcer, None, metrics=Metrics())
-    decision = manager.decide(image, image_ref, lambda: (pod_secrets, account), write=False)
-    if output == "json":
-        click.echo(
-            json.dumps(
-                {
-                    "mustPull": decision.must_pull,
-                    "result": decision.result,
-                    "reason": decision.reason,
-                }
-                | ({"providers": notes} if provider_config is not None else {})
-            )
-        )
-        return
-    for line in notes:
-        click.echo(f"Provider:   {line}")
-    for line in explain_text(decision):
-        click.echo(line)
-
-
-def providers_for_explain(
-    path: Path, image: str, account: ImagePullServiceAccount | None
-) -> tuple[ImagePullServiceAccount | None, list[str]]:
-    """The service account a kubelet would offer for ``image`` with these providers, and one
-    line per provider that matches the image."""
-    try:
-        config = load_credential_provider_config(path)
-    except PullwardenError as err:
-        die(str(err))
-    repository, _tag, _digest = parse_image_name(apply_default_tag(image))
-    matching = [p for p in config.providers if p.matches(repository)]
-    notes = [
-        f"{p.name} matches the image: "
-        + (
-            f"its credentials belong to the pod's service account (audience "
-            f"{p.token_attributes.service_account_token_audience})"
-            if p.token_attributes is not None
-            else "node-wide credentials, which never prove a pod's access"
-        )
-        for p in matching
-    ]
-    if account is not None and not any(p.token_attributes is not None for p in matching):
-        notes.append(
-            f"no provider with tokenAttributes matches the image: the service account "
-            f"{account.namespace}/{account.name} is not offered for verification"
-        )
-        account = None
-    if not matching:
-        notes.append("no provider matches the image")
-    return account, notes
 
 
 ABSENT_IMAGE = "absent-image"
@@ -948,13 +1011,13 @@ ABSENT_MESSAGE = (
 
 
 @records.command("check")
-@kubelet_dir_option
+@root_option
 @runtime_option(
     f"report each record whose image it no longer has ({ABSENT_IMAGE}); its images without a "
     "record are listed as notes, not problems."
 )
-@output_option("json")
-def check_command(kubelet_dir: Path, runtime_endpoint: str | None, output: str) -> None:
+@output_option()
+def check_command(root: Path, runtime_endpoint: str | None, output: str) -> None:
     """Decode every file; report undecodable, foreign, misnamed and stale temporary files.
 
     With --runtime-endpoint, also report every record whose imageRef the runtime no longer has
@@ -965,10 +1028,8 @@ def check_command(kubelet_dir: Path, runtime_endpoint: str | None, output: str) 
     Exits 1 when a problem is found, 0 when every file is a record a kubelet would accept (and
     every record's image is on the node); notes do not count.
     """
-    store = open_store(kubelet_dir)
-    problems = [
-        {"path": p.path, "problem": p.kind.value, "message": p.message} for p in scan(kubelet_dir)
-    ]
+    store = open_store(root)
+    problems = [{"path": p.path, "problem": p.kind.value, "message": p.message} for p in scan(root)]
     node = None
     if runtime_endpoint:
         node = NodeImages.compare(
@@ -987,15 +1048,18 @@ def check_command(kubelet_dir: Path, runtime_endpoint: str | None, output: str) 
             for r in node.absent
         ]
     out = Output()
-    if output == "json":
-        if node is None:
-            write_json(out, problems, ensure_ascii=True)
-        else:
+    if output != "table":
+        doc: object = problems
+        if node is not None:
             notes = [
                 {**u.view(), "note": u.status.note, "message": u.status.meaning}
                 for u in node.unrecorded
             ]
-            write_json(out, {"problems": problems, "notes": notes}, ensure_ascii=True)
+            doc = {"problems": problems, "notes": notes}
+        if output == "json":
+            write_json(out, doc, ensure_ascii=True)
+        else:
+            emit(doc, output)
     else:
         for p in problems:
             what = f"{p['imageRef']}: " if "imageRef" in p else ""
@@ -1007,23 +1071,29 @@ def check_command(kubelet_dir: Path, runtime_endpoint: str | None, output: str) 
                 out.line(f"note: {line}")
         if not problems:
             also = " and every record's image is on the node" if node is not None else ""
-            out.line(f"ok: every file under {kubelet_dir}/image_manager decodes{also}")
+            if os.path.isdir(store.image_manager_dir):
+                out.line(f"ok: every file under {store.image_manager_dir} decodes{also}")
+            else:
+                out.line(f"ok: {store.image_manager_dir} does not exist yet: no records{also}")
     out.flush()
     if problems:
         sys.exit(1)
 
 
 @records.command("migrate")
-@kubelet_dir_option
+@root_option
 @click.option(
     "--apply", is_flag=True, help="Rewrite the files (default: only show what would change)."
 )
-def migrate_command(kubelet_dir: Path, apply: bool) -> None:
+@click.option("--dry-run", is_flag=True, help="Only show what would change (the default).")
+def migrate_command(root: Path, apply: bool, dry_run: bool) -> None:
     """Rewrite v1alpha1 records as v1beta1 keeping lastUpdatedTime, as a v1.34+ kubelet does.
 
-    Without --apply this is a dry run.
+    Without --apply (or with --dry-run, its explicit spelling) this is a dry run: one line per
+    file it would rewrite.  With --apply, one line per file it rewrote.
     """
-    store = open_store(kubelet_dir)
+    check_dry_run(dry_run, apply)
+    store = open_store(root)
     report = store.migrate(dry_run=not apply)
     verb = "rewrote" if apply else "would rewrite"
     for item in report.items:
@@ -1094,14 +1164,22 @@ def keep_refs(keep: Iterable[str], keep_from: Any, remove_all: bool) -> set[str]
     return refs
 
 
-PRELOADED_NOTE = (
-    "if the image is still on the node it {} as preloaded: under the default policy "
-    f"{DEFAULT_POLICY.value} any pod may use it"
-)
+def preloaded_note(counts: str) -> str:
+    from pullwarden.policy import DEFAULT_POLICY
+
+    return (
+        f"if the image is still on the node it {counts} as preloaded: under the default policy "
+        f"{DEFAULT_POLICY.value} any pod may use it"
+    )
+
+
+def check_dry_run(dry_run: bool, apply: bool) -> None:
+    if dry_run and apply:
+        die("--dry-run and --apply contradict each other: give one of them")
 
 
 @records.command("prune")
-@kubelet_dir_option
+@root_option
 @click.option(
     "--keep-image-ref",
     "keep",
@@ -1131,23 +1209,27 @@ PRELOADED_NOTE = (
     "when one of those is given."
 )
 @click.option("--apply", is_flag=True, help="Delete the records (default: only list them).")
+@click.option("--dry-run", is_flag=True, help="Only list the records (the default).")
 def prune_command(
-    kubelet_dir: Path,
+    root: Path,
     keep: tuple[str, ...],
     keep_from: Any,
     remove_all: bool,
     until: str,
     runtime_endpoint: str | None,
     apply: bool,
+    dry_run: bool,
 ) -> None:
     """Remove the records of images no longer on the node, as the image GC's hook does.
 
     Give every imageRef still on the node (--keep-image-ref, --keep-from), or --all, or let the
     container runtime say which images it has (--runtime-endpoint; --until is read before the
-    runtime is asked).  Without --apply this is a dry run.  Removing the record of an image
+    runtime is asked).  Without --apply (or with --dry-run, its explicit spelling) this is a dry
+    run; either way one line per record removed, or that would be.  Removing the record of an image
     that is still on the node makes it count as preloaded: under the default policy any pod may
     then use it.
     """
+    check_dry_run(dry_run, apply)
     try:
         until_time = parse_until(until)
     except click.BadParameter as err:
@@ -1162,15 +1244,19 @@ def prune_command(
             )
         runtime_endpoint = None  # the command line's keep list beats the environment's runtime
     if runtime_endpoint:
-        store = open_store(kubelet_dir)
+        store = open_store(root)
         refs = {image.id for image in runtime_images(runtime_endpoint)}
         n_images = plural(len(refs), "image")
         click.echo(f"keeping the records of the {n_images} the runtime at {runtime_endpoint} has")
         why = "its image is no longer on the node"
     else:
         refs = keep_refs(keep, keep_from, remove_all)
-        store = open_store(kubelet_dir)
-        why = PRELOADED_NOTE.format("now counts" if apply else "would count")
+        store = open_store(root)
+        why = preloaded_note("now counts" if apply else "would count")
+    from pullwarden.metrics import Metrics
+    from pullwarden.policy import PolicyEnforcer
+    from pullwarden.pullmanager import PullManager
+
     manager = PullManager(store, PolicyEnforcer(), None, metrics=Metrics())
     removed = manager.prune_unknown_records(refs, until_time, dry_run=not apply)
     verb = "removed" if apply else "would remove"
