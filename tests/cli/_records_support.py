@@ -24,7 +24,7 @@ from pullwarden.records import (
 IMAGE = "registry.example/team-a/app:v1"
 KEY = "registry.example/team-a/app"
 REF = "sha256:" + "3c" * 32
-NGINX_REF = "sha256:3c" + "5e" * 31  # shares "sha256:3c" with REF
+NGINX_REF = "sha256:3c3c" + "5e" * 30  # shares "sha256:3c3c" with REF
 TOOL_REF = "sha256:" + "4d" * 32
 T = datetime(2025, 3, 4, 5, 6, 7, tzinfo=UTC)
 HASH = credential_hash("team-a-robot", "s3cr3t")
