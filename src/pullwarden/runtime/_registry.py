@@ -413,7 +413,7 @@ class RegistryClient:
         self, name: str, data: bytes | Path, auth: AuthConfig | None = None
     ) -> oci.Descriptor:
         """Upload ``data`` to ``name``'s repository unless it is already there (monolithic PUT)."""
-        target = self._target(name, auth, "pushing", "pull,push")
+        target = self._target(name, auth, "pushing", "pull,push", tag_default=False)
         digest, size = self._digest_and_size(data)
 
         def content() -> bytes | Iterator[bytes]:
@@ -449,7 +449,7 @@ class RegistryClient:
         auth: AuthConfig | None = None,
     ) -> str:
         """PUT ``data`` as ``name``'s manifest ``reference`` (tag or digest); returns its digest."""
-        target = self._target(name, auth, "pushing", "pull,push")
+        target = self._target(name, auth, "pushing", "pull,push", tag_default=False)
         digest = oci.digest_of(data)
 
         def attempt() -> None:
