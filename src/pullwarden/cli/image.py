@@ -437,8 +437,8 @@ def push_built(
             except (UnauthorizedError, DeniedError) as err:
                 last = err
             except PullwardenError as err:
-                die(f"pushing {target}: {err}", push_exit_code(err))
+                die(str(err), push_exit_code(err))
             except OSError as err:
                 die(f"pushing {target}: cannot read the layout: {err.strerror or err}", EXIT_WRITE)
     assert last is not None
-    die(f"pushing {target}: {last}", push_exit_code(last))
+    die(str(last), push_exit_code(last))
