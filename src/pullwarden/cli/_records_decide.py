@@ -565,8 +565,13 @@ def who_can_command(
 
 
 def ref_text(a: RefAnswer) -> list[str]:
-    yes = "yes" if not a.everyone.must_pull else "no"
-    lines = [f"every pod on the node: {yes}: {a.everyone.reason}"]
+    if a.everyone.must_pull:
+        lines = [
+            f"every pod on the node: no; a pod with none of these credentials must pull: "
+            f"{a.everyone.reason}"
+        ]
+    else:
+        lines = [f"every pod on the node: yes: {a.everyone.reason}"]
     for h in a.secrets:
         if h.decision.must_pull:
             lines.append(f"{h.who}: recorded, but must pull: {h.decision.reason}")
@@ -578,7 +583,9 @@ def ref_text(a: RefAnswer) -> list[str]:
                 "kubelet then records the new hash"
             )
     if a.secrets and any(not h.decision.must_pull for h in a.secrets):
-        lines.append("any other secret with a recorded credential hash: yes, by hash")
+        lines.append(
+            "any other secret holding the same credentials (a recorded hash): yes, by hash"
+        )
     for h in a.accounts:
         if h.decision.must_pull:
             why = "no provider with tokenAttributes offers it" if not h.offered else ""
