@@ -18,7 +18,7 @@ from pullwarden.records import (
     ImagePullIntent,
     ImagePullSecret,
 )
-from pullwarden.records._cache import CachedRecordStore
+from pullwarden.records._cache import _LRU, CachedRecordStore
 
 T = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -188,3 +188,28 @@ def test_cache_and_files_give_the_same_answers(ops: list[tuple[str, object]], si
                         )
                     )
             assert answers[0] == answers[1], op
+
+
+def test_lru_evicts_least_recently_used_once_nearly_full() -> None:
+    lru: _LRU[str] = _LRU(4)
+    for key in "abcd":
+        lru.put(key, key.upper())
+    assert lru.get("a") == "A"  # full: the read refreshes a
+    lru.put("e", "E")
+    assert set(lru._data) == {"a", "c", "d", "e"}  # b, the least recently used, went
+    assert not lru.authoritative
+
+
+def test_lru_reads_far_from_full_do_not_reorder() -> None:
+    # Below three quarters full no eviction is near; a read leaves the order as inserted.
+    lru: _LRU[str] = _LRU(8)
+    for key in "abc":
+        lru.put(key, key.upper())
+    assert lru.get("a") == "A"
+    assert list(lru._data) == ["a", "b", "c"]
+    for key in "defgh":
+        lru.put(key, key.upper())
+    assert lru.get("a") == "A"  # 8 of 8: refreshed now
+    assert list(lru._data)[-1] == "a"
+    lru.put("i", "I")
+    assert "b" not in lru._data and "a" in lru._data
