@@ -65,8 +65,8 @@ def _check_tree(root: Path) -> tuple[int, int]:
     return files, tmps
 
 
-def test_sigkill_never_leaves_a_torn_file(tmp_path: Path) -> None:
-    rng = random.Random(int.from_bytes(os.urandom(4), "big"))
+def test_sigkill_never_leaves_a_torn_file(tmp_path: Path, rng: random.Random) -> None:
+    # rng: seeded from the run's seed, reported on failure (tests/conftest.py)
     root = tmp_path / "kubelet"
     FileRecordStore(root)
     dirs = [root / "image_manager" / "pulling", root / "image_manager" / "pulled"]

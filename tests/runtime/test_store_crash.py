@@ -75,8 +75,8 @@ def _check_store(root: Path, collect: bool) -> int:
         return len(images)
 
 
-def test_sigkill_mid_pull_never_registers_a_half_image(tmp_path: Path) -> None:
-    rng = random.Random(int.from_bytes(os.urandom(4), "big"))
+def test_sigkill_mid_pull_never_registers_a_half_image(tmp_path: Path, rng: random.Random) -> None:
+    # rng: seeded from the run's seed, reported on failure (tests/conftest.py)
     root = tmp_path / "store"
     src = str(Path(pullwarden.__file__).resolve().parent.parent)
     repo_root = str(Path(__file__).resolve().parents[2])
