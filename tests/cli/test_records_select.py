@@ -189,4 +189,4 @@ def test_show_help_describes_the_lookup() -> None:
     out = pw("records", "show", "--help").stdout
     for words in ("a file path", "an imageRef", "digest prefix", "4 hex digits", "exit 2"):
         assert words in out
-    assert "any spelling" in out and "a list" in out
+    assert "any spelling" in out and "list, even of one" in out

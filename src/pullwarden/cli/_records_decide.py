@@ -454,6 +454,7 @@ def known_image_refs(store: FileRecordStore, image: str) -> list[str]:
 @root_option
 @click.option(
     "--image-ref",
+    metavar="REF",
     help="The image id the runtime reports (imageRef); default: every imageRef whose record "
     "names IMAGE (any spelling).  Give it for an image the node has without a record.",
 )

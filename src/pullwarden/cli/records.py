@@ -937,17 +937,18 @@ def show_command(ref_or_file: str, root: Path, output: str) -> None:
 
     \b
     WHAT is tried, in this order, as
-      a file path            the record or intent file itself (no ROOT needed);
-      an imageRef            exactly, e.g. sha256:3f2a...(64 hex digits);
-      a pull intent          the image exactly as the intent names it;
-      a digest prefix        of one record's imageRef: sha256:3f2a or 3f2a, at least
-                             4 hex digits; a prefix of several is an error (exit 2)
-                             that lists them;
-      an image name          any spelling of it (nginx, docker.io/library/nginx:1.25;
-                             tag and digest dropped): every record holding credentials
-                             for that name, and every pull intent for it.
-    An image name may match several: all are shown (-o json/yaml: a list, even of one).
-    Nothing found exits 1.
+      a file path      the record or intent file itself (no ROOT needed);
+      an imageRef      exactly: sha256:<64 hex digits>;
+      a pull intent    the image exactly as the intent names it;
+      a digest prefix  of one record's imageRef: sha256:3f2a or 3f2a, at
+                       least 4 hex digits; a prefix of several records is
+                       an error (exit 2) that lists them;
+      an image name    any spelling (nginx, docker.io/library/nginx:1.25;
+                       tag and digest dropped): every record holding
+                       credentials for that name, every pull intent for it.
+
+    An image name may match several: all are shown (with -o json or yaml: a list, even of
+    one).  Nothing found exits 1.
     """
     path = Path(ref_or_file)
     found: list[Found]
