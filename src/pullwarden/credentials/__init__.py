@@ -2,7 +2,16 @@
 
 Spec §2 (credentials) and §3 (credential hash).  Nothing here ever puts a password or ``auth``
 value into a repr, an exception message or a log line.
+
+The exec plugins (``_plugins``, ``_provider_config``: subprocesses, YAML) and the token issuer
+(``_tokens``) are imported on first use (PEP 562): a node or a command without plugins never
+loads them.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from pullwarden.credentials._dockerconfig import (
     AuthEntry,
@@ -27,28 +36,44 @@ from pullwarden.credentials._keyring import (
     tracked_to_image_pull_credentials,
     url_matches,
 )
-from pullwarden.credentials._plugins import (
-    CredentialPlugins,
-    PluginFailure,
-    ServiceAccountTokenSource,
-)
-from pullwarden.credentials._provider_config import (
-    CredentialProvider,
-    CredentialProviderConfig,
-    TokenAttributes,
-    load_credential_provider_config,
-)
 from pullwarden.credentials._providers import (
     DockerConfigProvider,
     NodeDockerConfigProvider,
     ProviderKeyring,
 )
-from pullwarden.credentials._tokens import (
-    DEFAULT_TOKEN_LIFETIME,
-    TokenIssuer,
-    TokenVerificationError,
-    verify_token,
-)
+
+if TYPE_CHECKING:
+    from pullwarden.credentials._plugins import (
+        CredentialPlugins,
+        PluginFailure,
+        ServiceAccountTokenSource,
+    )
+    from pullwarden.credentials._provider_config import (
+        CredentialProvider,
+        CredentialProviderConfig,
+        TokenAttributes,
+        load_credential_provider_config,
+    )
+    from pullwarden.credentials._tokens import (
+        DEFAULT_TOKEN_LIFETIME,
+        TokenIssuer,
+        TokenVerificationError,
+        verify_token,
+    )
+
+_LAZY = {
+    "CredentialPlugins": "pullwarden.credentials._plugins",
+    "CredentialProvider": "pullwarden.credentials._provider_config",
+    "CredentialProviderConfig": "pullwarden.credentials._provider_config",
+    "DEFAULT_TOKEN_LIFETIME": "pullwarden.credentials._tokens",
+    "PluginFailure": "pullwarden.credentials._plugins",
+    "ServiceAccountTokenSource": "pullwarden.credentials._plugins",
+    "TokenAttributes": "pullwarden.credentials._provider_config",
+    "TokenIssuer": "pullwarden.credentials._tokens",
+    "TokenVerificationError": "pullwarden.credentials._tokens",
+    "load_credential_provider_config": "pullwarden.credentials._provider_config",
+    "verify_token": "pullwarden.credentials._tokens",
+}
 
 __all__ = [
     "DEFAULT_TOKEN_LIFETIME",
@@ -86,3 +111,16 @@ __all__ = [
     "url_matches",
     "verify_token",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pullwarden.credentials' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

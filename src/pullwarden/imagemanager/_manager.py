@@ -15,14 +15,13 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from pullwarden._cancel import CancelToken
 from pullwarden._clock import Clock, SystemClock
 from pullwarden._gofmt import MILLISECOND, go_duration, go_quote, seconds_to_ns, truncate
 from pullwarden.credentials import (
     Keyring,
-    PluginFailure,
     SecretSource,
     ServiceAccountSource,
     TrackedCredential,
@@ -71,6 +70,9 @@ __all__ = [
     "EnsureResult",
     "ImageManager",
 ]
+
+if TYPE_CHECKING:  # plugins load on use (pullwarden.credentials)
+    from pullwarden.credentials import PluginFailure
 
 log = logging.getLogger("pullwarden.imagemanager")
 
