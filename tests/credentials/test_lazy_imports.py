@@ -53,4 +53,4 @@ def test_an_unknown_name_is_an_attribute_error() -> None:
     import pullwarden.credentials as credentials
 
     with pytest.raises(AttributeError, match="no attribute 'NoSuchThing'"):
-        _ = credentials.NoSuchThing  # type: ignore[attr-defined]
+        _ = credentials.NoSuchThing
