@@ -10,17 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from pullwarden.cli._common import die
-from pullwarden.credentials import (
-    CredentialPlugins,
-    TokenIssuer,
-    load_credential_provider_config,
-)
 from pullwarden.errors import ConfigError
+
+if TYPE_CHECKING:  # the plugin machinery loads only when a provider config is given
+    from pullwarden.credentials import CredentialPlugins
 
 __all__ = ["credential_provider_options", "load_plugins"]
 
@@ -84,6 +82,12 @@ def load_plugins(
         return None
     if provider_bin_dir is None:
         die("--image-credential-provider-config needs --image-credential-provider-bin-dir")
+    from pullwarden.credentials import (
+        CredentialPlugins,
+        TokenIssuer,
+        load_credential_provider_config,
+    )
+
     try:
         config = load_credential_provider_config(provider_config)
         tokens = None
