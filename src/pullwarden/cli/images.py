@@ -8,7 +8,6 @@ the images of the container runtime at that socket (containerd), through
 from __future__ import annotations
 
 import json
-import os
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -470,9 +469,9 @@ def images_command(
     13 hex digits unless --no-trunc.  -q prints each image's full id once; -o json / yaml
     print {"images": [{"id", "repoTags", "repoDigests", "size", "pinned"}]} with full values.
 
-    Only reads: a --store (or $PULLWARDEN_STORE) that holds no store is exit 2, and the
-    default store, before the first `pullwarden pull` made it, lists as empty; neither is
-    created.
+    Only reads: a --store that holds no store is exit 2, and the default store
+    ($PULLWARDEN_STORE, else the default root's), before the first `pullwarden pull` made it,
+    lists as empty; neither is created.
 
     \b
     Exit status: 0 listed; 2 bad input; 7 image store or container runtime failure;
@@ -511,15 +510,13 @@ def images_command(
 def store_exists(store: Path) -> bool:
     """Whether the embedded store at ``store`` exists (read-only commands never make one).
 
-    A missing store the user named (``--store``, ``$PULLWARDEN_STORE``) is bad input (exit 2);
-    the default one simply holds no images yet.
+    A missing store named with ``--store`` is bad input (exit 2); the default one
+    (``$PULLWARDEN_STORE``, else the default root's) simply holds no images yet.
     """
     if (store / "index.json").is_file() or (store / "lock").is_file():
         return True
-    named = click.get_current_context().get_parameter_source("store") is not (
-        ParameterSource.DEFAULT
-    ) or bool(os.environ.get("PULLWARDEN_STORE"))
-    if named:
+    source = click.get_current_context().get_parameter_source("store")
+    if source is ParameterSource.COMMANDLINE:
         die(f"no image store at {store} (`pullwarden pull` makes one)", EXIT_USAGE)
     return False
 
