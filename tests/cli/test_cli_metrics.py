@@ -6,11 +6,13 @@ tests/integration/test_cli_metrics_real.py.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from pullwarden.records import (
@@ -73,6 +75,27 @@ def test_counts_what_is_on_disk_under_the_kubelet_names(tmp_path: Path) -> None:
         assert got[key] == 0
     assert "# TYPE kubelet_image_pull_duration_seconds histogram" in done.stdout
     assert "# TYPE kubelet_image_manager_ensure_image_requests_total counter" in done.stdout
+
+
+def test_json_and_yaml_are_one_document_with_the_same_samples(tmp_path: Path) -> None:
+    root = tmp_path / "node"
+    write_records(root, intents=1, records=2)
+    text = pullwarden("metrics", "--root", str(root))
+    as_json = pullwarden("metrics", "--root", str(root), "-o", "json")
+    as_yaml = pullwarden("metrics", "--root", str(root), "-o", "yaml")
+    assert as_json.returncode == as_yaml.returncode == 0, as_json.stderr + as_yaml.stderr
+    document = json.loads(as_json.stdout)
+    assert yaml.safe_load(as_yaml.stdout) == document
+    from_json = {
+        (s["name"], tuple(sorted(s["labels"].items()))): s["value"]
+        for family in document["metrics"]
+        for s in family["samples"]
+    }
+    assert from_json == samples(text.stdout)
+    kinds = {f["name"]: f["type"] for f in document["metrics"]}
+    assert kinds["kubelet_imagemanager_ondisk_pulledrecords"] == "gauge"
+    assert kinds["kubelet_imagemanager_image_mustpull_checks"] == "counter"
+    assert from_json[("kubelet_imagemanager_ondisk_pulledrecords", ())] == 2
 
 
 def test_the_root_comes_from_the_environment_and_changes_follow(tmp_path: Path) -> None:
