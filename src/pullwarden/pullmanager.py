@@ -96,27 +96,14 @@ class VerifiedBy(StrEnum):
     NEVER_VERIFY = "neverVerify"
     FEATURE_DISABLED = "featureDisabled"
 
-    @property
-    def exempt(self) -> bool:
-        """Access without any credential of the pod: a policy exemption or the gate off."""
-        return self in _EXEMPT
-
     def describe(self, credential: str = "") -> str:
         """A short human reason; ``credential`` says who pulled or matched, in words."""
         if self is VerifiedBy.PULL:
             return f"pulled with {credential or 'no credentials'}"
-        prose = _VERIFIED_BY_PROSE[self]
-        return f"{prose} ({credential})" if credential and not self.exempt else prose
+        if credential and self in _BY_RECORD_OF:
+            return f"verified by record: {credential}{_BY_RECORD_OF[self]}"
+        return _VERIFIED_BY_PROSE[self]
 
-
-_EXEMPT: Final = frozenset(
-    {
-        VerifiedBy.PRELOADED,
-        VerifiedBy.ALLOWLISTED,
-        VerifiedBy.NEVER_VERIFY,
-        VerifiedBy.FEATURE_DISABLED,
-    }
-)
 
 _VERIFIED_BY_PROSE: Final = {
     VerifiedBy.NONE: "",
@@ -130,6 +117,13 @@ _VERIFIED_BY_PROSE: Final = {
     "verified (NeverVerifyAllowlistedImages)",
     VerifiedBy.NEVER_VERIFY: "not verified: policy NeverVerify",
     VerifiedBy.FEATURE_DISABLED: "already present (verification disabled)",
+}
+
+# What follows who matched, for the record matches that name the pod's credential.
+_BY_RECORD_OF: Final = {
+    VerifiedBy.SECRET_HASH: ", secret hash match",
+    VerifiedBy.SECRET_COORDINATES: ", secret coordinates match (rotated secret)",
+    VerifiedBy.SERVICE_ACCOUNT: "",
 }
 
 # Which exemption a policy that lets an image through without verification grants.

@@ -246,11 +246,11 @@ class Run:
         return {p["name"]: p["containers"][0] for p in self.data["pods"]}
 
     def warnings(self, reason: str = "CredentialProviderFailed") -> list[str]:
-        """The Warning event lines with ``reason`` (events go to stderr with ``-o json``)."""
+        """The Warning events with ``reason`` (the ``events`` of ``-o json``), one line each."""
         return [
-            line
-            for line in self.stderr.splitlines()
-            if line.startswith("Warning") and f"  {reason}  " in line
+            f"{e['type']}  {e['reason']}  {e['object']}  {e['message']}"
+            for e in self.data.get("events", [])
+            if e["type"] == "Warning" and e["reason"] == reason
         ]
 
 
