@@ -18,19 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from pullwarden.credentials import (
-    CredentialPlugins,
-    DockerKeyring,
-    Keyring,
-    PluginFailure,
-    UnionKeyring,
-    parse_config_json,
-)
 from pullwarden.errors import DockerConfigError
 from pullwarden.reference import parse_image_name, parse_normalized
 from pullwarden.runtime import AuthConfig
 
-if TYPE_CHECKING:  # without importing the registry client at run time
+if TYPE_CHECKING:  # the credentials package loads yaml, the registry client httpx: on use
+    from pullwarden.credentials import CredentialPlugins, Keyring, PluginFailure
     from pullwarden.runtime import HostOptions
 
 __all__ = [
@@ -169,6 +162,8 @@ def candidate_auths(
     explicit = _explicit(creds, username, password_stdin, authfile)
     if explicit is not None:
         return [explicit]
+    from pullwarden.credentials import DockerKeyring, UnionKeyring, parse_config_json
+
     keyrings: list[Keyring] = []
     path = authfile
     if path is not None and not path.is_file():
