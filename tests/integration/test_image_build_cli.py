@@ -298,3 +298,22 @@ def test_help_explains_itself_and_loads_no_registry_client() -> None:
         [sys.executable, "-c", LAZY_PROBE], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stderr.strip() == "[]"
+
+
+def test_push_reads_the_default_auth_file(seeded: Seeded, tmp_path: Path) -> None:
+    import base64
+
+    registry: Registry = seeded.registries["token"]
+    target = registry.ref("ns/built-default:v1")
+    home = tmp_path / "home"
+    (home / ".docker").mkdir(parents=True)
+    auth = base64.b64encode(":".join(ALICE).encode()).decode()
+    (home / ".docker" / "config.json").write_text(
+        json.dumps({"auths": {registry.host: {"auth": auth}}})
+    )
+    args = ["image", "build", "--layout", str(tmp_path / "oci"), "--push", target, "-o", "json"]
+    anonymous = pullwarden(*args, env={"HOME": str(tmp_path / "nobody")})
+    error_line(anonymous, 3)
+    pushed = pullwarden(*args, env={"HOME": str(home)})
+    assert pushed.returncode == 0, pushed.stderr
+    assert json.loads(pushed.stdout)["pushed"].startswith(target + "@sha256:")

@@ -285,3 +285,15 @@ def test_a_platform_the_index_lacks_is_not_found_naming_what_it_has(
     arm = pullwarden("pull", "-q", image, "--platform", "linux/arm64/v8", "--store", store, env=env)
     assert arm.returncode == 0, arm.stderr
     assert arm.stdout.strip() == seeded.images.multi_arm64.config_digest
+
+
+def test_creds_without_a_password_prompts_on_a_terminal(
+    private: tuple[str, str, str], tmp_path: Path
+) -> None:
+    image, _host, image_id = private
+    args = ["pull", "-q", image, "--creds", ALICE[0], "--store", str(tmp_path / "s")]
+    status, shown = run_on_a_terminal(args, clean_env(tmp_path), ALICE[1])
+    assert status == 0, shown
+    assert image_id in shown and ALICE[1] not in shown
+    no_tty = pullwarden(*args, env=clean_env(tmp_path))
+    assert "no password" in one_error_line(no_tty, 2)
