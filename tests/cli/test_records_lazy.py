@@ -70,14 +70,20 @@ def test_ls_of_an_empty_root_imports_no_yaml_either(tmp_path: Path) -> None:
     assert not any(m == "yaml" or m.startswith("yaml.") for m in modules)
 
 
-def test_explain_loads_the_decision_code_but_no_image_manager(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", ["explain", "who-can"])
+def test_explain_and_who_can_load_the_decision_code_and_little_else(
+    tmp_path: Path, command: str
+) -> None:
     root = make_root(tmp_path / "node")
-    code, modules = loaded(
-        "records", "explain", "--root", str(root), "--image", "nginx", "--image-ref", REF
-    )
+    args = ["--image", "nginx", "--image-ref", REF] if command == "explain" else ["nginx"]
+    code, modules = loaded("records", command, "--root", str(root), *args)
     assert code in (0, None)
     assert {"pullwarden.pullmanager", "pullwarden.cli._records_decide"} <= modules
-    assert not any(m.startswith(("pullwarden.imagemanager", "httpx", "grpc")) for m in modules)
+    # no configuration file, no provider config: neither is loaded (nor the YAML behind them)
+    unused: tuple[str, ...] = ("pullwarden.imagemanager", "pullwarden.credentials")
+    unused += ("pullwarden.config", "pullwarden.objects", "pullwarden.runtime", "httpx", "grpc")
+    unused += ("yaml",)
+    assert not [m for m in modules if m.startswith(unused)]
 
 
 def test_the_group_lists_the_lazy_commands_with_their_own_first_help_line() -> None:

@@ -27,10 +27,15 @@ from pullwarden.cli.records import (
     output_option,
     root_option,
 )
-from pullwarden.credentials import load_credential_provider_config
 from pullwarden.errors import InvalidReferenceError, PullwardenError, RecordError
 from pullwarden.metrics import Metrics
-from pullwarden.policy import DEFAULT_POLICY, FEATURE_GATE, PolicyEnforcer, VerificationPolicy
+from pullwarden.policy import (
+    DEFAULT_POLICY,
+    FEATURE_GATE,
+    PolicyEnforcer,
+    VerificationPolicy,
+    validate_kubelet_config,
+)
 from pullwarden.pullmanager import Decision, PullManager, Step
 from pullwarden.records import (
     FileRecordStore,
@@ -125,10 +130,19 @@ def explain_enforcer(
 ) -> PolicyEnforcer:
     """The policy explain answers for: the config file's (or the defaults), with the policy and
     allowlist given on the command line put in, validated as a whole as the kubelet would."""
-    from pullwarden.config import default_kubelet_config, load_kubelet_config
+    if config_path is None:
+        # The defaults with the command line's two fields: the policy module's own check of
+        # them (the one the configuration runs), without loading the configuration machinery.
+        try:
+            checked = validate_kubelet_config(True, policy, allowlist)
+        except PullwardenError as err:
+            die(f"--policy/--allowlist: {err}")
+        assert checked is not None  # the gate is on
+        return PolicyEnforcer(checked, allowlist)
+    from pullwarden.config import load_kubelet_config
 
     try:
-        base = load_kubelet_config(config_path) if config_path else default_kubelet_config()
+        base = load_kubelet_config(config_path)
     except PullwardenError as err:
         die(str(err))
     try:
@@ -279,6 +293,8 @@ def providers_for_explain(
 ) -> tuple[ImagePullServiceAccount | None, list[str]]:
     """The service account a kubelet would offer for ``image`` with these providers, and one
     line per provider that matches the image."""
+    from pullwarden.credentials import load_credential_provider_config
+
     try:
         config = load_credential_provider_config(path)
     except PullwardenError as err:
