@@ -39,6 +39,7 @@ __all__ = [
     "StreamRecorder",
     "TeeRecorder",
     "TimedEvent",
+    "Writable",
     "make_event",
 ]
 
@@ -208,6 +209,14 @@ class TimedEvent:
         }
 
 
+class Writable(Protocol):
+    """Where :class:`EventLog` writes its lines (a text stream fits)."""
+
+    def write(self, text: str, /) -> int: ...
+
+    def flush(self) -> None: ...
+
+
 class EventLog:
     """Keeps every event with its time, in order; with ``stream``, also writes each one as
     :meth:`TimedEvent.line` the moment it is recorded.  Thread-safe; lines never interleave.
@@ -216,7 +225,7 @@ class EventLog:
     """
 
     def __init__(
-        self, stream: TextIO | None = None, *, now: Callable[[], datetime] | None = None
+        self, stream: Writable | None = None, *, now: Callable[[], datetime] | None = None
     ) -> None:
         self._stream = stream
         self._now = now or (lambda: datetime.now(UTC))

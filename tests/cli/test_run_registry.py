@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 import yaml
 
+from pullwarden.runtime import RegistryClient, build_image, push_layout, random_layer
 from tests.integration.conftest import (  # noqa: F401 (the real-component fixtures)
     pki,
     real_components,
@@ -361,3 +362,35 @@ def test_metrics_are_served_while_the_run_lasts(stack: Seeded, tmp_path: Path) -
     assert container(json.loads(stdout), "p")["verifiedBy"] == "pull"
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=2):
         pass  # the server is gone with the run
+
+
+PROGRESS = re.compile(
+    r"pulling (\S+) for a/big: [\d.]+ [kMG]?B of [\d.]+ [kMG]?B \((\d+)%\), [\d.]+ [kMG]?B/s"
+    r"(, \d+s left)?"
+)
+
+
+def test_a_long_pull_reports_its_progress_on_stderr_only(stack: Seeded, tmp_path: Path) -> None:
+    registry = stack.registries["noauth"]
+    layout = tmp_path / "layout"
+    build_image(layout, "big", [random_layer(3_500_000, seed) for seed in (21, 22)], gzip_level=1)
+    with RegistryClient() as client:
+        push_layout(client, layout, "big", registry.ref("ns/progress-big:v1"))
+    root = tmp_path / "node"
+    with ThrottledLink(("127.0.0.1", registry.port), rate=1_000_000) as link:  # about 3.5 s
+        image = f"{link.host}/ns/progress-big:v1"
+        result = run(root, [pod("a", "big", image)], "-o", "json", "--progress-interval", "0.4")
+    assert result.returncode == 0, result.stderr
+    assert container(json.loads(result.stdout), "big")["verifiedBy"] == "pull"  # stdout: JSON
+    lines = [line for line in result.stderr.splitlines() if line.startswith("pulling ")]
+    assert len(lines) >= 2, result.stderr
+    shares = []
+    for line in lines:
+        match = PROGRESS.fullmatch(line)
+        assert match and match.group(1) == image, line
+        shares.append(int(match.group(2)))
+    assert shares == sorted(shares) and shares[0] < 100, shares
+    # a quick pull (the same image, cached layers aside, from a fresh root) says nothing
+    quick = run(tmp_path / "quick", [pod("a", "big", registry.ref("ns/progress-big:v1"))])
+    assert quick.returncode == 0, quick.stderr
+    assert "pulling " not in quick.stderr

@@ -6,10 +6,13 @@ import ipaddress
 import json
 import os
 import sys
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 
@@ -26,9 +29,9 @@ from pullwarden.errors import (
 from pullwarden.events import EventLog
 from pullwarden.metrics import Metrics
 from pullwarden.node import GCPlan, GCReport, Node, PodOutcome
-from pullwarden.objects import Objects, load_objects
+from pullwarden.objects import Objects, Pod, load_objects
 from pullwarden.reference import apply_default_tag
-from pullwarden.runtime import CRIImageService
+from pullwarden.runtime import CRIImageService, PullProgress
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -185,6 +188,100 @@ def check_images(objects: Objects) -> None:
                 ) from None
 
 
+def human_bytes(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"  # pragma: no cover - the loop returns
+
+
+@dataclass
+class _PullState:
+    start: float
+    last: float
+    blobs: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+
+class PullProgressLines:
+    """Per pull, the bytes downloaded, the rate and the time left, on ``stream`` (stderr).
+
+    On a terminal (``live``) one line is redrawn, at most ten times a second, and wiped before
+    anything else is written to the terminal (:meth:`clear`); otherwise a line every
+    ``interval`` seconds per pull, the first after ``interval`` seconds (so quick pulls print
+    nothing).  Blobs already in the store count for neither the bytes nor the rate.
+    """
+
+    def __init__(
+        self,
+        stream: TextIO,
+        *,
+        live: bool,
+        interval: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._stream = stream
+        self._live = live
+        self._interval = interval
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._pulls: dict[tuple[str, str], _PullState] = {}
+        self._shown = False  # a live line is on the terminal
+
+    def __call__(self, pod: Pod, image: str, progress: PullProgress) -> None:
+        if progress.cached:
+            return
+        now = self._clock()
+        with self._lock:
+            state = self._pulls.setdefault((pod.key, image), _PullState(now, now))
+            state.blobs[progress.digest] = (progress.done, progress.total)
+            if now - state.last < (0.1 if self._live else self._interval):
+                return
+            state.last = now
+            done = sum(d for d, _ in state.blobs.values())
+            total = sum(t for _, t in state.blobs.values())
+            line = _progress_line(pod, image, done, total, now - state.start)
+            if self._live:
+                self._stream.write("\r\x1b[K" + line)
+                self._shown = True
+            else:
+                self._stream.write(line + "\n")
+            self._stream.flush()
+
+    def clear(self) -> None:
+        """Wipe the live line, if one is shown."""
+        with self._lock:
+            if self._shown:
+                self._stream.write("\r\x1b[K")
+                self._stream.flush()
+                self._shown = False
+
+
+class _ClearingStream:
+    """``stream``, but every write first wipes the live progress line (same terminal)."""
+
+    def __init__(self, stream: TextIO, progress: PullProgressLines) -> None:
+        self._stream = stream
+        self._progress = progress
+
+    def write(self, text: str) -> int:
+        self._progress.clear()
+        return self._stream.write(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+
+def _progress_line(pod: Pod, image: str, done: int, total: int, elapsed: float) -> str:
+    rate = done / elapsed if elapsed > 0 else 0.0
+    share = f" ({done * 100 // total}%)" if total else ""
+    left = f", {max(0, round((total - done) / rate))}s left" if rate and total > done else ""
+    return (
+        f"pulling {image} for {pod.key}: {human_bytes(done)} of {human_bytes(total)}{share}, "
+        f"{human_bytes(rate)}/s{left}"
+    )
+
+
 def parse_metrics_addr(value: str) -> tuple[str, int]:
     """``HOST:PORT`` (``[::1]:PORT`` for IPv6) on a loopback address; exit 2 otherwise."""
     host, sep, port_text = value.rpartition(":")
@@ -255,6 +352,13 @@ def serve_metrics(addr: str | None, metrics: Metrics) -> Iterator[None]:
     "while the run lasts; loopback addresses only; PORT 0 picks a free port (the address is "
     "printed on standard error).",
 )
+@click.option(
+    "--progress-interval",
+    type=click.FloatRange(min=0.0),
+    default=5.0,
+    hidden=True,
+    help="Seconds between progress lines when standard error is not a terminal.",
+)
 @credential_provider_options
 def run_command(
     files: tuple[Path, ...],
@@ -264,6 +368,7 @@ def run_command(
     output: str,
     no_node_credentials: bool,
     metrics_addr: str | None,
+    progress_interval: float,
     provider_config: Path | None,
     provider_bin_dir: Path | None,
     signing_key_file: Path | None,
@@ -278,6 +383,10 @@ def run_command(
     policy exempts it (preloaded, allowlisted, NeverVerify) or the feature gate is off.  With
     -o json / yaml standard output holds one document, {"pods": [...], "events": [...]}.  A
     second run over the same --root is a restarted kubelet.
+
+    Pulls into the embedded store report their progress on standard error (bytes, rate, time
+    left): a live line on a terminal, else a line every five seconds; a CRI runtime reports
+    none.
 
     Ctrl-C (or SIGTERM) stops within about a second: pulls in flight are abandoned without
     committing, or, if they already committed, recorded; what was left undone is listed on
@@ -300,7 +409,12 @@ def run_command(
     check_objects(objects, files)
     plugins = load_plugins(provider_config, provider_bin_dir, signing_key_file, issuer)
     table = output == "table"
-    events = EventLog(sys.stdout if table else None)
+    live = sys.stderr.isatty()
+    progress = PullProgressLines(sys.stderr, live=live, interval=progress_interval)
+    same_terminal = table and live and sys.stdout.isatty()
+    events = EventLog(
+        (_ClearingStream(sys.stdout, progress) if same_terminal else sys.stdout) if table else None
+    )
     metrics = Metrics()
     token = CancelToken()
     with serve_metrics(metrics_addr, metrics), Interrupts(token) as interrupts:
@@ -314,6 +428,7 @@ def run_command(
                 cancel=token,
                 runtime_endpoint=runtime_endpoint,
                 credential_plugins=plugins,
+                pull_progress=progress,
             ) as node:
                 if isinstance(node.images, CRIImageService):
                     click.echo(
@@ -326,6 +441,7 @@ def run_command(
             die(str(err), EXIT_STORE)
         except PullwardenError as err:
             die(str(err))
+        progress.clear()
         if table:
             click.echo()
             for line in outcome_table(pods):

@@ -25,6 +25,7 @@ from pullwarden.imagemanager._manager import (
     EnsureResult,
     ImageManager,
     PluginKeyrings,
+    PullProgressHook,
 )
 from pullwarden.imagemanager._pullers import (
     MAX_IMAGE_PULL_REQUESTS,
@@ -58,6 +59,7 @@ __all__ = [
     "ParallelPuller",
     "PluginKeyrings",
     "PullOutcome",
+    "PullProgressHook",
     "SerialPuller",
     "TokenBucket",
     "aggregate_error_text",

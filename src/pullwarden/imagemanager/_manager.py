@@ -63,7 +63,10 @@ from pullwarden.metrics import Metrics
 from pullwarden.objects import Container, CredentialRef, Pod, Secret, ServiceAccount
 from pullwarden.pullmanager import Decision, PullManager, VerifiedBy
 from pullwarden.reference import apply_default_tag, default_pull_policy
-from pullwarden.runtime import ImageService, PodSandbox
+from pullwarden.runtime import ImageService, PodSandbox, PullProgress
+
+PullProgressHook = Callable[[Pod, str, PullProgress], None]
+"""Receives (pod, image as the pod names it, progress report) during a pull."""
 
 __all__ = [
     "PULL_POLICIES",
@@ -160,6 +163,10 @@ class ImageManager:
     ``registry_burst``; 0 means no limit.  Thread-safe: pods may ensure their images from
     several threads.  :meth:`close` stops the puller threads.
 
+    ``pull_progress`` is called with the pod, the image as the pod names it and each progress
+    report of its pull (from the puller's thread; only image services that report progress
+    call it).
+
     ``cancel`` stops the manager: pulls in flight abort (one that already committed still gets
     its record; one that did not ends its intent), queued ones never start, and later calls
     return at once; every such result is ``interrupted``.  A caller waits at most
@@ -183,8 +190,10 @@ class ImageManager:
         metrics: Metrics | None = None,
         cancel: CancelToken | None = None,
         stop_grace: float = STOP_GRACE,
+        pull_progress: PullProgressHook | None = None,
     ) -> None:
         self.image_service = image_service
+        self.pull_progress = pull_progress
         self.cancel = cancel or CancelToken()
         self.pull_manager = pull_manager
         self.events = events
@@ -446,6 +455,8 @@ class ImageManager:
         service, clock, throttle = self.image_service, self.clock, self._throttle
         pod = req.pod
         sandbox = PodSandbox(pod.name, pod.namespace, pod.uid, pod.annotations)
+        hook = self.pull_progress
+        on_progress = None if hook is None else (lambda p: hook(pod, requested, p))
         outcome = self._puller.pull(
             lambda: pull_with_credentials(
                 service,
@@ -455,6 +466,7 @@ class ImageManager:
                 throttle=throttle,
                 cancel=token,
                 sandbox=sandbox,
+                on_progress=on_progress,
             ),
             settle,
             self.cancel,

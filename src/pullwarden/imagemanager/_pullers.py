@@ -43,7 +43,7 @@ from pullwarden.errors import (
 )
 from pullwarden.imagemanager._errors import aggregate_error_text, log_unexpected
 from pullwarden.imagemanager._throttle import QPS_EXCEEDED, TokenBucket
-from pullwarden.runtime import AuthConfig, ImageService, PodSandbox
+from pullwarden.runtime import AuthConfig, ImageService, PodSandbox, ProgressCallback
 
 __all__ = [
     "MAX_IMAGE_PULL_REQUESTS",
@@ -103,8 +103,12 @@ def pull_with_credentials(
     throttle: TokenBucket | None = None,
     cancel: CancelToken | None = None,
     sandbox: PodSandbox | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> PullOutcome:
     """Pull ``image`` with the first of ``credentials`` that works; never raises.
+
+    ``on_progress`` is handed to the image service (the embedded store reports blob bytes; a
+    CRI runtime reports nothing).
 
     A rate-limited request that finds no token fails with ``pull QPS exceeded`` without
     contacting anyone.  On success the image's size is looked up (best effort).  Once
@@ -122,7 +126,12 @@ def pull_with_credentials(
     for cred in attempts:
         auth = None if cred is None else AuthConfig(cred.username, cred.password)
         try:
-            image_ref = service.pull_image(image, auth, cancel=cancel, sandbox=sandbox)
+            if on_progress is None:
+                image_ref = service.pull_image(image, auth, cancel=cancel, sandbox=sandbox)
+            else:
+                image_ref = service.pull_image(
+                    image, auth, on_progress, cancel=cancel, sandbox=sandbox
+                )
         except Exception as err:
             failures.append(err)
             if cancel is not None and cancel.cancelled:

@@ -39,6 +39,7 @@ from pullwarden.imagemanager import (
     EnsureResult,
     ImageManager,
     PluginKeyrings,
+    PullProgressHook,
 )
 from pullwarden.metrics import Metrics
 from pullwarden.node._gc import DiskStats, GCReport, ImageGC, image_fs_stats
@@ -134,6 +135,7 @@ class Node:
         cancel: CancelToken | None = None,
         runtime_endpoint: str | None = None,
         credential_plugins: PluginKeyrings | None = None,
+        pull_progress: PullProgressHook | None = None,
     ) -> None:
         self.root = Path(root)
         self._lock_fd = _lock_root(self.root)
@@ -191,6 +193,7 @@ class Node:
                 clock=self.clock,
                 metrics=self.metrics,
                 cancel=self.cancel,
+                pull_progress=pull_progress,
             )
             self.gc = ImageGC(
                 self.root,
