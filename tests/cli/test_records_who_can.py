@@ -8,6 +8,7 @@ several policies.  The credential hashes explain needs are read from ``records s
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -257,3 +258,13 @@ def test_service_accounts_count_only_through_a_token_provider_as_in_explain(
 def test_bad_input_is_one_line(root: Path, args: list[str], words: str) -> None:
     line = one_error_line(pw("records", "who-can", *args, "--root", str(root), code=None))
     assert words in line
+
+
+def test_an_unreadable_record_is_a_warning_and_exit_1(root: Path) -> None:
+    (root / "image_manager" / "pulled" / ("sha256-" + "0" * 64)).write_bytes(b"{broken")
+    result = pw("records", "who-can", IMAGE, "--root", str(root), "-o", "json", code=1)
+    assert "warning:" in result.stderr
+    # the readable records still answer
+    assert [r["imageRef"] for r in json.loads(result.stdout)["imageRefs"]] == [REF]
+    # with --image-ref nothing is listed, so nothing is missed
+    pw("records", "who-can", IMAGE, "--root", str(root), "--image-ref", REF)

@@ -9,6 +9,7 @@ imported only when one of them runs (`records ls` starts without the decision co
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -456,13 +457,15 @@ def answer_for_ref(
     return RefAnswer(image_ref, everyone, key, tuple(secrets), tuple(accounts), tuple(asked))
 
 
-def known_image_refs(store: FileRecordStore, image: str) -> list[str]:
-    """Every imageRef whose record holds credentials for ``image`` under any spelling."""
+def known_image_refs(store: FileRecordStore, image: str) -> tuple[list[str], bool]:
+    """Every imageRef whose record holds credentials for ``image`` under any spelling, and
+    whether every record file could be read (each one that could not is a warning)."""
     selected = RecordFilter(repository=image_option_value("IMAGE", image))
     listing = store.list_pulled_records()
     for err in listing.errors:
         click.echo(f"warning: {err}", err=True)
-    return sorted(r.image_ref for r in listing.items if selected.record_matches(r))
+    refs = sorted(r.image_ref for r in listing.items if selected.record_matches(r))
+    return refs, not listing.errors
 
 
 @click.command("who-can")
@@ -524,6 +527,9 @@ def who_can_command(
     coordinates (namespace/name/uid): any secret with the same hash is allowed too, and so is a
     rotated one (same coordinates, another hash), by coordinates.  Same options for the policy
     and the providers as explain.
+
+    Exits 1 when a record file could not be read (a warning names it): the answer may then
+    miss an imageRef.
     """
     check_image(image)
     enforcer = explain_enforcer(config_path, policy, allowlist)
@@ -548,7 +554,10 @@ def who_can_command(
     if provider_config is not None:
         _, notes = providers_for_explain(provider_config, image, None)
     store = open_store(root)
-    refs = [image_ref] if image_ref is not None else known_image_refs(store, image)
+    if image_ref is None:
+        refs, complete = known_image_refs(store, image)
+    else:
+        refs, complete = [image_ref], True
     manager = decision_manager(store, enforcer)
     answers = [
         answer_for_ref(manager, image, ref, asked_secrets, asked_accounts, offer) for ref in refs
@@ -562,7 +571,15 @@ def who_can_command(
         doc["providers"] = notes
     if output != "table":
         emit(doc, output)
-        return
+    else:
+        who_can_text(image, enforcer, notes, answers)
+    if not complete:
+        sys.exit(1)  # a record that could not be read may hold more
+
+
+def who_can_text(
+    image: str, enforcer: PolicyEnforcer, notes: Sequence[str], answers: Sequence[RefAnswer]
+) -> None:
     out = Output()
     for line in notes:
         out.line(f"Provider: {line}")

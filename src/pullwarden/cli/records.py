@@ -720,8 +720,9 @@ def ls_command(
     With --runtime-endpoint the table gains a PRESENT column (whether the runtime still has the
     record's imageRef), then come the runtime's images that have no record: preloaded (under
     the default policy any pod may use them), or named by a pull intent (pull in progress or
-    interrupted), and a line of counts (of the whole node, whatever the filters).  -o json/yaml
-    then gives every record "present" and adds "imagesWithoutRecord" and "counts".
+    interrupted), and a line of counts (of the whole node, whatever the filters; the images
+    without a record are selected by --image only).  -o json/yaml then gives every record
+    "present" and adds "imagesWithoutRecord" and "counts".
     """
     selected = parse_record_filter(namespace, secret_filter, image_filter)
     store = open_store(root)
