@@ -564,3 +564,22 @@ def test_config_error_message_from_problems() -> None:
     assert str(explicit) == "as given" and explicit.problems == ("as given",)
     with pytest.raises(TypeError):
         ConfigError()
+
+
+def test_unknown_fields_are_listed_not_errors() -> None:
+    doc = {
+        "apiVersion": "kubelet.config.k8s.io/v1beta1",
+        "kind": "KubeletConfiguration",
+        "maxPods": 110,  # a real field pullwarden does not use: not unknown
+        "imageGCHighThresholdPercnt": 90,  # a typo
+        "registryBurst": 3,
+        "newerField": {"x": 1},
+    }
+    config = parse_kubelet_config(doc)
+    assert config.unknown_fields == ("imageGCHighThresholdPercnt", "newerField")
+    assert config.registry_burst == 3
+    known = parse_kubelet_config({k: v for k, v in doc.items() if k not in config.unknown_fields})
+    assert known == config and known.unknown_fields == ()
+    assert default_kubelet_config().unknown_fields == ()
+    with pytest.raises(ConfigError, match="registryBurst"):  # wrong types stay errors
+        parse_kubelet_config(doc | {"registryBurst": "three"})

@@ -54,3 +54,42 @@ def test_tee_recorder() -> None:
     tee = TeeRecorder.of([a, None, b])
     tee.record(POD, "Normal", "Pulled", "ok")
     assert a.events == b.events == [make_event(POD, "Normal", "Pulled", "ok")]
+
+
+def test_event_log_keeps_timed_events_and_writes_fixed_field_lines() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from pullwarden.events import EventLog
+
+    times = iter(
+        datetime(2026, 12, 2, 5, 23, 12, 900_000, tzinfo=UTC) + timedelta(seconds=s)
+        for s in (0, 61)
+    )
+    out = io.StringIO()
+    log = EventLog(out, now=lambda: next(times))
+    pod = Pod(uid="u", namespace="team-a", name="web")
+    log.record(pod, "Normal", "Pulling", 'Pulling image "x"')
+    log.record(None, "Warning", "ImageGCFailed", "image GC failed: disk")
+    assert out.getvalue().splitlines() == [
+        '2026-12-02T05:23:12Z  Normal   Pulling  team-a/web  Pulling image "x"',
+        "2026-12-02T05:24:13Z  Warning  ImageGCFailed  -  image GC failed: disk",
+    ]
+    assert log.to_json() == [
+        {
+            "time": "2026-12-02T05:23:12Z",
+            "type": "Normal",
+            "reason": "Pulling",
+            "object": "team-a/web",
+            "message": 'Pulling image "x"',
+        },
+        {
+            "time": "2026-12-02T05:24:13Z",
+            "type": "Warning",
+            "reason": "ImageGCFailed",
+            "object": "-",
+            "message": "image GC failed: disk",
+        },
+    ]
+    quiet = EventLog()  # no stream: kept only
+    quiet.record(pod, "Normal", "Pulled", "m")
+    assert [e.event.reason for e in quiet.events] == ["Pulled"]

@@ -664,3 +664,47 @@ def test_deeply_nested_docker_config_in_a_secret(tmp_path: Path) -> None:
     assert "data[.dockerconfigjson]: not a valid docker config: nested more than 256" in str(err)
     with pytest.raises(ManifestError, match="nested more than 256"):
         load_secrets(write(tmp_path, text, "secret.json"))
+
+
+def test_credential_refs_say_whose_access_without_secrets() -> None:
+    from pullwarden.objects import CredentialRef
+
+    cases = [
+        (
+            CredentialRef("secret", "a", "pull"),
+            {"kind": "secret", "namespace": "a", "name": "pull"},
+            "secret a/pull",
+        ),
+        (
+            CredentialRef("serviceAccount", "a", "builder", "ecr"),
+            {"kind": "serviceAccount", "namespace": "a", "name": "builder", "provider": "ecr"},
+            "service account a/builder from credential provider ecr",
+        ),
+        (CredentialRef("node"), {"kind": "node"}, "node credentials"),
+        (
+            CredentialRef("node", provider="gcr"),
+            {"kind": "node", "provider": "gcr"},
+            "node-wide credentials from credential provider gcr",
+        ),
+        (CredentialRef("anonymous"), {"kind": "anonymous"}, "anonymous"),
+    ]
+    for ref, doc, words in cases:
+        assert (ref.to_json(), ref.describe()) == (doc, words)
+
+
+def test_objects_of_other_kinds_are_listed_as_skipped(tmp_path: Path) -> None:
+    path = tmp_path / "mixed.yaml"
+    path.write_text(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {namespace: a, name: web}\n---\n"
+        "kind: List\nitems:\n- {kind: ConfigMap, apiVersion: v1, metadata: {name: cm}}\n"
+        "- {kind: Pod, apiVersion: v1, metadata: {name: p},\n"
+        "   spec: {containers: [{name: c, image: x}]}}\n"
+    )
+    objects = load_objects([path])
+    assert [p.name for p in objects.pods] == ["p"]
+    assert [(s.kind, s.namespace, s.name, s.document) for s in objects.skipped] == [
+        ("Deployment", "a", "web", 1),
+        ("ConfigMap", "", "cm", 2),
+    ]
+    assert objects.skipped[0].describe() == f"Deployment a/web (apps/v1) in {path}, document 1"
+    assert objects.ignored == 2 and objects.ignored_kinds == {"Deployment": 1, "ConfigMap": 1}
