@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -394,14 +394,23 @@ def answer_for_ref(
     image_ref: str,
     asked_secrets: Sequence[ImagePullSecret],
     asked_accounts: Sequence[ImagePullServiceAccount],
-    offer: Any,
+    offer: Callable[[ImagePullServiceAccount], ImagePullServiceAccount | None],
 ) -> RefAnswer:
     """Ask the decision, for ``image`` at ``image_ref``, about a pod with no credentials and
     about a pod with only one credential, for each the record holds for the name and each one
     asked about.  ``offer(account)`` is the account a kubelet would offer (or None)."""
 
-    def decide(secrets: Sequence[ImagePullSecret], account: ImagePullServiceAccount | None) -> Any:
+    def decide(
+        secrets: Sequence[ImagePullSecret], account: ImagePullServiceAccount | None
+    ) -> Decision:
         return manager.decide(image, image_ref, lambda: (secrets, account), write=False)
+
+    def account_holder(a: ImagePullServiceAccount) -> Holder:
+        offered = offer(a)
+        decision = decide((), offered)
+        return Holder(
+            "serviceAccount", a.namespace, a.name, a.uid, decision, None, offered is not None
+        )
 
     everyone = decide((), None)
     key = trim_tag_digest(image)
@@ -417,43 +426,13 @@ def answer_for_ref(
     if entry is not None:
         for s in entry.kubernetes_secrets:
             rotated = replace(s, credential_hash=ROTATED_HASH)
-            secrets.append(
-                Holder(
-                    "secret",
-                    s.namespace,
-                    s.name,
-                    s.uid,
-                    decide((s,), None),
-                    decide((rotated,), None),
-                )
-            )
-        for a in entry.kubernetes_service_accounts:
-            offered = offer(a)
-            accounts.append(
-                Holder(
-                    "serviceAccount",
-                    a.namespace,
-                    a.name,
-                    a.uid,
-                    decide((), offered),
-                    offered=offered is not None,
-                )
-            )
+            decision, rotated_decision = decide((s,), None), decide((rotated,), None)
+            secrets.append(Holder("secret", s.namespace, s.name, s.uid, decision, rotated_decision))
+        accounts = [account_holder(a) for a in entry.kubernetes_service_accounts]
     asked = [
         Holder("secret", s.namespace, s.name, s.uid, decide((s,), None)) for s in asked_secrets
     ]
-    for a in asked_accounts:
-        offered = offer(a)
-        asked.append(
-            Holder(
-                "serviceAccount",
-                a.namespace,
-                a.name,
-                a.uid,
-                decide((), offered),
-                offered=offered is not None,
-            )
-        )
+    asked += [account_holder(a) for a in asked_accounts]
     return RefAnswer(image_ref, everyone, key, tuple(secrets), tuple(accounts), tuple(asked))
 
 
