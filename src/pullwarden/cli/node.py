@@ -72,15 +72,17 @@ class OutputFormat(click.Choice[str]):
         return super().convert("table" if value == "text" else value, param, ctx)
 
 
-output_option = click.option(
-    "-o",
-    "--output",
-    type=OutputFormat(),
-    default="table",
-    show_default=True,
-    help="table: events as they happen, then a table; json / yaml: one document on standard "
-    "output (yaml is the json document as YAML).",
-)
+def output_option(table: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``-o/--output table|json|yaml`` (``text`` accepted for ``table``), default ``table``."""
+    return click.option(
+        "-o",
+        "--output",
+        type=OutputFormat(),
+        default="table",
+        show_default=True,
+        help=f"table: {table}; json / yaml: one document on standard output (yaml is the json "
+        "document as YAML).",
+    )
 
 
 def load_config(path: Path | None) -> KubeletConfig:
@@ -339,7 +341,7 @@ def serve_metrics(addr: str | None, metrics: Metrics) -> Iterator[None]:
 @config_option
 @root_option
 @node_runtime_option
-@output_option
+@output_option("events as they happen, then a table")
 @click.option(
     "--no-node-credentials",
     is_flag=True,
@@ -515,7 +517,7 @@ def gc_json(plan: GCPlan, report: GCReport | None, records: list[str]) -> dict[s
     is_flag=True,
     help="Say which images would be removed (and why) and which records pruned; change nothing.",
 )
-@output_option
+@output_option("one line per image and per record, then a summary")
 def gc_command(
     config_path: Path | None,
     root: Path,
