@@ -826,8 +826,12 @@ def ls_command(
         table(rows, out=out)
         if intent_items:
             out.line("\nPENDING PULL INTENTS")
-            for i in sorted(intent_items, key=lambda i: i.image):
-                out.line(f"  {i.image}" + (f"  {store.intent_path(i.image)}" if wide else ""))
+            pending = sorted(intent_items, key=lambda i: i.image)
+            if wide:
+                table([(i.image, store.intent_path(i.image)) for i in pending], "  ", out)
+            else:
+                for i in pending:
+                    out.line(f"  {i.image}")
         if node is not None:
             if unrecorded:
                 out.line(f"\nIMAGES ON THE NODE WITHOUT A RECORD ({node.endpoint})")
