@@ -61,7 +61,7 @@ def modules_after(*args: str) -> list[str]:
     done = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
     )
-    return list(ast.literal_eval(done.stderr.strip()))
+    return list(ast.literal_eval(done.stderr.strip().splitlines()[-1]))  # after any error line
 
 
 def test_metrics_imports_the_records_and_metrics_only(tmp_path: Path) -> None:
@@ -81,3 +81,14 @@ def test_completion_imports_no_other_command_and_nothing_heavy() -> None:
     loaded = modules_after("completion", "bash")
     assert [m for m in loaded if m.startswith("pullwarden.cli.")] == ["pullwarden.cli.completion"]
     assert [m for m in loaded if not m.startswith("pullwarden")] == []
+
+
+def test_image_commands_load_only_the_stack_they_use(tmp_path: Path) -> None:
+    heavy = ("httpx", "rich", "grpc", "yaml", "pullwarden.runtime._registry")
+    for args in (("pull", "--help"), ("images", "--help"), ("rmi", "--help")):
+        loaded = modules_after(*args)
+        assert [m for m in loaded if m.startswith(heavy)] == [], args
+    # Listing an (empty) store opens the store, never the registry client or a progress bar.
+    loaded = modules_after("images", "--store", str(tmp_path / "none"))
+    assert "pullwarden.runtime._store" not in loaded  # a typo'd store is refused first
+    assert [m for m in loaded if m.startswith(("httpx", "rich", "grpc"))] == []

@@ -13,20 +13,10 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-import yaml
 from click.core import ParameterSource
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TransferSpeedColumn,
-)
 
 from pullwarden._cancel import CancelToken
 from pullwarden.cli._auth import (
@@ -54,17 +44,21 @@ from pullwarden.errors import (
 )
 from pullwarden.runtime import (
     AuthConfig,
-    CRIImageService,
-    HostOptions,
     Image,
     ImageService,
-    LocalImageService,
     Platform,
     ProgressCallback,
     PullProgress,
-    RegistryClient,
-    parse_endpoint,
 )
+
+if TYPE_CHECKING:
+    # The store, the registry client (httpx), the CRI client (grpc) and the progress bars (rich)
+    # load when a command uses them, so that `--help`, `images` and `pull -q` pay only for theirs.
+    from rich.progress import TaskID
+
+    from pullwarden.runtime import CRIImageService, HostOptions, LocalImageService
+
+    AnyImageService = LocalImageService | CRIImageService
 
 EXIT_USAGE = 2
 EXIT_AUTH = 3
@@ -98,9 +92,6 @@ store_option = click.option(
     show_default="$PULLWARDEN_STORE, or the images/ of the default `run --root`",
     help="Root directory of the embedded image store (not with --runtime-endpoint).",
 )
-
-AnyImageService = LocalImageService | CRIImageService
-
 
 store_runtime_option = runtime_endpoint_option(
     "work on its images instead of the embedded store (--store); '' forces the store."
@@ -140,6 +131,8 @@ def chosen_endpoint(runtime_endpoint: str | None) -> str | None:
             "(--runtime-endpoint '' selects the embedded store)",
             EXIT_USAGE,
         )
+    from pullwarden.runtime import parse_endpoint
+
     try:
         parse_endpoint(runtime_endpoint)
     except ContainerRuntimeError as err:
@@ -152,6 +145,8 @@ def image_service(
     store: Path, endpoint: str | None, cancel: CancelToken
 ) -> Iterator[AnyImageService]:
     """The embedded store at ``store``, or the runtime at ``endpoint``; closed afterwards."""
+    from pullwarden.runtime import CRIImageService, LocalImageService
+
     service: AnyImageService = (
         LocalImageService(store) if endpoint is None else CRIImageService(endpoint, cancel=cancel)
     )
@@ -167,6 +162,15 @@ def progress_bars(enabled: bool) -> Iterator[ProgressCallback | None]:
     if not enabled:
         yield None
         return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TransferSpeedColumn,
+    )
+
     console = Console(stderr=True)
     lock = threading.Lock()
     tasks: dict[str, TaskID] = {}
@@ -309,6 +313,8 @@ def pull_by_runtime(
 ) -> str:
     """Connect to the runtime and pull, stoppable through ``token``; returns the image ref."""
 
+    from pullwarden.runtime import CRIImageService
+
     def work() -> str:
         with CRIImageService(endpoint, cancel=token) as service:
             return pull_with(service, image, auths, None)
@@ -326,6 +332,8 @@ def pull_into(
     token: CancelToken,
 ) -> str:
     """Open the store and pull, stoppable through ``token``; returns the image ref."""
+    from pullwarden.runtime import LocalImageService, RegistryClient
+
     with RegistryClient(hosts=hosts, platform=platform) as client:
         service = LocalImageService(store, client=client, platform=platform)
         try:
@@ -498,6 +506,8 @@ def images_command(
     elif output == "json":
         click.echo(json.dumps(images_data(images), indent=2))
     elif output == "yaml":
+        import yaml
+
         click.echo(yaml.safe_dump(images_data(images), sort_keys=False), nl=False)
     else:
         header = ("IMAGE", "TAG", *(["DIGEST"] if digests else []), "IMAGE ID", "SIZE")
