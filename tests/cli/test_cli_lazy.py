@@ -73,13 +73,17 @@ def test_metrics_imports_the_records_and_metrics_only(tmp_path: Path) -> None:
     assert [m for m in loaded if m.startswith(unwanted)] == []
     assert [m for m in loaded if m.startswith("pullwarden.cli.")] == [
         "pullwarden.cli._common",
+        "pullwarden.cli._lazy",
         "pullwarden.cli.metrics",
     ]
 
 
 def test_completion_imports_no_other_command_and_nothing_heavy() -> None:
     loaded = modules_after("completion", "bash")
-    assert [m for m in loaded if m.startswith("pullwarden.cli.")] == ["pullwarden.cli.completion"]
+    assert [m for m in loaded if m.startswith("pullwarden.cli.")] == [
+        "pullwarden.cli._lazy",
+        "pullwarden.cli.completion",
+    ]
     assert [m for m in loaded if not m.startswith("pullwarden")] == []
 
 

@@ -7,16 +7,13 @@ command does, which is also the first line of the command's own help (a test kee
 
 from __future__ import annotations
 
-import importlib
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
 from pullwarden import __version__
-
-if TYPE_CHECKING:
-    from click.shell_completion import CompletionItem
+from pullwarden.cli._lazy import LazyGroup
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -80,43 +77,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
-class _Main(click.Group):
-    """The top-level group: commands imported on use; Ctrl-C outside a command's own handling
-    exits 130, quietly."""
+class _Main(LazyGroup):
+    """The top-level group: every command is imported on use; Ctrl-C outside a command's own
+    handling exits 130, quietly."""
 
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(COMMANDS)
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        entry = COMMANDS.get(cmd_name)
-        if entry is None:
-            return None
-        module, attribute, _ = entry
-        command = getattr(importlib.import_module(module), attribute)
-        assert isinstance(command, click.Command)
-        return command
-
-    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        # One whole line per command, however narrow the terminal: a line cut or wrapped
-        # in the middle is harder to read (and to grep) than a long one.
-        rows = [(name, COMMANDS[name][2]) for name in self.list_commands(ctx)]
-        name_width = max(len(name) for name, _ in rows)
-        with formatter.section("Commands"):
-            for name, line in rows:
-                formatter.write(f"{'':>{formatter.current_indent}}{name:<{name_width}}  {line}\n")
-
-    def shell_complete(self, ctx: click.Context, incomplete: str) -> list[CompletionItem]:
-        """Command names from :data:`COMMANDS` (no command module is imported), then the
-        group's own options."""
-        from click.shell_completion import CompletionItem
-
-        items = [
-            CompletionItem(name, help=COMMANDS[name][2])
-            for name in self.list_commands(ctx)
-            if name.startswith(incomplete)
-        ]
-        items.extend(click.Command.shell_complete(self, ctx, incomplete))
-        return items
+    lazy = COMMANDS
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

@@ -14,7 +14,6 @@ the keep list for ``prune``.  The runtime is only listed, never changed.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import re
@@ -30,10 +29,10 @@ from typing import TYPE_CHECKING, Any
 
 import click
 from click.core import ParameterSource
-from click.utils import make_default_short_help
 
 from pullwarden._gojson import format_rfc3339
 from pullwarden.cli._common import default_root, die, runtime_endpoint_option
+from pullwarden.cli._lazy import LazyGroup
 from pullwarden.errors import (
     InvalidReferenceError,
     PullwardenError,
@@ -532,33 +531,10 @@ DECISION_COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
-class RecordsGroup(click.Group):
+class RecordsGroup(LazyGroup):
     """The ``records`` group: explain and who-can are imported when they run."""
 
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted({*self.commands, *DECISION_COMMANDS})
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        entry = DECISION_COMMANDS.get(cmd_name)
-        if entry is None:
-            return super().get_command(ctx, cmd_name)
-        module, attribute, _ = entry
-        command = getattr(importlib.import_module(module), attribute)
-        assert isinstance(command, click.Command)
-        return command
-
-    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        names = self.list_commands(ctx)
-        limit = formatter.width - 6 - max(map(len, names))
-        rows = []
-        for name in names:
-            entry = DECISION_COMMANDS.get(name)
-            if entry is not None:
-                rows.append((name, make_default_short_help(entry[2], limit)))
-            elif not self.commands[name].hidden:
-                rows.append((name, self.commands[name].get_short_help_str(limit)))
-        with formatter.section("Commands"):
-            formatter.write_dl(rows)
+    lazy = DECISION_COMMANDS
 
 
 @click.group(cls=RecordsGroup)
