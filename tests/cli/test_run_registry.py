@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 import yaml
 
+from pullwarden.records import FileRecordStore, ImagePullIntent
 from pullwarden.runtime import RegistryClient, build_image, push_layout, random_layer
 from tests.integration.conftest import (  # noqa: F401 (the real-component fixtures)
     pki,
@@ -254,7 +255,11 @@ def test_gc_dry_run_changes_nothing_and_predicts_the_collection(
         "imageMinimumGCAge: 1ns\n"
     )
 
+    # an intent left by an interrupted pull of an image that is there: start-up housekeeping
+    # would turn it into a record, which a dry run must not do either
+    FileRecordStore(root).write_intent(ImagePullIntent(image=images[0]))
     before = snapshot(root)
+    assert any(k.startswith("image_manager/pulling/") for k in before)
     assert any(k.startswith("image_manager/pulled/") for k in before)
     assert any(k.startswith("images/") for k in before)
     dry = cli(root, "gc", "--all", "--dry-run", "--config", str(config))

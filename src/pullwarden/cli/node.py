@@ -538,7 +538,13 @@ def gc_command(
         die(f"--root {root} {what}: there is no node to collect")
     try:
         config = load_config(config_path)
-        with Node(root, config, node_credentials=False, runtime_endpoint=runtime_endpoint) as node:
+        with Node(
+            root,
+            config,
+            node_credentials=False,
+            runtime_endpoint=runtime_endpoint,
+            read_only=dry_run,
+        ) as node:
             plan = node.gc.plan(force_all_unused=remove_all)
             if dry_run:
                 report = None

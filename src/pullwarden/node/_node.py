@@ -117,6 +117,10 @@ class Node:
     kubelet's decisions.  Images come from ``image_service`` when given, else from the CRI
     runtime at ``runtime_endpoint`` (default: the configuration's :attr:`KubeletConfig.
     image_endpoint`; "" means the embedded store under ``root``).
+
+    ``read_only`` opens the node to look, not to act (``pullwarden gc --dry-run``): the records
+    are read as they are (no start-up housekeeping, no draft sweep, no directory created) and
+    :meth:`run` is refused; only the root's lock file is written.
     """
 
     def __init__(
@@ -136,6 +140,7 @@ class Node:
         runtime_endpoint: str | None = None,
         credential_plugins: PluginKeyrings | None = None,
         pull_progress: PullProgressHook | None = None,
+        read_only: bool = False,
     ) -> None:
         self.root = Path(root)
         self._lock_fd = _lock_root(self.root)
@@ -159,8 +164,18 @@ class Node:
                     client=RegistryClient(hosts=registry_hosts),
                     clock=self.clock,
                 )
+            self.read_only = read_only
             self.pull_manager: PullManager | None = None
-            if config.feature_gate_enabled:
+            if config.feature_gate_enabled and read_only:
+                assert config.verification_policy is not None  # defaulted whenever the gate is on
+                self.pull_manager = PullManager(
+                    FileRecordStore(self.root, migrate=False, create=False),
+                    PolicyEnforcer(config.verification_policy, config.allowlist),
+                    None,  # no start-up housekeeping: it writes
+                    clock=self.clock,
+                    metrics=self.metrics,
+                )
+            elif config.feature_gate_enabled:
                 assert config.verification_policy is not None  # defaulted whenever the gate is on
                 enforcer = PolicyEnforcer(config.verification_policy, config.allowlist)
                 first_start = not (self.root / IMAGE_MANAGER_DIR).is_dir()
@@ -264,6 +279,8 @@ class Node:
         pulls overlap up to ``maxParallelImagePulls``.  Once :attr:`cancel` is cancelled, pods
         not yet done come back with ``interrupted`` containers within about a second.
         """
+        if self.read_only:
+            raise PullwardenError(f"the node at {self.root} is open read-only: it runs no pods")
         pods = objects.pods
         results: list[PodOutcome | None] = [None] * len(pods)
 
