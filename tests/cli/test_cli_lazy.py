@@ -31,7 +31,8 @@ def test_help_imports_no_command_and_nothing_heavy() -> None:
         "    pass\n"
         "heavy = ('httpx', 'rich', 'prometheus_client', 'grpc', 'yaml', 'pullwarden.node',\n"
         "         'pullwarden.cli.node', 'pullwarden.cli.records', 'pullwarden.runtime')\n"
-        "print(sorted(m for m in sys.modules if m.startswith(heavy)), file=sys.stderr)\n"
+        "print(sorted(m for m in sys.modules if m.startswith(heavy) and sys.modules[m]),"
+        " file=sys.stderr)\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
@@ -56,7 +57,8 @@ def modules_after(*args: str) -> list[str]:
         "except SystemExit:\n"
         "    pass\n"
         "heavy = ('httpx', 'rich', 'grpc', 'cryptography', 'prometheus_client', 'pullwarden.')\n"
-        "print(sorted(m for m in sys.modules if m.startswith(heavy)), file=sys.stderr)\n"
+        "print(sorted(m for m in sys.modules if m.startswith(heavy) and sys.modules[m]),"
+        " file=sys.stderr)\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
@@ -96,3 +98,20 @@ def test_image_commands_load_only_the_stack_they_use(tmp_path: Path) -> None:
     loaded = modules_after("images", "--store", str(tmp_path / "none"))
     assert "pullwarden.runtime._store" not in loaded  # a typo'd store is refused first
     assert [m for m in loaded if m.startswith(("httpx", "rich", "grpc"))] == []
+
+
+def test_the_command_loads_neither_httpx_s_cli_nor_trio() -> None:
+    # A registry command imports httpx; its own CLI (rich, pygments) and trio stay unloaded, and
+    # httpx still works (both imports are optional by design).
+    probe = (
+        "import sys\n"
+        "import pullwarden.cli\n"
+        "import httpx\n"
+        "assert httpx.Client and httpx.main\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('rich', 'pygments', 'trio')"
+        " and sys.modules[m] is not None))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "[]"

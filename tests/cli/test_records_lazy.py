@@ -34,7 +34,8 @@ try:
     main(sys.argv[1:])
 except SystemExit as exit:
     code = exit.code
-print(json.dumps({"code": code, "modules": sorted(sys.modules)}), file=sys.stderr)
+loaded = sorted(m for m, module in sys.modules.items() if module is not None)
+print(json.dumps({"code": code, "modules": loaded}), file=sys.stderr)
 """
 
 

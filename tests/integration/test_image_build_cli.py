@@ -27,7 +27,8 @@ LAZY_PROBE = (
     "    pass\n"
     "heavy = ('httpx', 'rich', 'yaml', 'grpc', 'pullwarden.runtime._registry',\n"
     "         'pullwarden.runtime._layout', 'pullwarden.cli.images')\n"
-    "print(sorted(m for m in sys.modules if m.startswith(heavy)), file=sys.stderr)\n"
+    "print(sorted(m for m in sys.modules if m.startswith(heavy) and sys.modules[m]),"
+    " file=sys.stderr)\n"
 )
 
 
