@@ -79,7 +79,7 @@ def test_listing_and_removing_build_no_client(built: Built, tmp_path: Path) -> N
 
 def test_the_cli_images_and_rmi_build_no_client_nor_tls(built: Built, tmp_path: Path) -> None:
     store = str(tmp_path / "store")
-    LocalImageService(store).close()  # an empty store: a --store that holds none is refused
+    LocalImageService(Path(store)).close()  # an empty store: a --store that holds none is refused
     for args in (["images", "--store", store], ["rmi", "--store", store, "ns/app:v1"]):
         result = CliRunner().invoke(main, args)
         assert result.exit_code in (0, 4), result.output  # rmi: 4, no such image
