@@ -6,17 +6,22 @@ managers in one process — tests, benchmarks — never collide.
 The on-disk and in-memory gauges are read when scraped rather than recomputed on every write:
 the kubelet lists the directory after each write, which costs a directory scan per pull at
 100,000 records.  Unlike the kubelet they are therefore also right before the first write.
+
+prometheus_client (whose package import alone costs tens of milliseconds) is imported when the
+collectors are first needed: on a scrape (:attr:`Metrics.registry`), a :meth:`Metrics.value`
+or an ensure-image or pull-duration observation.  A pull manager that only decides -- what
+``records explain`` runs -- never loads it; the must-pull counter is a plain one of ours.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, Metric
-from prometheus_client.registry import Collector
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+    from prometheus_client.core import Metric
 
 __all__ = [
     "IMAGE_PULL_DURATION_BUCKETS",
@@ -76,61 +81,54 @@ def _bool_label(value: bool | None) -> str:
 
 
 class Metrics:
-    """The kubelet_imagemanager_* family, ensure-image requests and the pull duration histogram."""
+    """The kubelet_imagemanager_* family, ensure-image requests and the pull duration histogram.
+
+    ``registry``, when given, is where the collectors register (when first needed); by default
+    each instance has its own.
+    """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
-        r = self.registry
-        self.ondisk_pullintents = Gauge(
-            "kubelet_imagemanager_ondisk_pullintents",
-            "Number of image pull intents stored on disk.",
-            registry=r,
-        )
-        self.ondisk_pulledrecords = Gauge(
-            "kubelet_imagemanager_ondisk_pulledrecords",
-            "Number of image pulled records stored on disk.",
-            registry=r,
-        )
-        self.inmemory_pullintents_usage_percent = Gauge(
-            "kubelet_imagemanager_inmemory_pullintents_usage_percent",
-            "Fill level of the in-memory image pull intent cache, in percent.",
-            registry=r,
-        )
-        self.inmemory_pulledrecords_usage_percent = Gauge(
-            "kubelet_imagemanager_inmemory_pulledrecords_usage_percent",
-            "Fill level of the in-memory image pulled record cache, in percent.",
-            registry=r,
-        )
+        self._given_registry = registry
+        self._build_lock = threading.Lock()
+        self._disk: tuple[Callable[[], float], Callable[[], float]] | None = None
+        self._memory: tuple[Callable[[], float], Callable[[], float]] | None = None
+        self._collectors: _Collectors | None = None
         self.mustpull_checks = _ResultCounter(
             "kubelet_imagemanager_image_mustpull_checks",
             "Outcomes of the check whether an image present on the node must be pulled again.",
         )
-        r.register(self.mustpull_checks)
-        self.ensure_image_requests = Counter(
-            "kubelet_image_manager_ensure_image_requests",
-            "EnsureImageExists calls by pull policy, local presence and whether a pull was needed.",
-            ["pull_policy", "present_locally", "pull_required"],
-            registry=r,
-        )
-        self.image_pull_duration = Histogram(
-            "kubelet_image_pull_duration_seconds",
-            "Duration in seconds to pull an image.",
-            ["image_size_in_bytes"],
-            buckets=IMAGE_PULL_DURATION_BUCKETS,
-            registry=r,
-        )
+
+    def _built(self) -> _Collectors:
+        built = self._collectors
+        if built is None:
+            with self._build_lock:
+                built = self._collectors
+                if built is None:
+                    built = _Collectors(self._given_registry, self.mustpull_checks)
+                    if self._disk is not None:
+                        built.watch_disk(*self._disk)
+                    if self._memory is not None:
+                        built.watch_memory(*self._memory)
+                    self._collectors = built
+        return built
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        """The Prometheus registry holding every collector (built on first use)."""
+        return self._built().registry
 
     def count_ensure_image_request(
         self, pull_policy: str, present_locally: bool | None, pull_required: bool | None
     ) -> None:
         """Count one EnsureImageExists call; ``None`` is the label value ``unknown`` (§1.8)."""
-        self.ensure_image_requests.labels(
+        self._built().ensure_image_requests.labels(
             pull_policy.lower(), _bool_label(present_locally), _bool_label(pull_required)
         ).inc()
 
     def observe_image_pull(self, seconds: float, size_in_bytes: int) -> None:
         """Observe one successful pull (waiting included) under its image size label."""
-        self.image_pull_duration.labels(image_size_bucket(size_in_bytes)).observe(seconds)
+        histogram = self._built().image_pull_duration
+        histogram.labels(image_size_bucket(size_in_bytes)).observe(seconds)
 
     def count_mustpull(self, result: MustPullResult) -> None:
         self.mustpull_checks.inc(result)
@@ -143,18 +141,74 @@ class Metrics:
         self, count_intents: Callable[[], float], count_records: Callable[[], float]
     ) -> None:
         """Report the on-disk gauges from these counters whenever scraped."""
-        self.ondisk_pullintents.set_function(count_intents)
-        self.ondisk_pulledrecords.set_function(count_records)
+        with self._build_lock:
+            self._disk = (count_intents, count_records)
+            if self._collectors is not None:
+                self._collectors.watch_disk(count_intents, count_records)
 
     def watch_memory(
         self, intents_percent: Callable[[], float], records_percent: Callable[[], float]
     ) -> None:
         """Report the in-memory usage gauges from these functions whenever scraped."""
-        self.inmemory_pullintents_usage_percent.set_function(intents_percent)
-        self.inmemory_pulledrecords_usage_percent.set_function(records_percent)
+        with self._build_lock:
+            self._memory = (intents_percent, records_percent)
+            if self._collectors is not None:
+                self._collectors.watch_memory(intents_percent, records_percent)
 
 
-class _ResultCounter(Collector):
+class _Collectors:
+    """The prometheus_client side of :class:`Metrics`, made on first use."""
+
+    def __init__(self, registry: CollectorRegistry | None, mustpull: _ResultCounter) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.ondisk_pullintents: Gauge = Gauge(
+            "kubelet_imagemanager_ondisk_pullintents",
+            "Number of image pull intents stored on disk.",
+            registry=r,
+        )
+        self.ondisk_pulledrecords: Gauge = Gauge(
+            "kubelet_imagemanager_ondisk_pulledrecords",
+            "Number of image pulled records stored on disk.",
+            registry=r,
+        )
+        self.inmemory_pullintents_usage_percent: Gauge = Gauge(
+            "kubelet_imagemanager_inmemory_pullintents_usage_percent",
+            "Fill level of the in-memory image pull intent cache, in percent.",
+            registry=r,
+        )
+        self.inmemory_pulledrecords_usage_percent: Gauge = Gauge(
+            "kubelet_imagemanager_inmemory_pulledrecords_usage_percent",
+            "Fill level of the in-memory image pulled record cache, in percent.",
+            registry=r,
+        )
+        r.register(mustpull)  # a Collector by duck typing (it has collect and describe)
+        self.ensure_image_requests: Counter = Counter(
+            "kubelet_image_manager_ensure_image_requests",
+            "EnsureImageExists calls by pull policy, local presence and whether a pull was needed.",
+            ["pull_policy", "present_locally", "pull_required"],
+            registry=r,
+        )
+        self.image_pull_duration: Histogram = Histogram(
+            "kubelet_image_pull_duration_seconds",
+            "Duration in seconds to pull an image.",
+            ["image_size_in_bytes"],
+            buckets=IMAGE_PULL_DURATION_BUCKETS,
+            registry=r,
+        )
+
+    def watch_disk(self, intents: Callable[[], float], records: Callable[[], float]) -> None:
+        self.ondisk_pullintents.set_function(intents)
+        self.ondisk_pulledrecords.set_function(records)
+
+    def watch_memory(self, intents: Callable[[], float], records: Callable[[], float]) -> None:
+        self.inmemory_pullintents_usage_percent.set_function(intents)
+        self.inmemory_pulledrecords_usage_percent.set_function(records)
+
+
+class _ResultCounter:
     """A counter labelled by ``result``, counted with one lock and an int per check.
 
     prometheus_client's own labelled counter costs several microseconds per increment, as much
@@ -172,6 +226,8 @@ class _ResultCounter(Collector):
             self._counts[result] += 1
 
     def collect(self) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily
+
         family = CounterMetricFamily(self.name, self.documentation, labels=["result"])
         with self._lock:
             counts = dict(self._counts)
@@ -180,4 +236,6 @@ class _ResultCounter(Collector):
         yield family
 
     def describe(self) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily
+
         yield CounterMetricFamily(self.name, self.documentation, labels=["result"])
