@@ -115,3 +115,13 @@ def test_the_command_loads_neither_httpx_s_cli_nor_trio() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.strip() == "[]"
+
+
+def test_run_and_gc_help_load_no_node(tmp_path: Path) -> None:
+    unwanted: tuple[str, ...] = ("pullwarden.node", "pullwarden.imagemanager", "yaml")
+    unwanted += ("pullwarden.config",)
+    unwanted += ("pullwarden.objects", "pullwarden.runtime._store", "prometheus_client")
+    for args in (("run", "--help"), ("gc", "--help")):
+        loaded = modules_after(*args)
+        assert "pullwarden.cli.node" in loaded
+        assert [m for m in loaded if m.startswith(unwanted)] == [], args

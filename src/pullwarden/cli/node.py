@@ -19,22 +19,24 @@ import click
 from pullwarden._cancel import CancelToken
 from pullwarden.cli._common import Interrupts, default_root, die, runtime_endpoint_option
 from pullwarden.cli._providers import credential_provider_options, load_plugins
-from pullwarden.config import KubeletConfig, default_kubelet_config, load_kubelet_config
 from pullwarden.errors import (
     ImageStoreError,
     InvalidReferenceError,
     NodeBusyError,
     PullwardenError,
 )
-from pullwarden.events import EventLog
-from pullwarden.metrics import Metrics
-from pullwarden.node import GCPlan, GCReport, Node, PodOutcome
-from pullwarden.objects import Objects, Pod, load_objects
 from pullwarden.reference import apply_default_tag
-from pullwarden.runtime import CRIImageService, PullProgress
 
 if TYPE_CHECKING:
+    # The node, its configuration and the manifests load when a command runs, not for --help.
     from wsgiref.simple_server import WSGIServer
+
+    from pullwarden.config import KubeletConfig
+    from pullwarden.events import EventLog
+    from pullwarden.metrics import Metrics
+    from pullwarden.node import GCPlan, GCReport, PodOutcome
+    from pullwarden.objects import Objects, Pod
+    from pullwarden.runtime import PullProgress
 
 EXIT_OK, EXIT_NOT_READY, EXIT_BUSY, EXIT_STORE = 0, 1, 3, 7
 
@@ -87,6 +89,8 @@ def output_option(table: str) -> Callable[[Callable[..., Any]], Callable[..., An
 
 def load_config(path: Path | None) -> KubeletConfig:
     """The configuration (defaults without ``path``); one warning line per unknown field."""
+    from pullwarden.config import default_kubelet_config, load_kubelet_config
+
     if path is None:
         return default_kubelet_config()
     config = load_kubelet_config(path)
@@ -400,6 +404,12 @@ def run_command(
     3 another pullwarden process is using --root; 7 the image store or container runtime
     cannot be used; 130 interrupted (SIGINT), 143 (SIGTERM).
     """
+    from pullwarden.events import EventLog
+    from pullwarden.metrics import Metrics
+    from pullwarden.node import Node
+    from pullwarden.objects import load_objects
+    from pullwarden.runtime import CRIImageService
+
     if metrics_addr is not None:
         parse_metrics_addr(metrics_addr)  # bad input is refused before anything is read
     try:
@@ -533,6 +543,8 @@ def gc_command(
     imageGCLowThresholdPercent; images idle longer than imageMaximumGCAge (if set) always go.
     One line per image removed (with --dry-run: that would be removed) and per record pruned.
     """
+    from pullwarden.node import Node
+
     if dry_run and not root.is_dir():
         what = "does not exist" if not os.path.lexists(root) else "is not a directory"
         die(f"--root {root} {what}: there is no node to collect")
