@@ -13,18 +13,55 @@ from typing import Any, NoReturn
 import click
 
 from pullwarden._cancel import CancelToken
-from pullwarden.errors import PullCancelledError
+from pullwarden.errors import (
+    DeniedError,
+    ImageStoreError,
+    NotFoundError,
+    PullCancelledError,
+    PullwardenError,
+    RegistryError,
+    RegistryUnavailableError,
+    UnauthorizedError,
+)
 
 __all__ = [
+    "EXIT_AUTH",
+    "EXIT_NOT_FOUND",
+    "EXIT_REGISTRY",
+    "EXIT_STORE",
+    "EXIT_UNAVAILABLE",
     "EXIT_USAGE",
     "Interrupts",
     "default_root",
     "default_store",
     "die",
+    "exit_code_for",
     "runtime_endpoint_option",
 ]
 
+# The exit statuses of the commands that talk to a registry or an image store (README,
+# "Conventions"); run and gc use 1 (not every container got its image) and 3 (root busy) too.
 EXIT_USAGE = 2
+EXIT_AUTH = 3
+EXIT_NOT_FOUND = 4
+EXIT_UNAVAILABLE = 5
+EXIT_REGISTRY = 6
+EXIT_STORE = 7
+
+
+def exit_code_for(err: PullwardenError) -> int:
+    """The exit status for a failed registry or image-store operation."""
+    if isinstance(err, UnauthorizedError | DeniedError):
+        return EXIT_AUTH
+    if isinstance(err, NotFoundError):
+        return EXIT_NOT_FOUND
+    if isinstance(err, RegistryUnavailableError):
+        return EXIT_UNAVAILABLE
+    if isinstance(err, RegistryError):
+        return EXIT_REGISTRY
+    if isinstance(err, ImageStoreError):
+        return EXIT_STORE
+    return EXIT_USAGE
 
 
 def runtime_endpoint_option(purpose: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

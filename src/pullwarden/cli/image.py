@@ -25,25 +25,15 @@ from pullwarden.cli._auth import (
     parse_hosts,
     tls_options,
 )
-from pullwarden.cli._common import die
+from pullwarden.cli._common import EXIT_STORE, EXIT_USAGE, die, exit_code_for
 from pullwarden.errors import (
     DeniedError,
     InvalidReferenceError,
-    NotFoundError,
     PullwardenError,
-    RegistryError,
-    RegistryUnavailableError,
     UnauthorizedError,
 )
 from pullwarden.reference import parse
 from pullwarden.runtime import AuthConfig, Platform
-
-EXIT_USAGE = 2
-EXIT_AUTH = 3
-EXIT_NOT_FOUND = 4
-EXIT_UNAVAILABLE = 5
-EXIT_REGISTRY = 6
-EXIT_WRITE = 7
 
 DEFAULT_PLATFORM = "linux/amd64"
 MAX_RANDOM_LAYERS = 64
@@ -178,18 +168,6 @@ def check_layout_dir(layout: Path) -> None:
             "give a new or empty directory, or an existing layout",
             EXIT_USAGE,
         )
-
-
-def push_exit_code(err: PullwardenError) -> int:
-    if isinstance(err, UnauthorizedError | DeniedError):
-        return EXIT_AUTH
-    if isinstance(err, NotFoundError):
-        return EXIT_NOT_FOUND
-    if isinstance(err, RegistryUnavailableError):
-        return EXIT_UNAVAILABLE
-    if isinstance(err, RegistryError):
-        return EXIT_REGISTRY
-    return EXIT_USAGE
 
 
 BUILD_HELP_EPILOG = """\b
@@ -368,7 +346,7 @@ def build_command(
             gzip_level=1 if random_layers else 6,
         )
     except OSError as err:
-        die(f"cannot write the layout {layout}: {err.strerror or err}", EXIT_WRITE)
+        die(f"cannot write the layout {layout}: {err.strerror or err}", EXIT_STORE)
     except ValueError as err:
         die(str(err), EXIT_USAGE)
     pushed = ""
@@ -437,8 +415,8 @@ def push_built(
             except (UnauthorizedError, DeniedError) as err:
                 last = err
             except PullwardenError as err:
-                die(str(err), push_exit_code(err))
+                die(str(err), exit_code_for(err))
             except OSError as err:
-                die(f"pushing {target}: cannot read the layout: {err.strerror or err}", EXIT_WRITE)
+                die(f"pushing {target}: cannot read the layout: {err.strerror or err}", EXIT_STORE)
     assert last is not None
-    die(str(last), push_exit_code(last))
+    die(str(last), exit_code_for(last))

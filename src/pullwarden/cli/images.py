@@ -26,20 +26,24 @@ from pullwarden.cli._auth import (
     parse_hosts,
     tls_options,
 )
-from pullwarden.cli._common import Interrupts, default_store, die, runtime_endpoint_option
+from pullwarden.cli._common import (
+    EXIT_NOT_FOUND,
+    EXIT_USAGE,
+    Interrupts,
+    default_store,
+    die,
+    exit_code_for,
+    runtime_endpoint_option,
+)
 from pullwarden.cli._providers import credential_provider_options, load_plugins
 from pullwarden.errors import (
     ContainerRuntimeError,
     DeniedError,
     DockerConfigError,
-    ImageStoreError,
     InvalidReferenceError,
-    NotFoundError,
     PullCancelledError,
     PullOutcomeUnknownError,
     PullwardenError,
-    RegistryError,
-    RegistryUnavailableError,
     UnauthorizedError,
 )
 from pullwarden.runtime import (
@@ -59,13 +63,6 @@ if TYPE_CHECKING:
     from pullwarden.runtime import CRIImageService, HostOptions, LocalImageService
 
     AnyImageService = LocalImageService | CRIImageService
-
-EXIT_USAGE = 2
-EXIT_AUTH = 3
-EXIT_NOT_FOUND = 4
-EXIT_UNAVAILABLE = 5
-EXIT_REGISTRY = 6
-EXIT_STORE = 7
 
 EXIT_CODES_HELP = """\b
 Exit status: 0 pulled; 2 bad input; 3 credentials refused (unauthorized or
@@ -96,20 +93,6 @@ store_option = click.option(
 store_runtime_option = runtime_endpoint_option(
     "work on its images instead of the embedded store (--store); '' forces the store."
 )
-
-
-def exit_code_for(err: PullwardenError) -> int:
-    if isinstance(err, UnauthorizedError | DeniedError):
-        return EXIT_AUTH
-    if isinstance(err, NotFoundError):
-        return EXIT_NOT_FOUND
-    if isinstance(err, RegistryUnavailableError):
-        return EXIT_UNAVAILABLE
-    if isinstance(err, RegistryError):
-        return EXIT_REGISTRY
-    if isinstance(err, ImageStoreError):
-        return EXIT_STORE
-    return EXIT_USAGE
 
 
 def chosen_endpoint(runtime_endpoint: str | None) -> str | None:
