@@ -15,9 +15,9 @@ so code that only names an image or reads records never loads an HTTP stack.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from pullwarden._facade import lazy_names
 from pullwarden.runtime import _oci as oci
 from pullwarden.runtime._base import (
     AuthConfig,
@@ -126,15 +126,4 @@ __all__ = [
     "read_layout",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'pullwarden.runtime' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_names(__name__, _LAZY, __all__)
