@@ -11,7 +11,9 @@ cached record costs.
 
 The *decision* table is the node's path: record hits only, serial, through the cache with
 ``Protections.all()`` (as :class:`~pullwarden.node.Node` builds it), every one of the N distinct
-image/imageRef pairs checked in turn (so a per-key memo smaller than the key set cannot help),
+image/imageRef pairs checked in turn (so a per-key memo smaller than the key set cannot help;
+the process-wide name memo is reset and warmed with a size's own names before its checks, as
+each size stands for one node),
 ``decide()`` beside the plain ``must_attempt_image_pull``; a last column checks 50 of the N keys
 over and over (hot in the CPU caches), which separates work that grows with the number of keys
 from memory latency.  Each pass runs at least ``--decide-checks`` checks; rounds rotate the order
@@ -210,6 +212,12 @@ def decision_table(
         order = sizes[r % len(sizes) :] + sizes[: r % len(sizes)]
         columns = names[r % len(names) :] + names[: r % len(names)]
         for n in order:
+            # Each size stands for a node of its own: the process-wide name memo starts from
+            # this node's names (one untimed pass), not from the other sizes' left-overs.
+            clear = getattr(trim_tag_digest, "cache_clear", None)
+            if clear is not None:
+                clear()
+                pass_decide(managers[n], checks[n, "all"][: len(stored[n])])
             for c in columns if r % 2 == 0 else columns[::-1]:
                 call, which = COLUMNS[c]
                 gc.collect()
