@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pullwarden.credentials import SecretSource, ServiceAccountSource, TrackedCredential
 from pullwarden.errors import RegistryUnavailableError, UnauthorizedError
-from pullwarden.imagemanager import CredentialLookup, describe_credential, pull_with_credentials
+from pullwarden.imagemanager import CredentialLookup, credential_ref, pull_with_credentials
 from pullwarden.records import ImagePullCredentials
 from pullwarden.testing import FakeClock
 from tests.imagemanager.doubles import (
@@ -127,10 +127,10 @@ def test_the_pull_time_includes_the_size_lookup(clock: FakeClock) -> None:
     assert outcome.size == 4321 and outcome.credential is None
 
 
-def test_describe_credential() -> None:
-    assert describe_credential(None) == "anonymous"
-    assert describe_credential(NODE) == "node credentials"
+def test_credential_ref_names_who_without_secrets() -> None:
+    assert credential_ref(None).describe() == "anonymous"
+    assert credential_ref(NODE).describe() == "node credentials"
     secret = TrackedCredential("u", "p", source=SecretSource("uid", "ns", "name"))
-    assert describe_credential(secret) == "secret ns/name"
+    assert credential_ref(secret).describe() == "secret ns/name"
     account = TrackedCredential("u", "p", source=ServiceAccountSource("uid", "ns", "builder"))
-    assert describe_credential(account) == "service account ns/builder"
+    assert credential_ref(account).describe() == "service account ns/builder"

@@ -7,7 +7,7 @@ the serial and parallel pullers, the registry rate limit and the credential look
 """
 
 from pullwarden.imagemanager._backoff import IMAGE_BACKOFF_INITIAL, IMAGE_BACKOFF_MAX, Backoff
-from pullwarden.imagemanager._credentials import CredentialLookup, describe_credential
+from pullwarden.imagemanager._credentials import CredentialLookup, credential_ref
 from pullwarden.imagemanager._errors import (
     ERR_IMAGE_INSPECT,
     ERR_IMAGE_NEVER_PULL,
@@ -64,6 +64,6 @@ __all__ = [
     "TokenBucket",
     "aggregate_error_text",
     "classify_pull_error",
-    "describe_credential",
+    "credential_ref",
     "pull_with_credentials",
 ]

@@ -25,10 +25,11 @@ from pullwarden.credentials import (
     pod_credentials,
 )
 from pullwarden.imagemanager._errors import log_unexpected
+from pullwarden.objects import CredentialRef
 from pullwarden.pullmanager import PodCredentials
 from pullwarden.reference import parse_image_name
 
-__all__ = ["CredentialLookup", "describe_credential", "error_text"]
+__all__ = ["CredentialLookup", "credential_ref", "error_text"]
 
 
 def error_text(err: BaseException) -> str:
@@ -46,18 +47,16 @@ def error_text(err: BaseException) -> str:
     return text
 
 
-def describe_credential(cred: TrackedCredential | None) -> str:
-    """Who a credential stands for, without any secret: ``secret ns/name``, ``anonymous``,
-    ``service account ns/name from credential provider ecr``, ..."""
+def credential_ref(cred: TrackedCredential | None) -> CredentialRef:
+    """Whose credential pulled an image (None: an anonymous pull), without any secret."""
     if cred is None:
-        return "anonymous"
+        return CredentialRef("anonymous")
     source = cred.source
     if isinstance(source, SecretSource):
-        return f"secret {source.namespace}/{source.name}"
-    via = f" from credential provider {cred.provider}" if cred.provider else ""
+        return CredentialRef("secret", source.namespace, source.name)
     if isinstance(source, ServiceAccountSource):
-        return f"service account {source.namespace}/{source.name}{via}"
-    return f"node-wide credentials{via}" if via else "node credentials"
+        return CredentialRef("serviceAccount", source.namespace, source.name, cred.provider)
+    return CredentialRef("node", provider=cred.provider)
 
 
 class CredentialLookup:

@@ -22,8 +22,6 @@ from pullwarden._clock import Clock, SystemClock
 from pullwarden._gofmt import MILLISECOND, go_duration, go_quote, seconds_to_ns, truncate
 from pullwarden.credentials import (
     Keyring,
-    SecretSource,
-    ServiceAccountSource,
     TrackedCredential,
     tracked_to_image_pull_credentials,
 )
@@ -41,7 +39,7 @@ from pullwarden.events import (
     EventRecorder,
 )
 from pullwarden.imagemanager._backoff import Backoff
-from pullwarden.imagemanager._credentials import CredentialLookup, error_text
+from pullwarden.imagemanager._credentials import CredentialLookup, credential_ref, error_text
 from pullwarden.imagemanager._errors import (
     ERR_IMAGE_INSPECT,
     ERR_IMAGE_NEVER_PULL,
@@ -502,18 +500,6 @@ class ImageManager:
         return EnsureResult(
             outcome.image_ref, None, "", True, VerifiedBy.PULL, ref.describe(), credential_ref=ref
         )
-
-
-def credential_ref(cred: TrackedCredential | None) -> CredentialRef:
-    """Whose credential pulled an image (None: an anonymous pull), without any secret."""
-    if cred is None:
-        return CredentialRef("anonymous")
-    source = cred.source
-    if isinstance(source, SecretSource):
-        return CredentialRef("secret", source.namespace, source.name)
-    if isinstance(source, ServiceAccountSource):
-        return CredentialRef("serviceAccount", source.namespace, source.name, cred.provider)
-    return CredentialRef("node", provider=cred.provider)
 
 
 def _matched(decision: Decision) -> CredentialRef | None:
