@@ -39,6 +39,7 @@ import json
 import re
 import sys
 import uuid
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -51,7 +52,6 @@ from pullwarden.errors import ManifestError
 from pullwarden.reference import default_pull_policy
 
 __all__ = [
-    "CREDENTIAL_KINDS",
     "PULL_POLICIES",
     "PULL_SECRET_TYPES",
     "UID_NAMESPACE",
@@ -137,9 +137,6 @@ class Secret:
     data: Mapping[str, bytes] = field(default_factory=dict, repr=False)
 
 
-CREDENTIAL_KINDS: Final = ("secret", "serviceAccount", "node", "anonymous")
-
-
 @dataclass(frozen=True, slots=True)
 class CredentialRef:
     """Whose credentials pulled an image or matched its record, never the credentials.
@@ -204,9 +201,17 @@ class Objects:
     pods: list[Pod] = field(default_factory=list)  # in file order
     secrets: dict[tuple[str, str], Secret] = field(default_factory=dict)  # (namespace, name)
     service_accounts: dict[tuple[str, str], ServiceAccount] = field(default_factory=dict)
-    ignored: int = 0  # objects of other kinds, skipped
-    ignored_kinds: dict[str, int] = field(default_factory=dict)  # kind -> how many skipped
-    skipped: tuple[Skipped, ...] = ()  # those objects, in file order
+    skipped: tuple[Skipped, ...] = ()  # objects of other kinds, in file order
+
+    @property
+    def ignored(self) -> int:
+        """How many objects were skipped."""
+        return len(self.skipped)
+
+    @property
+    def ignored_kinds(self) -> dict[str, int]:
+        """How many objects of each kind were skipped."""
+        return dict(Counter(s.kind for s in self.skipped))
 
 
 def derived_uid(kind: str, namespace: str, name: str) -> str:
@@ -680,7 +685,6 @@ def load_objects(
     secrets: dict[tuple[str, str], Secret] = {}
     accounts: dict[tuple[str, str], ServiceAccount] = {}
     first_seen: dict[tuple[str, str, str], _Where] = {}
-    ignored: dict[str, int] = {}
     skipped: list[Skipped] = []
 
     def check_unique(kind: str, namespace: str, name: str, where: _Where) -> None:
@@ -708,7 +712,6 @@ def load_objects(
                 check_unique(kind, account.namespace, account.name, where)
                 accounts[account.namespace, account.name] = account
             else:
-                ignored[kind] = ignored.get(kind, 0) + 1
                 skipped.append(_skipped(doc, kind, where))
 
     resolved: list[Pod] = []
@@ -721,8 +724,6 @@ def load_objects(
         pods=resolved,
         secrets=secrets,
         service_accounts=accounts,
-        ignored=sum(ignored.values()),
-        ignored_kinds=ignored,
         skipped=tuple(skipped),
     )
 

@@ -1,7 +1,15 @@
-"""What every command shares: the one-line error exit, data locations, Ctrl-C, the CRI endpoint."""
+"""What every command shares: the one-line error exit and the exit statuses, data locations,
+Ctrl-C, the CRI endpoint, and ``-o/--output``.
+
+``-o`` is the one output convention of the commands that print data (README, "Conventions"):
+``table`` (the default) is for people; ``json`` and ``yaml`` are one document for programs, the
+YAML the same document as the JSON; a command may add choices (``wide``).  ``text``, the old
+name of ``table``, is still accepted without being listed.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -32,10 +40,13 @@ __all__ = [
     "EXIT_UNAVAILABLE",
     "EXIT_USAGE",
     "Interrupts",
+    "OutputChoice",
     "default_root",
     "default_store",
     "die",
+    "emit",
     "exit_code_for",
+    "output_option",
     "runtime_endpoint_option",
 ]
 
@@ -158,3 +169,34 @@ class Interrupts:
                 self._watcher.join(1.0)
             os.close(write_fd)
             os.close(read_fd)
+
+
+class OutputChoice(click.Choice[str]):
+    """The listed choices, plus ``text`` for ``table``, accepted unlisted."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        return super().convert("table" if value == "text" else value, param, ctx)
+
+
+def output_option(
+    *extra: str, help: str | None = None
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``-o/--output table|json|yaml`` (plus ``extra``, e.g. ``wide``), default ``table``."""
+    return click.option(
+        "-o",
+        "--output",
+        type=OutputChoice(["table", "json", "yaml", *extra]),
+        default="table",
+        show_default=True,
+        help=help,
+    )
+
+
+def emit(document: object, output: str) -> None:
+    """``document`` on standard output as indented JSON, or as the same document in YAML."""
+    if output == "yaml":
+        import yaml  # only for -o yaml
+
+        click.echo(yaml.safe_dump(document, sort_keys=False, allow_unicode=True), nl=False)
+    else:
+        click.echo(json.dumps(document, indent=2, ensure_ascii=False))

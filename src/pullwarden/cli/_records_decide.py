@@ -17,15 +17,14 @@ from typing import Any
 
 import click
 
-from pullwarden.cli._common import die
+from pullwarden.cli._common import die, emit, output_option
 from pullwarden.cli._providers import credential_provider_options
 from pullwarden.cli.records import (
+    RECORDS_OUTPUT_HELP,
     Output,
     RecordFilter,
-    emit,
     image_option_value,
     open_store,
-    output_option,
     root_option,
 )
 from pullwarden.errors import InvalidReferenceError, PullwardenError, RecordError
@@ -227,7 +226,7 @@ def explain_text(d: Decision) -> list[str]:
 @config_option
 @policy_option
 @allowlist_option
-@output_option()
+@output_option(help=RECORDS_OUTPUT_HELP)
 @credential_provider_options
 def explain_command(
     root: Path,
@@ -474,7 +473,7 @@ def known_image_refs(store: FileRecordStore, image: str) -> tuple[list[str], boo
 @config_option
 @policy_option
 @allowlist_option
-@output_option()
+@output_option(help=RECORDS_OUTPUT_HELP)
 @credential_provider_options
 def who_can_command(
     image: str,

@@ -25,7 +25,7 @@ from pullwarden.cli._auth import (
     parse_hosts,
     tls_options,
 )
-from pullwarden.cli._common import EXIT_STORE, EXIT_USAGE, die, exit_code_for
+from pullwarden.cli._common import EXIT_STORE, EXIT_USAGE, die, emit, exit_code_for, output_option
 from pullwarden.errors import (
     DeniedError,
     InvalidReferenceError,
@@ -255,14 +255,7 @@ credentials; 4 the registry has no such repository; 5 registry unavailable;
 )
 @credential_options("the --push registry")
 @tls_options("  With --push.")
-@click.option(
-    "-o",
-    "--output",
-    type=click.Choice(["table", "json", "yaml"]),
-    default="table",
-    show_default=True,
-    help="How to print what was built.",
-)
+@output_option(help="How to print what was built.")
 def build_command(
     directory: Path | None,
     tag: str | None,
@@ -363,12 +356,8 @@ def build_command(
         "size": built.total_size,
         "pushed": pushed,
     }
-    if output == "json":
-        click.echo(json.dumps(document, indent=2))
-    elif output == "yaml":
-        import yaml
-
-        click.echo(yaml.safe_dump(document, sort_keys=False), nl=False)
+    if output != "table":
+        emit(document, output)
     else:
         rows = [
             ("Name", name),

@@ -7,7 +7,6 @@ the images of the container runtime at that socket (containerd), through
 
 from __future__ import annotations
 
-import json
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -32,7 +31,9 @@ from pullwarden.cli._common import (
     Interrupts,
     default_store,
     die,
+    emit,
     exit_code_for,
+    output_option,
     runtime_endpoint_option,
 )
 from pullwarden.cli._providers import credential_provider_options, load_plugins
@@ -436,13 +437,7 @@ def images_data(images: list[Image]) -> dict[str, Any]:
 @click.command("images")
 @store_option
 @store_runtime_option
-@click.option(
-    "-o",
-    "--output",
-    type=click.Choice(["table", "json", "yaml"]),
-    default="table",
-    show_default=True,
-)
+@output_option()
 @click.option("--quiet", "-q", is_flag=True, help="Only the image ids, one line per image.")
 @click.option("--digests", is_flag=True, help="Add a DIGEST column (table).")
 @click.option("--no-trunc", is_flag=True, help="Do not shorten ids and digests (table).")
@@ -486,12 +481,8 @@ def images_command(
     if quiet:
         for image_id in dict.fromkeys(i.id for i in images):
             click.echo(image_id)
-    elif output == "json":
-        click.echo(json.dumps(images_data(images), indent=2))
-    elif output == "yaml":
-        import yaml
-
-        click.echo(yaml.safe_dump(images_data(images), sort_keys=False), nl=False)
+    elif output != "table":
+        emit(images_data(images), output)
     else:
         header = ("IMAGE", "TAG", *(["DIGEST"] if digests else []), "IMAGE ID", "SIZE")
         rows = [header, *image_rows(images, digests=digests, no_trunc=no_trunc)]

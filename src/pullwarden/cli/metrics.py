@@ -8,14 +8,13 @@ Nothing is written: the records are opened read-only.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from pullwarden.cli._common import default_root, die
+from pullwarden.cli._common import default_root, die, emit
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -97,9 +96,4 @@ def metrics_command(root: Path, output: str) -> None:
         document = metrics_document(metrics.registry)
     except RecordError as err:
         die(str(err))
-    if output == "json":
-        click.echo(json.dumps(document, indent=2))
-    else:
-        import yaml
-
-        click.echo(yaml.safe_dump(document, sort_keys=False), nl=False)
+    emit(document, output)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import json
 import os
 import sys
 import threading
@@ -17,7 +16,14 @@ from typing import TYPE_CHECKING, Any, TextIO
 import click
 
 from pullwarden._cancel import CancelToken
-from pullwarden.cli._common import Interrupts, default_root, die, runtime_endpoint_option
+from pullwarden.cli._common import (
+    Interrupts,
+    default_root,
+    die,
+    emit,
+    output_option,
+    runtime_endpoint_option,
+)
 from pullwarden.cli._providers import credential_provider_options, load_plugins
 from pullwarden.errors import (
     ImageStoreError,
@@ -57,34 +63,13 @@ config_option = click.option(
 )
 
 
+# The -o help of run and gc, after what their table shows.
+ONE_DOCUMENT = "json / yaml: one document on standard output (yaml is the json document as YAML)."
+
 node_runtime_option = runtime_endpoint_option(
     "keep the node's images there instead of ROOT/images; beats the config's "
     "imageServiceEndpoint / containerRuntimeEndpoint ('' forces the embedded store)."
 )
-
-
-class OutputFormat(click.Choice[str]):
-    """``-o``: ``table``, ``json``, ``yaml``; ``text``, the old name of ``table``, is accepted
-    without being listed."""
-
-    def __init__(self) -> None:
-        super().__init__(["table", "json", "yaml"])
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        return super().convert("table" if value == "text" else value, param, ctx)
-
-
-def output_option(table: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """``-o/--output table|json|yaml`` (``text`` accepted for ``table``), default ``table``."""
-    return click.option(
-        "-o",
-        "--output",
-        type=OutputFormat(),
-        default="table",
-        show_default=True,
-        help=f"table: {table}; json / yaml: one document on standard output (yaml is the json "
-        "document as YAML).",
-    )
 
 
 def load_config(path: Path | None) -> KubeletConfig:
@@ -101,16 +86,6 @@ def load_config(path: Path | None) -> KubeletConfig:
             err=True,
         )
     return config
-
-
-def emit(doc: dict[str, Any], output: str) -> None:
-    """``doc`` on standard output as JSON or YAML (the same document)."""
-    if output == "yaml":
-        import yaml
-
-        click.echo(yaml.safe_dump(doc, sort_keys=False), nl=False)
-    else:
-        click.echo(json.dumps(doc, indent=2))
 
 
 def outcome_json(pods: list[PodOutcome], events: EventLog | None = None) -> dict[str, Any]:
@@ -345,7 +320,7 @@ def serve_metrics(addr: str | None, metrics: Metrics) -> Iterator[None]:
 @config_option
 @root_option
 @node_runtime_option
-@output_option("events as they happen, then a table")
+@output_option(help=f"table: events as they happen, then a table; {ONE_DOCUMENT}")
 @click.option(
     "--no-node-credentials",
     is_flag=True,
@@ -527,7 +502,7 @@ def gc_json(plan: GCPlan, report: GCReport | None, records: list[str]) -> dict[s
     is_flag=True,
     help="Say which images would be removed (and why) and which records pruned; change nothing.",
 )
-@output_option("one line per image and per record, then a summary")
+@output_option(help=f"table: one line per image and per record, then a summary; {ONE_DOCUMENT}")
 def gc_command(
     config_path: Path | None,
     root: Path,

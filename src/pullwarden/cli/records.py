@@ -31,7 +31,7 @@ import click
 from click.core import ParameterSource
 
 from pullwarden._gojson import format_rfc3339
-from pullwarden.cli._common import default_root, die, runtime_endpoint_option
+from pullwarden.cli._common import default_root, die, emit, output_option, runtime_endpoint_option
 from pullwarden.cli._lazy import LazyGroup
 from pullwarden.errors import (
     InvalidReferenceError,
@@ -78,25 +78,7 @@ root_option = click.option(
 )
 
 
-class OutputChoice(click.Choice[str]):
-    """``-o``: the choices shown, plus ``text``, the old name of ``table``, accepted unlisted."""
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if value == "text":
-            value = "table"
-        return super().convert(value, param, ctx)
-
-
-def output_option(*extra: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """``-o/--output table|json|yaml`` (plus ``extra``, e.g. ``wide``), default ``table``."""
-    return click.option(
-        "-o",
-        "--output",
-        type=OutputChoice(["table", "json", "yaml", *extra]),
-        default="table",
-        show_default=True,
-        help="Output format (yaml is the json document as YAML; text is table's old name).",
-    )
+RECORDS_OUTPUT_HELP = "Output format (yaml is the json document as YAML; text is table's old name)."
 
 
 def open_store(root: Path) -> FileRecordStore:
@@ -106,16 +88,6 @@ def open_store(root: Path) -> FileRecordStore:
         what = "does not exist" if not os.path.lexists(root) else "is not a directory"
         die(f"{root} {what}, so {root}/image_manager does not exist; {KUBELET_HINT}")
     return FileRecordStore(root, migrate=False, create=False)
-
-
-def emit(data: object, output: str) -> None:
-    """``data`` as indented JSON, or as the same document in YAML."""
-    if output == "json":
-        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
-    else:
-        import yaml
-
-        click.echo(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), nl=False)
 
 
 # -- plain views of the records -------------------------------------------------------------
@@ -675,7 +647,7 @@ def wide_cells(r: ImagePulledRecord) -> tuple[str, str]:
     help="Only records and pull intents for this image, however it is spelt (nginx, "
     "docker.io/library/nginx:1.25 ...: names are compared normalised, tag and digest dropped).",
 )
-@output_option("wide")
+@output_option("wide", help=RECORDS_OUTPUT_HELP)
 def ls_command(
     root: Path,
     runtime_endpoint: str | None,
@@ -912,7 +884,7 @@ def _ref(r: ImagePulledRecord) -> str:
 @records.command("show")
 @click.argument("ref_or_file", metavar="WHAT")
 @root_option
-@output_option()
+@output_option(help=RECORDS_OUTPUT_HELP)
 def show_command(ref_or_file: str, root: Path, output: str) -> None:
     """Show a record or pull intent: by file, imageRef, digest prefix or image name.
 
@@ -998,7 +970,7 @@ ABSENT_MESSAGE = (
     f"report each record whose image it no longer has ({ABSENT_IMAGE}); its images without a "
     "record are listed as notes, not problems."
 )
-@output_option()
+@output_option(help=RECORDS_OUTPUT_HELP)
 def check_command(root: Path, runtime_endpoint: str | None, output: str) -> None:
     """Decode every file; report undecodable, foreign, misnamed and stale temporary files.
 

@@ -126,12 +126,7 @@ def pull_with_credentials(
     for cred in attempts:
         auth = None if cred is None else AuthConfig(cred.username, cred.password)
         try:
-            if on_progress is None:
-                image_ref = service.pull_image(image, auth, cancel=cancel, sandbox=sandbox)
-            else:
-                image_ref = service.pull_image(
-                    image, auth, on_progress, cancel=cancel, sandbox=sandbox
-                )
+            image_ref = service.pull_image(image, auth, on_progress, cancel=cancel, sandbox=sandbox)
         except Exception as err:
             failures.append(err)
             if cancel is not None and cancel.cancelled:

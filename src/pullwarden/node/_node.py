@@ -166,32 +166,32 @@ class Node:
                 )
             self.read_only = read_only
             self.pull_manager: PullManager | None = None
-            if config.feature_gate_enabled and read_only:
-                assert config.verification_policy is not None  # defaulted whenever the gate is on
-                self.pull_manager = PullManager(
-                    FileRecordStore(self.root, migrate=False, create=False),
-                    PolicyEnforcer(config.verification_policy, config.allowlist),
-                    None,  # no start-up housekeeping: it writes
-                    clock=self.clock,
-                    metrics=self.metrics,
-                )
-            elif config.feature_gate_enabled:
+            if config.feature_gate_enabled:
                 assert config.verification_policy is not None  # defaulted whenever the gate is on
                 enforcer = PolicyEnforcer(config.verification_policy, config.allowlist)
-                first_start = not (self.root / IMAGE_MANAGER_DIR).is_dir()
-                records = FileRecordStore(self.root)
-                records.sweep_drafts()  # this node owns the root: no other writer is at work
-                self.pull_manager = PullManager(
-                    CachedRecordStore(records),
-                    enforcer,
-                    self.images,
-                    clock=self.clock,
-                    metrics=self.metrics,
-                    lock_stripes=config.max_parallel_image_pulls or 1,
-                    protections=protections or Protections.all(),
-                )
-                if first_start:
-                    self._note_preloaded(config.verification_policy)
+                if read_only:
+                    self.pull_manager = PullManager(
+                        FileRecordStore(self.root, migrate=False, create=False),
+                        enforcer,
+                        None,  # no start-up housekeeping: it writes
+                        clock=self.clock,
+                        metrics=self.metrics,
+                    )
+                else:
+                    first_start = not (self.root / IMAGE_MANAGER_DIR).is_dir()
+                    records = FileRecordStore(self.root)
+                    records.sweep_drafts()  # this node owns the root: no other writer is at work
+                    self.pull_manager = PullManager(
+                        CachedRecordStore(records),
+                        enforcer,
+                        self.images,
+                        clock=self.clock,
+                        metrics=self.metrics,
+                        lock_stripes=config.max_parallel_image_pulls or 1,
+                        protections=protections or Protections.all(),
+                    )
+                    if first_start:
+                        self._note_preloaded(config.verification_policy)
             node_keyring = None
             if node_credentials:
                 node_keyring = ProviderKeyring(NodeDockerConfigProvider(self.root))
