@@ -100,15 +100,18 @@ def test_image_commands_load_only_the_stack_they_use(tmp_path: Path) -> None:
     assert [m for m in loaded if m.startswith(("httpx", "rich", "grpc"))] == []
 
 
-def test_the_command_loads_neither_httpx_s_cli_nor_trio() -> None:
-    # A registry command imports httpx; its own CLI (rich, pygments) and trio stay unloaded, and
-    # httpx still works (both imports are optional by design).
+def test_the_command_loads_neither_httpx_s_cli_nor_httpcore() -> None:
+    # A registry command imports httpx; its own CLI (rich, pygments) stays unloaded, and httpx
+    # still works (the import is optional by design); the client's HTTP is runtime._http1, so
+    # neither httpcore nor an async backend it would bring is loaded either.
     probe = (
         "import sys\n"
         "import pullwarden.cli\n"
         "import httpx\n"
+        "import pullwarden.runtime._registry\n"
         "assert httpx.Client and httpx.main\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('rich', 'pygments', 'trio')"
+        "unwanted = ('rich', 'pygments', 'trio', 'httpcore', 'h11', 'anyio')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in unwanted"
         " and sys.modules[m] is not None))\n"
     )
     done = subprocess.run(

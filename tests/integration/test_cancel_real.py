@@ -2,10 +2,9 @@
 
 The contract (runtime.base.ImageService.pull_image): a pull that returns has committed; a pull
 that raises has committed nothing.  Once its token is cancelled a pull raises the token's error
-within a second, whether it is waiting for a manifest, downloading blobs (the lean reader or
-httpx) or about to commit, and a later pull of the same image succeeds.  A pull whose blob
-bytes stop arriving fails after the store's ``progress_timeout``; a slow one that keeps making
-progress does not.
+within a second, whether it is waiting for a manifest, downloading blobs or about to commit,
+and a later pull of the same image succeeds.  A pull whose blob bytes stop arriving fails after
+the store's ``progress_timeout``; a slow one that keeps making progress does not.
 """
 
 from __future__ import annotations
@@ -74,8 +73,7 @@ def ref_via(link: ThrottledLink) -> str:
 
 
 def open_store(tmp_path: Path, **options: object) -> LocalImageService:
-    lean = bool(options.pop("lean_blobs", True))
-    client = RegistryClient(lean_blobs=lean, retries=1, retry_backoff=0.05)
+    client = RegistryClient(retries=1, retry_backoff=0.05)
     return LocalImageService(tmp_path / "store", client=client, **options)  # type: ignore[arg-type]
 
 
@@ -147,15 +145,14 @@ def test_cancel_while_the_manifest_trickles_in(
         assert_not_committed_then_repull(svc, tmp_path, link, big_image)
 
 
-@pytest.mark.parametrize("lean", [True, False], ids=["lean-reader", "httpx"])
 def test_cancel_during_the_blob_downloads(
-    big_image: BigImage, link: ThrottledLink, tmp_path: Path, lean: bool
+    big_image: BigImage, link: ThrottledLink, tmp_path: Path
 ) -> None:
     link.rate = 200_000  # per connection: the layers take seconds
     token = CancelToken()
     canceller = Canceller(token)
     canceller.after(lambda: link.wait_for_request("/blobs/"), 0.4)
-    with open_store(tmp_path, lean_blobs=lean) as svc:
+    with open_store(tmp_path) as svc:
         expect_cancelled(svc, ref_via(link), token, canceller)
         assert link.forwarded < big_image.blob_bytes  # it really stopped half-way
         assert_not_committed_then_repull(svc, tmp_path, link, big_image)

@@ -1,4 +1,4 @@
-"""Kept-alive connections of the lean blob reader, on real loopback sockets.
+"""Kept-alive connections of the client's HTTP/1.1 (runtime._http1), on real loopback sockets.
 
 :class:`KeepAliveServer` is a small HTTP/1.1 server that keeps each connection open for as many
 requests as the client sends, numbers the connections it accepts and notes which connection
@@ -26,7 +26,7 @@ import pytest
 from pullwarden._cancel import CancelToken
 from pullwarden.errors import PullCancelledError, TooLargeError
 from pullwarden.runtime import AuthConfig, HostOptions, RegistryClient, ResolvedImage, oci
-from pullwarden.runtime._fastblob import BLOB_BODY, LEAN, BlobBody, IdleConnections, exchange
+from pullwarden.runtime._http1 import SIZED_BODY, IdleConnections, SizedBody, exchange
 from pullwarden.runtime._network import Connection
 from tests.runtime.test_registry import serve_tls
 
@@ -53,7 +53,7 @@ class KeepAliveServer:
     def __init__(self, script: Script) -> None:
         self.script = script
         self.requests: list[tuple[int, bytes]] = []  # (connection number, request head)
-        self.ended: set[int] = set()  # connections the client closed
+        self.ended: set[int] = set()  # connections the client closed (or reset)
         self.done = threading.Event()
         self._lock = threading.Lock()
         self._conns: list[socket.socket] = []
@@ -108,8 +108,9 @@ class KeepAliveServer:
                 if then == "stall":
                     self.done.wait(30)
                     return
-        except OSError:
-            return
+        except OSError:  # a reset: the client closed with our answer unread (or mid-send)
+            with self._lock:
+                self.ended.add(number)
 
     def wait_for(self, predicate: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
         deadline = time.monotonic() + timeout
@@ -174,7 +175,7 @@ def test_blobs_one_after_another_share_one_connection(
         assert server.accepted == 1
         assert len(server.on(0)) == 5
         assert all(b"Connection: keep-alive" in r for r in server.on(0))
-        assert client.lean_blob_count == 5
+        assert client.direct_blob_count == 5
 
 
 def test_parallel_downloads_open_no_more_connections_than_workers(tmp_path: Path) -> None:
@@ -310,8 +311,8 @@ def test_a_redirect_uses_the_target_origins_connections_and_no_credential_crosse
         assert storage.accepted == 1 and len(storage.requests) == 4
         assert not any(b"authorization" in r.lower() for _, r in storage.requests)
         assert not any(secret.encode() in r for _, r in storage.requests)
-        # the registry: a bare lean GET and a bare pooled one (401s), then one kept-alive
-        # connection carries every GET with the credentials
+        # the registry: a bare GET (401), then one kept-alive connection carries every GET
+        # with the credentials
         with_credentials = [(n, r) for n, r in registry.requests if basic.encode() in r]
         assert len(with_credentials) == 4
         assert len({n for n, _ in with_credentials}) == 1
@@ -404,7 +405,7 @@ def test_tls_connections_are_kept_too(tmp_path: Path) -> None:
         with RegistryClient(hosts={host: HostOptions(ca_file=ca)}, retries=0) as client:
             for n in range(4):
                 fetch(client, host, n, tmp_path)
-            assert client.lean_blob_count == 4
+            assert client.direct_blob_count == 4
         assert len(_KeepAliveTLSHandler.connections) == 1
 
 
@@ -427,13 +428,13 @@ def test_another_tls_context_gets_another_connection(tmp_path: Path) -> None:
 
 def get(url: httpx.URL, **headers: str) -> httpx.Request:
     timeout = httpx.Timeout(5.0).as_dict()
-    return httpx.Request("GET", url, headers=headers, extensions={LEAN: True, "timeout": timeout})
+    return httpx.Request("GET", url, headers=headers, extensions={"timeout": timeout})
 
 
 def read_all(response: httpx.Response | None, upto: int | None = None) -> bytes:
     assert response is not None
-    body = response.extensions[BLOB_BODY]
-    assert isinstance(body, BlobBody)
+    body = response.extensions[SIZED_BODY]
+    assert isinstance(body, SizedBody)
     buffer = memoryview(bytearray(4096))
     out = b""
     with body:
@@ -486,6 +487,74 @@ def test_bytes_after_the_body_make_the_connection_unusable() -> None:
         time.sleep(0.05)
         assert read_all(exchange(get(url), None, idle)) == data
         idle.close()
+        assert server.accepted == 2
+
+
+def test_every_framing_read_to_its_end_leaves_the_connection_kept() -> None:
+    """Manifest, token and blob answers alike: one connection serves a whole pull."""
+    data, desc = BLOBS[0]
+    answers = [
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n{}\n\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n",  # the answer to a HEAD
+        ok(data),
+        b"HTTP/1.1 204 No Content\r\n\r\n",
+        b"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\n{}",
+    ]
+
+    def script(request: bytes, number: int) -> Reply:
+        return answers[len(server.requests) - 1], "keep"
+
+    with KeepAliveServer(script) as server:
+        base = f"http://{server.host}/v2/ns/x"
+        idle = IdleConnections()
+        for method, path in [
+            ("GET", "/manifests/v1"),
+            ("HEAD", "/manifests/v1"),
+            ("GET", f"/blobs/{desc.digest}"),
+            ("GET", "/tags/list"),
+            ("GET", "/manifests/gone"),
+        ]:
+            response = exchange(httpx.Request(method, base + path), None, idle)
+            response.read()
+            response.close()
+            assert idle.idle() == 1, path
+        idle.close()
+        assert server.accepted == 1 and len(server.requests) == 5
+
+
+def test_a_request_with_a_body_never_goes_on_a_kept_connection() -> None:
+    def script(request: bytes, number: int) -> Reply:
+        return b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}", "keep"
+
+    with KeepAliveServer(script) as server:
+        url = f"http://{server.host}/token"
+        idle = IdleConnections()
+        for request in [
+            httpx.Request("GET", url),
+            httpx.Request("POST", url, data={"grant_type": "password"}),
+            httpx.Request("POST", url, data={"grant_type": "password"}),
+            httpx.Request("GET", url),
+        ]:
+            response = exchange(request, None, idle)
+            assert response.read() == b"{}"
+            response.close()
+        idle.close()
+        # the first POST did not take the GET's connection, nor the second the first's; the
+        # last GET takes the connection the last POST left
+        assert [n for n, _ in server.requests] == [0, 1, 2, 2]
+
+
+def test_a_body_without_length_or_chunks_is_never_kept() -> None:
+    def script(request: bytes, number: int) -> Reply:
+        return b"HTTP/1.1 200 OK\r\n\r\nto the end", "close"
+
+    with KeepAliveServer(script) as server:
+        idle = IdleConnections()
+        for _ in range(2):
+            answer = exchange(httpx.Request("GET", f"http://{server.host}/x"), None, idle)
+            assert answer.read() == b"to the end"
+            answer.close()
+            assert idle.idle() == 0
         assert server.accepted == 2
 
 

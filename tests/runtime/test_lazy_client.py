@@ -28,7 +28,7 @@ from pullwarden.runtime import (
     _registry,
     build_image,
 )
-from tests.runtime.test_fastblob import _TLSBlobHandler
+from tests.runtime.test_http1 import _TLSBlobHandler
 from tests.runtime.test_registry import serve_tls
 
 

@@ -1,7 +1,7 @@
 """The one policy for what is sent where (runtime._policy), and that every path consumes it.
 
 The behaviour itself (credentials across redirects, realms, CA files) is tested end to end in
-test_registry.py, test_fastblob.py and test_hostile_input.py; these pin the rules' edges.
+test_registry.py, test_http1.py and test_hostile_input.py; these pin the rules' edges.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import pytest
 
 from pullwarden.errors import RegistryError
 from pullwarden.runtime import RegistryClient, oci
-from pullwarden.runtime._fastblob import LEAN
 from pullwarden.runtime._policy import (
     MAX_REDIRECTS,
     HostOptions,
@@ -97,7 +96,7 @@ def test_one_redirect_limit_for_blobs_too(tmp_path: Path) -> None:
 
 
 def test_an_injected_transport_sees_the_production_blob_request(tmp_path: Path) -> None:
-    """The request a MockTransport gets is the one the lean reader would get on the network."""
+    """The request a MockTransport gets is the one the network transport would get."""
     blob = b"blob bytes"
     desc = oci.Descriptor(oci.OCI_LAYER, oci.digest_of(blob), len(blob))
     seen: list[httpx.Request] = []
@@ -110,9 +109,9 @@ def test_an_injected_transport_sees_the_production_blob_request(tmp_path: Path) 
         client.fetch_blob("127.0.0.1:5000/ns/x", desc, tmp_path / "b")
         client.head_manifest("127.0.0.1:5000/ns/x:v1")
     blob_request, manifest_request = seen
-    assert blob_request.extensions.get(LEAN) is True
+    assert blob_request.method == "GET" and blob_request.url.path.endswith(desc.digest)
     assert blob_request.headers["Accept-Encoding"] == "identity"
-    assert manifest_request.extensions.get(LEAN) is None
+    assert manifest_request.method == "HEAD"
     assert (tmp_path / "b").read_bytes() == blob
 
 

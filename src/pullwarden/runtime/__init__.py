@@ -3,7 +3,7 @@
 Import the supported names from here; the modules behind them are private: ``_base`` (the
 :class:`ImageService` protocol and its value types), ``_store`` (the embedded store),
 ``_registry`` (the OCI distribution client, with ``_transport``, ``_policy``, ``_wire``,
-``_fastblob``, ``_network``, ``_auth``, ``_scrub`` and ``_blobs`` under it), ``_cri`` (a
+``_http1``, ``_network``, ``_auth``, ``_scrub`` and ``_blobs`` under it), ``_cri`` (a
 container runtime's image service over CRI: containerd), ``_layout`` (OCI image layouts) and
 ``_oci`` (media types, manifests and indexes; also offered whole as
 :mod:`oci`, for its constants).

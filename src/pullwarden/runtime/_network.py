@@ -2,24 +2,20 @@
 
 Every exchange with a registry runs inside :func:`guarded`, which installs a :class:`Guard` (a
 :class:`~pullwarden._cancel.CancelToken` and an optional deadline) in a context variable.  The
-code that actually blocks — the streams of :class:`GuardedTransport`, which carries all of
-httpx's traffic, and the lean blob reader of :mod:`._fastblob` — finds the guard there, so
-neither the token nor the deadline has to be threaded through httpx.
+code that actually blocks — the HTTP/1.1 of :mod:`._http1`, which carries all of the client's
+traffic — finds the guard there, so neither the token nor the deadline has to be threaded
+through httpx.
 
 * **Cancellation.** Every socket used under a guard is registered with the guard's token for as
   long as the guard lasts.  Cancelling the token shuts the socket down (``SHUT_RDWR``), which
   wakes a thread blocked in ``connect``, ``send`` or ``recv`` on it at once, whichever thread
-  (or signal handler) cancels.  The woken operation raises the token's error.
+  (or signal handler) cancels.  The woken operation raises the token's error (:func:`fail`).
 * **Deadline.** The timeout of every socket operation is clipped to what is left of the guard's
   deadline, so a server that drips its answer one byte at a time cannot hold the exchange past
   it.  Past the deadline an operation raises :class:`DeadlineExceeded` (an
   ``httpx.TimeoutException``, so the retry logic treats it like any timeout).
 
 Outside any guard the sockets behave like plain ones (per-operation timeouts only).
-
-:class:`GuardedTransport` is an ``httpx.BaseTransport`` over ``httpcore.ConnectionPool`` (HTTP/1.1,
-the pool limits httpx uses by default) whose network backend makes these sockets; it exists
-because httpx offers no other way to reach the socket before the response headers arrive.
 """
 
 from __future__ import annotations
@@ -30,10 +26,9 @@ import select
 import socket
 import ssl
 import time
-from collections.abc import Iterable, Iterator
-from typing import Any, NoReturn
+from collections.abc import Iterator
+from typing import NoReturn
 
-import httpcore
 import httpx
 
 from pullwarden._cancel import CancelToken
@@ -43,9 +38,9 @@ __all__ = [
     "Connection",
     "DeadlineExceeded",
     "Guard",
-    "GuardedTransport",
     "connect",
     "current_guard",
+    "fail",
     "guarded",
     "idle_usable",
 ]
@@ -185,14 +180,17 @@ class Connection:
         try:
             self.sock = context.wrap_socket(self.sock, server_hostname=server_hostname)
         except OSError as err:
-            _fail(guard, err, err)
+            fail(guard, err, err)
 
     def close(self) -> None:
         self.sock.close()
 
 
-def _fail(guard: Guard | None, error: BaseException, cause: BaseException) -> NoReturn:
-    """Raise ``error`` (caused by ``cause``), or what the guard says to raise instead."""
+def fail(guard: Guard | None, error: BaseException, cause: BaseException) -> NoReturn:
+    """Raise ``error`` (caused by ``cause``), or what the guard says to raise instead.
+
+    Instead: the token's error once cancelled, DeadlineExceeded past the deadline.
+    """
     replaced = error if guard is None else guard.failed(error)
     if replaced is not error:
         raise replaced from None  # the token's error is shared: keep its chain clean
@@ -201,14 +199,7 @@ def _fail(guard: Guard | None, error: BaseException, cause: BaseException) -> No
     raise error from cause
 
 
-def connect(
-    host: str,
-    port: int,
-    timeout: float | None,
-    *,
-    local_address: str | None = None,
-    socket_options: Iterable[Any] = (),
-) -> Connection:
+def connect(host: str, port: int, timeout: float | None) -> Connection:
     """Connect to ``host:port`` (each address in turn), watched by the current guard.
 
     Raises OSError (TimeoutError on timeout), the guard's token error once cancelled, or
@@ -225,16 +216,12 @@ def connect(
             if guard is not None:
                 guard.watch(connection)
                 timeout = guard.clip(timeout)
-            for option in socket_options:
-                connection.sock.setsockopt(*option)
-            if local_address is not None:
-                connection.sock.bind((local_address, 0))
             connection.sock.settimeout(timeout)
             connection.sock.connect(address)
         except OSError as err:
             connection.close()
             if guard is not None and guard.failed(err) is not err:
-                _fail(guard, err, err)
+                fail(guard, err, err)
             last = err
             continue
         except BaseException:
@@ -243,85 +230,6 @@ def connect(
         connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return connection
     raise last
-
-
-# --- httpcore network backend ------------------------------------------------------------------
-
-
-class _Stream(httpcore.NetworkStream):
-    """An httpcore stream over a :class:`Connection`, honouring the current guard."""
-
-    def __init__(self, connection: Connection) -> None:
-        self._connection = connection
-
-    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        guard = _GUARD.get()
-        if guard is not None:
-            guard.watch(self._connection)
-            timeout = guard.clip(timeout)
-        sock = self._connection.sock
-        try:
-            sock.settimeout(timeout)
-            data = sock.recv(max_bytes)
-        except TimeoutError as err:
-            _fail(guard, httpcore.ReadTimeout(str(err) or "timed out"), err)
-        except OSError as err:
-            _fail(guard, httpcore.ReadError(str(err)), err)
-        if guard is not None and guard.token is not None and guard.token.error is not None:
-            raise guard.token.error from None  # the shutdown's end-of-file, or unwanted data
-        return data
-
-    def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        if not buffer:
-            return
-        guard = _GUARD.get()
-        if guard is not None:
-            guard.watch(self._connection)
-            timeout = guard.clip(timeout)
-        sock = self._connection.sock
-        try:
-            sock.settimeout(timeout)
-            sock.sendall(buffer)
-        except TimeoutError as err:
-            _fail(guard, httpcore.WriteTimeout(str(err) or "timed out"), err)
-        except OSError as err:
-            _fail(guard, httpcore.WriteError(str(err)), err)
-
-    def close(self) -> None:
-        self._connection.close()
-
-    def start_tls(
-        self,
-        ssl_context: ssl.SSLContext,
-        server_hostname: str | None = None,
-        timeout: float | None = None,
-    ) -> httpcore.NetworkStream:
-        try:
-            self._connection.start_tls(ssl_context, server_hostname, timeout)
-        except TimeoutError as err:
-            self.close()
-            raise httpcore.ConnectTimeout(str(err) or "TLS handshake timed out") from err
-        except OSError as err:
-            self.close()
-            raise httpcore.ConnectError(str(err)) from err
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def get_extra_info(self, info: str) -> Any:
-        sock = self._connection.sock
-        if info == "ssl_object":
-            return sock if isinstance(sock, ssl.SSLSocket) else None
-        if info == "socket":
-            return sock
-        if info == "client_addr":
-            return sock.getsockname()
-        if info == "server_addr":
-            return sock.getpeername()
-        if info == "is_readable":
-            return _readable(sock)
-        return None
 
 
 def idle_usable(connection: Connection) -> bool:
@@ -346,117 +254,3 @@ def _readable(sock: socket.socket) -> bool:
     poller = select.poll()
     poller.register(sock, select.POLLIN)
     return bool(poller.poll(0))
-
-
-class _Backend(httpcore.NetworkBackend):
-    def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.NetworkStream:
-        try:
-            connection = connect(
-                host,
-                port,
-                timeout,
-                local_address=local_address,
-                socket_options=socket_options or (),
-            )
-        except TimeoutError as err:
-            raise httpcore.ConnectTimeout(str(err) or "timed out") from err
-        except OSError as err:
-            raise httpcore.ConnectError(str(err)) from err
-        return _Stream(connection)
-
-
-# --- the httpx transport ---------------------------------------------------------------------
-
-# httpcore's exceptions and the httpx ones the rest of the client understands, most specific
-# first (the names match one to one).
-_ERRORS: tuple[tuple[type[Exception], type[httpx.TransportError]], ...] = (
-    (httpcore.ConnectTimeout, httpx.ConnectTimeout),
-    (httpcore.ReadTimeout, httpx.ReadTimeout),
-    (httpcore.WriteTimeout, httpx.WriteTimeout),
-    (httpcore.PoolTimeout, httpx.PoolTimeout),
-    (httpcore.ConnectError, httpx.ConnectError),
-    (httpcore.ReadError, httpx.ReadError),
-    (httpcore.WriteError, httpx.WriteError),
-    (httpcore.RemoteProtocolError, httpx.RemoteProtocolError),
-    (httpcore.LocalProtocolError, httpx.LocalProtocolError),
-    (httpcore.UnsupportedProtocol, httpx.UnsupportedProtocol),
-    (httpcore.ProxyError, httpx.ProxyError),
-    (httpcore.TimeoutException, httpx.TimeoutException),
-    (httpcore.NetworkError, httpx.NetworkError),
-    (httpcore.ProtocolError, httpx.ProtocolError),
-)
-
-
-@contextlib.contextmanager
-def _as_httpx_errors() -> Iterator[None]:
-    try:
-        yield
-    except Exception as err:
-        for core, mapped in _ERRORS:
-            if isinstance(err, core):
-                raise mapped(str(err)) from err
-        raise
-
-
-class _Body(httpx.SyncByteStream):
-    def __init__(self, response: httpcore.Response) -> None:
-        self._response = response
-
-    def __iter__(self) -> Iterator[bytes]:
-        stream = self._response.stream
-        assert isinstance(stream, Iterable)
-        with _as_httpx_errors():
-            yield from stream
-
-    def close(self) -> None:
-        with _as_httpx_errors():
-            self._response.close()
-
-
-class GuardedTransport(httpx.BaseTransport):
-    """HTTP/1.1 over httpcore's connection pool, with sockets from :func:`connect`.
-
-    ``ssl_context`` None: a pool for plain HTTP only.
-    """
-
-    def __init__(self, ssl_context: ssl.SSLContext | None) -> None:
-        self._pool = httpcore.ConnectionPool(
-            ssl_context=ssl_context,
-            max_connections=100,
-            max_keepalive_connections=20,
-            keepalive_expiry=5.0,
-            http1=True,
-            http2=False,
-            network_backend=_Backend(),
-        )
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        assert isinstance(request.stream, httpx.SyncByteStream)
-        url = request.url
-        core = httpcore.Request(
-            method=request.method,
-            url=httpcore.URL(
-                scheme=url.raw_scheme, host=url.raw_host, port=url.port, target=url.raw_path
-            ),
-            headers=request.headers.raw,
-            content=request.stream,
-            extensions=request.extensions,
-        )
-        with _as_httpx_errors():
-            answer = self._pool.handle_request(core)
-        return httpx.Response(
-            status_code=answer.status,
-            headers=answer.headers,
-            stream=_Body(answer),
-            extensions=answer.extensions,
-        )
-
-    def close(self) -> None:
-        self._pool.close()

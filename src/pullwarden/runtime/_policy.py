@@ -1,8 +1,7 @@
 """Where a request may go and what it may carry: one rule for every path to a registry.
 
-Every request to a registry — manifests, tokens, pushes and blobs, whether a blob is read by
-httpx or by the lean reader of :mod:`._fastblob` — is sent by :class:`._transport.Session`,
-which asks this module each time.  Nothing else decides these things.
+Every request to a registry — manifests, tokens, pushes and blobs — is sent by
+:class:`._transport.Session`, which asks this module each time.  Nothing else decides these things.
 
 * **Origin.** ``(scheme, host, port)``, scheme and host lower-cased and the default port filled
   in (:func:`origin_of`).  Two URLs are "the same place" exactly when their origins are equal.
@@ -14,12 +13,12 @@ which asks this module each time.  Nothing else decides these things.
   says so (the rule is spelled out there).
 * **Redirects.** ``GET`` and ``HEAD`` follow ``301``/``302``/``303``/``307``/``308`` answers
   that carry a ``Location`` (:func:`redirect_location`), at most :data:`MAX_REDIRECTS` times
-  per request.  Neither httpx nor the lean reader follows a redirect on its own, so the
+  per request.  Neither httpx nor :mod:`._http1` follows a redirect on its own, so the
   credential rule above is applied at every hop.
 * **TLS.** One context per https origin (:class:`TLSContexts`): the CA file configured for the
   host (:class:`HostOptions`), else the default.  The real network's transport
-  (:mod:`._wire`) takes its contexts from here for its connection pools and for the lean
-  reader alike, so each CA file is loaded once.
+  (:mod:`._wire`) takes its contexts from here for every connection, so each CA file is
+  loaded once.
 * **Hosts.** :class:`HostPolicy` says, for a registry name, which API host to talk to and
   whether over plain HTTP (:meth:`HostPolicy.base_url`).
 """

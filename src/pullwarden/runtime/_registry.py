@@ -16,11 +16,12 @@ Protocol notes:
   to the registry's own scheme, host and port.  That rule, the redirect limit, where the token
   realm may receive credentials and which TLS context a host gets are decided in one place,
   :mod:`pullwarden.runtime._policy`, for every request.
-* Blob bodies are read by a lean reader when the answer is a plain ``200`` with a length
-  (:mod:`._fastblob`), on connections kept alive per origin, TLS context and credential from
-  one blob to the next.  It sits behind the same httpx transport seam as everything else
-  (:mod:`._wire`), so a client built with an injected ``transport`` runs the same request,
-  credential, redirect, retry and blob-verification code as one on the real network.
+* Requests go out over HTTP/1.1 of our own (:mod:`._http1`), on connections kept alive per
+  origin, TLS context and credential from one request to the next; a blob body with a length
+  is read with ``recv_into`` straight into the writer's buffer.  It sits behind the same httpx
+  transport seam as everything else (:mod:`._wire`), so a client built with an injected
+  ``transport`` runs the same request, credential, redirect, retry and blob-verification code
+  as one on the real network.
   Blobs of one pull download :data:`DEFAULT_PARALLEL_BLOBS` at a time by default.
 * No TLS context is made until an https registry is contacted (CA files excepted: they are
   loaded, and checked, when the client is made).
@@ -70,7 +71,7 @@ from pullwarden.reference import DEFAULT_TAG, parse_normalized
 from pullwarden.runtime import _oci as oci
 from pullwarden.runtime._auth import basic_authorization
 from pullwarden.runtime._base import AuthConfig, Platform, ProgressCallback, PullProgress
-from pullwarden.runtime._fastblob import BLOB_BODY, LEAN, MAX_IDLE_PER_KEY, BlobBody
+from pullwarden.runtime._http1 import MAX_IDLE_PER_KEY, SIZED_BODY, SizedBody
 from pullwarden.runtime._policy import HostOptions, HostPolicy, load_ca_file
 from pullwarden.runtime._scrub import Scrubber
 from pullwarden.runtime._transport import USER_AGENT, Session, Target
@@ -87,7 +88,7 @@ __all__ = [
 _T = TypeVar("_T")
 
 CHUNK_SIZE = 64 * 1024  # iter_bytes chunk size: the fastest measured on loopback
-_LEAN_BUFFER = 1024 * 1024  # recv_into buffer of the lean blob reader
+_BLOB_BUFFER = 1024 * 1024  # recv_into buffer of a blob body with a length
 _PROGRESS_STEP = 1024 * 1024  # report blob progress at most once per MiB (and at the end)
 _ANONYMOUS = AuthConfig()
 _HASHES = {"sha256": 64, "sha384": 96, "sha512": 128}
@@ -172,14 +173,13 @@ class RegistryClient:
 
     ``hosts`` maps a registry (``host[:port]`` as in image names, e.g. ``127.0.0.1:5000`` or
     ``docker.io``) to its :class:`HostOptions`.  ``transport`` replaces the network (tests pass
-    an ``httpx.MockTransport``): TLS, per-host CA files and the lean blob reader live in the
+    an ``httpx.MockTransport``): TLS, per-host CA files and kept-alive connections live in the
     network transport and then do not apply; everything above it does.  ``timeout`` bounds
     each connect, send and read; ``request_timeout`` bounds a whole manifest or token exchange
     (None: no such bound).  ``retries`` is the number of extra attempts after a connection error,
     timeout or ``5xx``; attempt *n* waits ``retry_backoff * 2**n`` seconds, through ``sleep``
     when given (tests), else in a wait that a cancel ends.  ``clock`` times token expiry.
     ``platform`` is the default for manifest lists (``linux`` and the host architecture).
-    ``lean_blobs`` False reads blob bodies through httpcore too (tests and benchmarks).
 
     ``max_parallel_blobs`` defaults to 6 (:data:`DEFAULT_PARALLEL_BLOBS`), whatever the CPU
     count: with kept-alive connections a pull of many small blobs waits on the registry's time
@@ -216,7 +216,6 @@ class RegistryClient:
         sleep: Callable[[float], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         platform: Platform | None = None,
-        lean_blobs: bool = True,
     ) -> None:
         self._hosts = HostPolicy(hosts)
         if max_parallel_blobs is None:
@@ -225,12 +224,11 @@ class RegistryClient:
         self._platform = platform or Platform.host()
         if transport is None:
             # Our own transport, so that a cancel or a deadline can reach the socket (_network),
-            # with the TLS context of each host (made when first needed) and the lean blob
-            # reader with its kept-alive connections (_wire).
+            # with the TLS context of each host (made when first needed) and kept-alive
+            # connections (_wire).
             transport = RegistryTransport(
                 self._hosts,
                 _default_tls,
-                lean=lean_blobs,
                 idle_per_origin=max(MAX_IDLE_PER_KEY, self._max_parallel),
             )
         self._client = httpx.Client(
@@ -251,7 +249,7 @@ class RegistryClient:
             request_timeout=request_timeout,
         )
         self._count_lock = threading.Lock()
-        self.lean_blob_count = 0  # blobs read by the lean reader (for tests and benchmarks)
+        self.direct_blob_count = 0  # blobs read straight into the buffer (tests, benchmarks)
 
     # -- lifecycle --
 
@@ -602,22 +600,20 @@ class RegistryClient:
         subject = f"{kind} {desc.digest}"
         url = target.url(f"blobs/{desc.digest}")
         headers = {"Accept-Encoding": "identity"}
-        with self._session.request(
-            target, "GET", url, subject, headers, extensions={LEAN: True}
-        ) as response:
+        with self._session.request(target, "GET", url, subject, headers) as response:
             declared = response.headers.get("Content-Length", "")
             length = int(declared) if declared.isdigit() else None
-            lean = response.extensions.get(BLOB_BODY)
-            if isinstance(lean, BlobBody):  # the lean reader's: read into a buffer of our own
-                chunks: Iterable[bytes | memoryview] = lean.chunks(
-                    memoryview(bytearray(_LEAN_BUFFER))
+            direct = response.extensions.get(SIZED_BODY)
+            if isinstance(direct, SizedBody):  # read into a buffer of our own
+                chunks: Iterable[bytes | memoryview] = direct.chunks(
+                    memoryview(bytearray(_BLOB_BUFFER))
                 )
             else:
                 chunks = response.iter_bytes(CHUNK_SIZE)
             self._store_blob(target, desc, subject, length, chunks, dest, report)
-        if lean is not None:
+        if direct is not None:
             with self._count_lock:
-                self.lean_blob_count += 1
+                self.direct_blob_count += 1
 
     def _store_blob(
         self,

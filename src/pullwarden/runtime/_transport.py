@@ -1,13 +1,13 @@
 """Requests to one registry: credentials, redirects, retries and typed errors.
 
 :class:`Session` wraps the shared ``httpx.Client`` and sends every request pullwarden makes to
-a registry or token server, blob downloads included (the lean blob reader sits behind the
-client's transport, see :mod:`._wire`).  It answers ``401`` challenges (Basic, or Bearer with a
-token from the realm), follows redirects itself, applying the rules of :mod:`._policy` at every
-hop (credentials only to their origin, one redirect limit, the token realm rule), retries
-connection errors and ``5xx`` answers, and turns every other failure into a typed
-:class:`~pullwarden.errors.RegistryError` whose message names the operation and image and never
-a secret.
+a registry or token server, blob downloads included (the HTTP/1.1 of :mod:`._http1` sits
+behind the client's transport, see :mod:`._wire`).  It answers ``401`` challenges (Basic, or
+Bearer with a token from the realm), follows redirects itself, applying the rules of
+:mod:`._policy` at every hop (credentials only to their origin, one redirect limit, the token
+realm rule), retries connection errors and ``5xx`` answers, and turns every other failure into
+a typed :class:`~pullwarden.errors.RegistryError` whose message names the operation and image
+and never a secret.
 
 A :class:`Target` is one operation: immutable, and shared by the threads of the operation (the
 parallel blob downloads of one pull).  What it learns while running — the ``Authorization``
@@ -394,7 +394,7 @@ class Session:
         The answer is closed when the ``with`` block ends.  The whole exchange — credentials,
         redirects and reading the answer in the block — runs under ``target.cancel``, and with
         ``deadline`` must also end within the session's ``request_timeout``.  ``extensions``
-        go with every request of the exchange, to the transport (e.g. :data:`._fastblob.LEAN`).
+        go with every request of the exchange, to the transport.
         """
         send = _Send(method, headers or {}, content, dict(extensions or {}))
         with guarded(target.cancel, self._request_timeout if deadline else None):
