@@ -29,6 +29,8 @@ process); ``pull_image`` in this process with one client kept (what a running no
 worker counts rotated per round) of every image but the huge one: how the client's default
 blob parallelism was chosen.
 
+The package's bytecode is written first, as an installed package has it (``_bytecode``).
+
 Exit status 1 when a pulled digest differs from the built one, when a cold pull did not
 transfer every blob byte, when a process failed, or when a re-verification fetched a blob; 130
 when interrupted. The goals (issue 12) are printed; missing one is reported, not an error.
@@ -56,6 +58,8 @@ from functools import partial
 from pathlib import Path
 from types import FrameType
 from typing import TypeVar
+
+from _bytecode import ensure_bytecode
 
 from pullwarden.runtime import (
     AuthConfig,
@@ -626,6 +630,7 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def run(args: argparse.Namespace, work: Path) -> int:
+    ensure_bytecode()  # as an installed package has it (see _bytecode)
     launcher = Launcher(work)  # before anything grows this process
     pki = make_pki(work / "pki")
     token_server = TokenServer(pki)
