@@ -18,7 +18,8 @@ several rounds in rotating order, min and median wall time and the peak RSS of t
   whose records are all newer than the GC's start, so that the ``until`` guard keeps them
   whatever is pruned; ``run (absent images)`` on the realistic root, whose records are for
   images the node no longer has (the notes say how many records a pass pruned);
-* ``records ls``, ``records ls -o json``, ``records check`` on ``--kubelet-dir ROOT``;
+* ``records ls``, ``records ls -o json``, ``records ls -o yaml``, ``records check`` on
+  ``--kubelet-dir ROOT``;
 * ``gc (nothing)`` and ``gc (absent images)``: an explicit ``gc`` on the same two roots.
 
 ``run`` and ``gc`` work on a fresh copy of the root every time (hard links, made outside the
@@ -89,6 +90,9 @@ COMMANDS = (
     Command("records ls", ("records", "ls", "--kubelet-dir", "{root}"), "real"),
     Command(
         "records ls -o json", ("records", "ls", "-o", "json", "--kubelet-dir", "{root}"), "real"
+    ),
+    Command(
+        "records ls -o yaml", ("records", "ls", "-o", "yaml", "--kubelet-dir", "{root}"), "real"
     ),
     Command("records check", ("records", "check", "--kubelet-dir", "{root}"), "real"),
     Command("gc (nothing)", ("gc", "--root", "{root}"), "fresh-copy"),

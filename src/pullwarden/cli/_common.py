@@ -48,6 +48,7 @@ __all__ = [
     "exit_code_for",
     "output_option",
     "runtime_endpoint_option",
+    "yaml_text",
 ]
 
 # The exit statuses of the commands that talk to a registry or an image store (README,
@@ -192,11 +193,20 @@ def output_option(
     )
 
 
+def yaml_text(value: object) -> str:
+    """``value`` as ``-o yaml`` writes it: block style, keys in their order, non-ASCII as is.
+
+    PyYAML's pure-Python emitter: libyaml's quotes and wraps some strings otherwise.
+    """
+    import yaml  # only for -o yaml
+
+    text: str = yaml.safe_dump(value, sort_keys=False, allow_unicode=True)
+    return text
+
+
 def emit(document: object, output: str) -> None:
     """``document`` on standard output as indented JSON, or as the same document in YAML."""
     if output == "yaml":
-        import yaml  # only for -o yaml
-
-        click.echo(yaml.safe_dump(document, sort_keys=False, allow_unicode=True), nl=False)
+        click.echo(yaml_text(document), nl=False)
     else:
         click.echo(json.dumps(document, indent=2, ensure_ascii=False))

@@ -18,7 +18,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -31,7 +31,14 @@ import click
 from click.core import ParameterSource
 
 from pullwarden._gojson import format_rfc3339
-from pullwarden.cli._common import default_root, die, emit, output_option, runtime_endpoint_option
+from pullwarden.cli._common import (
+    default_root,
+    die,
+    emit,
+    output_option,
+    runtime_endpoint_option,
+    yaml_text,
+)
 from pullwarden.cli._lazy import LazyGroup
 from pullwarden.errors import (
     InvalidReferenceError,
@@ -316,6 +323,40 @@ def _json_value(
         add("\n" + indent + "]")
     else:
         raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+# -- YAML, written as it is produced ----------------------------------------------------------
+#
+# ``write_yaml(out, document)`` writes exactly ``yaml_text(document)``, what ``emit`` writes for
+# -o yaml, for a mapping whose keys are plain words (``pulledRecords``: simple keys) and whose
+# values are what yaml_text takes, or iterators (so that a listing need not be held as views).
+# Each entry is dumped on its own, ``yaml_text({key: value})``, and an iterator's items one by
+# one: ``yaml_text({key: [first]})``, then ``yaml_text([item])`` for each further item (an empty
+# one is ``yaml_text({key: []})``).  The pieces add up to the whole dump because the emitter
+# writes a top-level block mapping key by key at column 0, each entry ending where the next
+# key's line break begins, and writes a sequence under such a key without indentation, its
+# ``- `` at column 0 and each item's indentation 2, exactly as it writes a sequence that is the
+# whole document: an item starts at the same column with the same indentation in both, so it
+# is quoted, wrapped at the width and indented alike.  The values must not share a list or a
+# dict (the whole dump would write the second one as an alias of the first; the views here are
+# built afresh each).  tests/cli/test_records_yaml_stream.py holds it to the whole dump.
+
+
+_END = object()
+
+
+def write_yaml(out: Output, document: Mapping[str, object]) -> None:
+    for key, value in document.items():
+        if not isinstance(value, Iterator):
+            out.write(yaml_text({key: value}))
+            continue
+        first = next(value, _END)
+        if first is _END:
+            out.write(yaml_text({key: []}))
+            continue
+        out.write(yaml_text({key: [first]}))
+        for item in value:
+            out.write(yaml_text([item]))
 
 
 def plural(n: int, word: str) -> str:
@@ -723,11 +764,9 @@ def ls_command(
             data["counts"] = node.counts(n_records)
         if output == "json":
             write_json(out, data, ensure_ascii=False)
-            out.flush()
         else:
-            data["pulledRecords"] = list(data["pulledRecords"])
-            data["errors"] = list(data["errors"])
-            emit(data, output)
+            write_yaml(out, data)
+        out.flush()
     else:
         wide = output == "wide"
         header: tuple[str, ...] = (
