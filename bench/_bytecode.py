@@ -15,6 +15,7 @@ from pathlib import Path
 import pullwarden
 
 
-def ensure_bytecode() -> None:
-    """Write missing or stale ``.pyc`` files for every module of the installed package."""
-    compileall.compile_dir(str(Path(pullwarden.__file__).parent), quiet=1)
+def ensure_bytecode(*source_dirs: Path) -> None:
+    """Write missing or stale ``.pyc`` files for the installed package (and ``source_dirs``)."""
+    for directory in (Path(pullwarden.__file__).parent, *source_dirs):
+        compileall.compile_dir(str(directory), quiet=1)

@@ -52,6 +52,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from _bytecode import ensure_bytecode
+
 from pullwarden.devregistry import DevRegistry
 from pullwarden.records import (
     ImagePullCredentials,
@@ -319,6 +321,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     wanted = {s.strip() for s in args.only.split(",") if s.strip()}
     commands = [c for c in COMMANDS if not wanted or c.label in wanted]
     trees: list[Tree] = args.tree or [Tree("this")]
+    # as an installed package has it (see _bytecode)
+    ensure_bytecode(*(t.src for t in trees if t.src is not None))
     work = args.work or Path(tempfile.mkdtemp(prefix="node-scale-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
