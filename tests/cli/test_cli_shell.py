@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -48,6 +49,33 @@ def test_python_dash_m_and_the_help_name_the_program_pullwarden() -> None:
             [sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=60
         )
         assert done.returncode == 0 and done.stdout.startswith("Usage: pullwarden "), done
+
+
+def test_the_program_skips_the_final_collection_and_still_writes_everything(
+    tmp_path: Path,
+) -> None:
+    # console_main freezes the collector once every exit handler has run (registered before
+    # it, the probe runs after it); a large output still arrives whole, and the exit status.
+    root = tmp_path / "node"
+    (root / "image_manager").mkdir(parents=True)
+    probe = (
+        "import atexit, gc, sys\n"
+        "atexit.register(lambda: print('frozen', gc.get_freeze_count() > 0, file=sys.stderr))\n"
+        "from pullwarden.cli import console_main\n"
+        f"sys.argv = ['pullwarden', 'records', 'ls', '-o', 'json', '--root', {str(root)!r}]\n"
+        "console_main()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip().endswith("frozen True")
+    assert json.loads(done.stdout)["pulledRecords"] == []
+    missing = subprocess.run(
+        [sys.executable, "-m", "pullwarden", "records", "ls", "--root", str(tmp_path / "no")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert missing.returncode == 2 and "error" in missing.stderr.lower()
 
 
 def best_of(runs: int, argv: list[str]) -> float:

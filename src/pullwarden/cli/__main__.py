@@ -1,5 +1,5 @@
 """``python -m pullwarden.cli``: the ``pullwarden`` command."""
 
-from pullwarden.cli import main
+from pullwarden.cli import console_main
 
-main(prog_name="pullwarden")
+console_main()
