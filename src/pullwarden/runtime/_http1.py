@@ -49,7 +49,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import httpx
 
@@ -90,6 +90,7 @@ _REPLAYABLE = frozenset({"GET", "HEAD"})
 PoolKey = tuple[str, str, int, int, bytes]
 Head = tuple[bytes, int, bytes, list[tuple[bytes, bytes]], bytes]  # version, status, reason, …
 Release = Callable[[Connection], None]
+_R = TypeVar("_R")
 
 
 class IdleConnections:
@@ -199,11 +200,18 @@ class _Body(httpx.SyncByteStream):
 
     def _recv(self, size: int) -> bytes:
         """Up to ``size`` more bytes from the socket (``b""``: the server closed it)."""
-        sock = self._sock
+        return self._read(self._sock.recv, size)
+
+    def _read(self, read: Callable[..., _R], *args: object) -> _R:
+        """``read(*args)`` on the socket, clipped to the guard's deadline if it has one.
+
+        A timeout or a socket error is raised as the httpx error, or as what the guard says
+        to raise instead (the token's error once cancelled).
+        """
         try:
             if self._deadline is not None:
-                sock.settimeout(self._deadline.clip(self._timeout))
-            return sock.recv(size)
+                self._sock.settimeout(self._deadline.clip(self._timeout))
+            return read(*args)
         except TimeoutError as err:
             fail(self._guard, httpx.ReadTimeout(f"timed out reading the answer: {err}"), err)
         except OSError as err:
@@ -263,16 +271,7 @@ class SizedBody(_Body):
             want = min(len(buffer), self.length - self._received)
             if want <= 0:
                 return 0
-            try:
-                if self._deadline is not None:
-                    self._sock.settimeout(self._deadline.clip(self._timeout))
-                n = self._sock.recv_into(buffer, want)
-            except TimeoutError as err:
-                fail(self._guard, httpx.ReadTimeout(f"timed out reading the body: {err}"), err)
-            except OSError as err:
-                fail(
-                    self._guard, httpx.ReadError(f"connection failed reading the body: {err}"), err
-                )
+            n = self._read(self._sock.recv_into, buffer, want)
             if n == 0:
                 short = httpx.RemoteProtocolError(
                     f"connection closed after {self._received} of {self.length} bytes"
@@ -365,13 +364,12 @@ def exchange(
     method = request.method
     timeouts = request.extensions.get("timeout", {})
     guard = current_guard()
-    key = pool_key(request, context) if idle is not None else None
     payload = _request_bytes(request, keep_alive=idle is not None)
-    replayable = method in _REPLAYABLE
+    kept = None if idle is None else (idle, pool_key(request, context))
     while True:
         if guard is not None:
             guard.check()  # cancelled: leave the kept connections alone
-        connection = idle.take(key) if replayable and idle is not None and key is not None else None
+        connection = kept[0].take(kept[1]) if kept and method in _REPLAYABLE else None
         reused = connection is not None
         if connection is None:
             connection = _connect(url, timeouts.get("connect"), context)
@@ -390,7 +388,7 @@ def exchange(
         except BaseException:
             connection.close()
             raise
-        release = None if idle is None or key is None else _releaser(idle, key, guard)
+        release = None if kept is None else _releaser(*kept, guard)
         return _answer(connection, method, head, release, guard, timeouts.get("read"))
 
 
