@@ -7,15 +7,26 @@
       node = Node(root, config, clock=clock)
       clock.advance(300)              # five minutes later, at once
 
+* :class:`MockTransport` — a registry client's network replaced by a function from request to
+  answer, so client code runs against an in-memory registry::
+
+      def handler(request: Request) -> Response:
+          return Response(404, json={"errors": [{"code": "MANIFEST_UNKNOWN"}]})
+
+      client = RegistryClient(transport=MockTransport(handler))
+
 No production code path imports this module.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-__all__ = ["FakeClock"]
+from pullwarden.runtime import Request, Response
+
+__all__ = ["FakeClock", "MockTransport"]
 
 
 class FakeClock:
@@ -43,3 +54,21 @@ class FakeClock:
         with self._lock:
             self._now += timedelta(seconds=seconds)
             self._mono += seconds
+
+
+class MockTransport:
+    """A :class:`~pullwarden.runtime.Transport` whose answers come from ``handler``.
+
+    ``handler`` gets each :class:`~pullwarden.runtime.Request` (body read, ``Host`` set) and
+    returns the :class:`~pullwarden.runtime.Response`, or raises a
+    :class:`~pullwarden.runtime.TransportError` to stand for a network failure.
+    """
+
+    def __init__(self, handler: Callable[[Request], Response]) -> None:
+        self.handler = handler
+
+    def handle_request(self, request: Request) -> Response:
+        return self.handler(request)
+
+    def close(self) -> None:
+        pass

@@ -100,18 +100,16 @@ def test_image_commands_load_only_the_stack_they_use(tmp_path: Path) -> None:
     assert [m for m in loaded if m.startswith(("httpx", "rich", "grpc"))] == []
 
 
-def test_the_command_loads_neither_httpx_s_cli_nor_httpcore() -> None:
-    # A registry command imports httpx; its own CLI (rich, pygments) stays unloaded, and httpx
-    # still works (the import is optional by design); the client's HTTP is runtime._http1, so
-    # neither httpcore nor an async backend it would bring is loaded either.
+def test_the_registry_commands_load_no_http_library() -> None:
+    # The client's HTTP is its own (runtime._messages, runtime._http1): a command that talks
+    # to a registry loads no HTTP library, none of the stdlib HTTP stack either, and ssl only
+    # once an https registry is contacted.
     probe = (
         "import sys\n"
-        "import pullwarden.cli\n"
-        "import httpx\n"
-        "import pullwarden.runtime._registry\n"
-        "assert httpx.Client and httpx.main\n"
-        "unwanted = ('rich', 'pygments', 'trio', 'httpcore', 'h11', 'anyio')\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in unwanted"
+        "import pullwarden.cli, pullwarden.cli.image, pullwarden.runtime._registry\n"
+        "unwanted = ('httpx', 'httpcore', 'h11', 'anyio', 'trio', 'rich', 'pygments', 'ssl',"
+        " 'urllib.request', 'http.client', 'email')\n"
+        "print(sorted(m for m in sys.modules if m.startswith(unwanted)"
         " and sys.modules[m] is not None))\n"
     )
     done = subprocess.run(

@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from pullwarden._cancel import CancelToken
@@ -24,6 +23,8 @@ from pullwarden.errors import (
     RegistryUnavailableError,
 )
 from pullwarden.runtime import RegistryClient, ResolvedImage, oci
+from pullwarden.runtime._messages import Request, Response
+from pullwarden.testing import MockTransport
 from tests.runtime.loopback import Loopback, head, never_answer, stall_after
 
 BOUND = 1.0
@@ -123,12 +124,12 @@ def test_cancel_while_connecting() -> None:
 def test_cancel_cuts_the_retry_back_off_short() -> None:
     calls: list[float] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: Request) -> Response:
         calls.append(time.monotonic())
-        return httpx.Response(503)
+        return Response(503)
 
     token = CancelToken()
-    client = RegistryClient(transport=httpx.MockTransport(handler), retries=5, retry_backoff=10.0)
+    client = RegistryClient(transport=MockTransport(handler), retries=5, retry_backoff=10.0)
     with client:
         at = cancel_later(token, lambda: None, delay=0.3)
         head_ = lambda: client.head_manifest("127.0.0.1:5000/ns/x:v1", cancel=token)  # noqa: E731
@@ -137,15 +138,15 @@ def test_cancel_cuts_the_retry_back_off_short() -> None:
 
 
 def test_an_already_cancelled_token_sends_nothing() -> None:
-    requests: list[httpx.Request] = []
+    requests: list[Request] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: Request) -> Response:
         requests.append(request)
-        return httpx.Response(200)
+        return Response(200)
 
     token = CancelToken()
     token.cancel(RegistryUnavailableError("shutting down"))
-    with RegistryClient(transport=httpx.MockTransport(handler)) as client:
+    with RegistryClient(transport=MockTransport(handler)) as client:
         with pytest.raises(RegistryUnavailableError) as info:
             client.get_manifest("127.0.0.1:5000/ns/x:v1", cancel=token)
         assert info.value is token.error

@@ -8,9 +8,12 @@ get plain HTTP by default or may receive credentials over a cleartext token real
 
 from __future__ import annotations
 
+import http.server
+import json
+import threading
 from pathlib import Path
+from typing import ClassVar
 
-import httpx
 import pytest
 
 from pullwarden.errors import (
@@ -22,6 +25,8 @@ from pullwarden.errors import (
 )
 from pullwarden.runtime import AuthConfig, LocalImageService, RegistryClient, oci
 from pullwarden.runtime._auth import parse_token_reply
+from pullwarden.runtime._messages import URL, Request, Response
+from pullwarden.testing import MockTransport
 
 DEEP = b"[" * 100_000
 DEEP_OBJECT = b'{"a":' * 100_000
@@ -43,14 +48,14 @@ def test_deep_token_reply_is_a_value_error() -> None:
         parse_token_reply(DEEP)
 
 
-def client_answering(answer: httpx.Response) -> RegistryClient:
+def client_answering(answer: Response) -> RegistryClient:
     return RegistryClient(
-        transport=httpx.MockTransport(lambda request: answer), retries=0, sleep=lambda s: None
+        transport=MockTransport(lambda request: answer), retries=0, sleep=lambda s: None
     )
 
 
 def test_deep_manifest_from_a_registry() -> None:
-    answer = httpx.Response(200, headers={"Content-Type": oci.OCI_MANIFEST}, content=DEEP)
+    answer = Response(200, headers={"Content-Type": oci.OCI_MANIFEST}, content=DEEP)
     with client_answering(answer) as client, pytest.raises(UnsupportedMediaTypeError) as info:
         client.get_manifest("127.0.0.1:5000/ns/x:v1")
     assert "127.0.0.1:5000/ns/x:v1" in str(info.value)
@@ -62,7 +67,7 @@ def test_deep_manifest_from_a_registry() -> None:
 )
 def test_deep_error_body_from_a_registry(status: int, error: type[RegistryError]) -> None:
     with (
-        client_answering(httpx.Response(status, content=DEEP)) as client,
+        client_answering(Response(status, content=DEEP)) as client,
         pytest.raises(error) as info,
     ):
         client.get_manifest("127.0.0.1:5000/ns/x:v1")
@@ -70,13 +75,13 @@ def test_deep_error_body_from_a_registry(status: int, error: type[RegistryError]
 
 
 def test_deep_token_reply_from_a_token_server() -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: Request) -> Response:
         if request.url.path == "/token":
-            return httpx.Response(200, content=DEEP)
+            return Response(200, content=DEEP)
         challenge = 'Bearer realm="http://127.0.0.1:5080/token",service="s"'
-        return httpx.Response(401, headers={"WWW-Authenticate": challenge})
+        return Response(401, headers={"WWW-Authenticate": challenge})
 
-    client = RegistryClient(transport=httpx.MockTransport(handler), sleep=lambda s: None)
+    client = RegistryClient(transport=MockTransport(handler), sleep=lambda s: None)
     with client, pytest.raises(RegistryError, match="not JSON"):
         client.head_manifest("127.0.0.1:5000/ns/x:v1", AuthConfig("alice", "pw"))
 
@@ -86,7 +91,7 @@ def test_deep_store_index_is_a_store_error(tmp_path: Path) -> None:
     root.mkdir()
     (root / "index.json").write_bytes(DEEP)
     with pytest.raises(ImageStoreError, match="corrupt"):
-        LocalImageService(root, client=client_answering(httpx.Response(500)))
+        LocalImageService(root, client=client_answering(Response(500)))
 
 
 # --- what counts as loopback -------------------------------------------------------------------
@@ -106,13 +111,13 @@ def test_deep_store_index_is_a_store_error(tmp_path: Path) -> None:
     ],
 )
 def test_only_real_loopback_hosts_get_plain_http(image: str, scheme: str) -> None:
-    seen: list[httpx.URL] = []
+    seen: list[URL] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: Request) -> Response:
         seen.append(request.url)
-        return httpx.Response(200, headers={"Docker-Content-Digest": DIGEST})
+        return Response(200, headers={"Docker-Content-Digest": DIGEST})
 
-    with RegistryClient(transport=httpx.MockTransport(handler)) as client:
+    with RegistryClient(transport=MockTransport(handler)) as client:
         client.head_manifest(image)
     assert seen[0].scheme == scheme
 
@@ -130,17 +135,96 @@ def test_only_real_loopback_hosts_get_plain_http(image: str, scheme: str) -> Non
 def test_cleartext_realm_gets_credentials_only_on_real_loopback(
     realm: str, sends_credentials: bool
 ) -> None:
-    token_requests: list[httpx.Request] = []
+    token_requests: list[Request] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: Request) -> Response:
         if request.url.path == "/token":
             token_requests.append(request)
-            return httpx.Response(200, json={"token": "t"})
+            return Response(200, json={"token": "t"})
         if request.headers.get("Authorization") == "Bearer t":
-            return httpx.Response(200, headers={"Docker-Content-Digest": DIGEST})
-        return httpx.Response(401, headers={"WWW-Authenticate": f'Bearer realm="{realm}"'})
+            return Response(200, headers={"Docker-Content-Digest": DIGEST})
+        return Response(401, headers={"WWW-Authenticate": f'Bearer realm="{realm}"'})
 
-    with RegistryClient(transport=httpx.MockTransport(handler)) as client:
+    with RegistryClient(transport=MockTransport(handler)) as client:
         client.head_manifest("registry.test/ns/x:v1", AuthConfig("alice", "pw"))
     (request,) = token_requests
     assert ("Authorization" in request.headers) is sends_credentials
+
+
+# --- answers that try to put bytes of their own on the wire ------------------------------------
+
+
+class _TokenInjector(http.server.BaseHTTPRequestHandler):
+    """A registry and token server in one that hands out a token carrying a line break."""
+
+    seen: ClassVar[list[list[str]]] = []  # each request's header names (set per server)
+    realm: ClassVar[str] = ""
+
+    def do_GET(self) -> None:
+        self.seen.append([name.lower() for name in self.headers])
+        if self.path.startswith("/token"):
+            body = json.dumps({"token": "abc\r\nX-Injected: yes"}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+        else:
+            body = b""
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", f'Bearer realm="{self.realm}",service="s"')
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_HEAD = do_GET
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_a_token_cannot_add_a_header_to_the_registry_request() -> None:
+    """A token server's token with CR LF in it is refused; no request ever carries its line."""
+    seen: list[list[str]] = []
+    handler: type[_TokenInjector] = type("Injector", (_TokenInjector,), {"seen": seen})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    port = server.socket.getsockname()[1]
+    handler.realm = f"http://127.0.0.1:{port}/token"
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        image = f"127.0.0.1:{port}/ns/x:v1"
+        with RegistryClient(retries=0) as client, pytest.raises(RegistryError) as info:
+            client.head_manifest(image, AuthConfig("alice", "pw"))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "token that is not visible ASCII" in str(info.value)
+    assert "X-Injected" not in str(info.value)
+    assert seen and all("x-injected" not in names for names in seen)
+    assert len(seen) == 2  # the challenge and the token: the registry never got the token
+
+
+@pytest.mark.parametrize("token", ["abc\r\nX: 1", "abc def", "abc\u00e9", "\t"])
+def test_a_token_with_other_than_visible_ascii_is_refused(token: str) -> None:
+    with pytest.raises(ValueError, match="not visible ASCII"):
+        parse_token_reply(json.dumps({"token": token}).encode())
+    assert parse_token_reply(json.dumps({"token": "eyJh.b-c_d~e+f/g="}).encode())[0]
+
+
+@pytest.mark.parametrize("realm", ["http://a b/token", "http://auth.test:99999/t", "http://[::1/t"])
+def test_a_token_realm_that_is_no_url_is_a_clear_refusal(realm: str) -> None:
+    def handler(request: Request) -> Response:
+        return Response(401, headers={"WWW-Authenticate": f'Bearer realm="{realm}"'})
+
+    client = RegistryClient(transport=MockTransport(handler), sleep=lambda s: None)
+    with client, pytest.raises(RegistryError, match="token realm is not an http"):
+        client.head_manifest("127.0.0.1:5000/ns/x:v1", AuthConfig("alice", "pw"))
+
+
+@pytest.mark.parametrize(
+    "location", ["http://storage.test:port/b", "http://a b/c", "http://[::1/c"]
+)
+def test_a_redirect_to_no_url_is_a_clear_refusal(location: str) -> None:
+    def handler(request: Request) -> Response:
+        return Response(307, headers={"Location": location})
+
+    client = RegistryClient(transport=MockTransport(handler), retries=0, sleep=lambda s: None)
+    with client, pytest.raises(RegistryError, match="redirect to an invalid location"):
+        client.get_manifest("127.0.0.1:5000/ns/x:v1")

@@ -17,7 +17,6 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from pullwarden.devregistry import DevRegistry
@@ -30,6 +29,14 @@ from pullwarden.runtime import (
     oci,
 )
 from pullwarden.runtime._http1 import MAX_HEADER_BYTES, SIZED_BODY, SizedBody, exchange
+from pullwarden.runtime._messages import (
+    URL,
+    ConnectError,
+    RemoteProtocolError,
+    Request,
+    Response,
+    UnsupportedProtocol,
+)
 from tests.runtime.loopback import Loopback, head
 from tests.runtime.test_registry import serve_tls
 
@@ -63,8 +70,8 @@ class CannedServer:
                 self.requests.append(data)
                 conn.sendall(self.answer)
 
-    def url(self, path: str = "/v2/ns/x/blobs/sha256:abc") -> httpx.URL:
-        return httpx.URL(f"http://127.0.0.1:{self.port}{path}")
+    def url(self, path: str = "/v2/ns/x/blobs/sha256:abc") -> URL:
+        return URL(f"http://127.0.0.1:{self.port}{path}")
 
     def close(self) -> None:
         self._sock.close()
@@ -78,12 +85,12 @@ def serve() -> Iterator[list[CannedServer]]:
         s.close()
 
 
-def get(url: httpx.URL, **headers: str) -> httpx.Request:
-    timeout = httpx.Timeout(5.0).as_dict()
-    return httpx.Request("GET", url, headers=headers, extensions={"timeout": timeout})
+def get(url: URL, **headers: str) -> Request:
+    timeout = {"connect": 5.0, "read": 5.0, "write": 5.0}
+    return Request("GET", url, headers=headers, extensions={"timeout": timeout})
 
 
-def read_all(response: httpx.Response) -> bytes:
+def read_all(response: Response) -> bytes:
     body = response.extensions[SIZED_BODY]
     assert isinstance(body, SizedBody)
     buf = memoryview(bytearray(7))  # small buffer: many reads
@@ -183,7 +190,7 @@ def test_every_framing_of_an_answer(
 def test_a_head_answer_has_no_body_whatever_its_length_says(serve: list[CannedServer]) -> None:
     srv = CannedServer(b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n")
     serve.append(srv)
-    response = exchange(httpx.Request("HEAD", srv.url("/v2/ns/x/manifests/v1")), NO_TLS)
+    response = exchange(Request("HEAD", srv.url("/v2/ns/x/manifests/v1")), NO_TLS)
     assert response.status_code == 200 and response.headers["Content-Length"] == "1234"
     assert response.read() == b""
     assert srv.requests[0].startswith(b"HEAD /v2/ns/x/manifests/v1 HTTP/1.1\r\n")
@@ -193,7 +200,7 @@ def test_a_post_sends_its_body_with_its_length(serve: list[CannedServer]) -> Non
     srv = CannedServer(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
     serve.append(srv)
     form = {"grant_type": "password", "service": "r"}
-    response = exchange(httpx.Request("POST", srv.url("/token"), data=form), NO_TLS)
+    response = exchange(Request("POST", srv.url("/token"), data=form), NO_TLS)
     assert response.read() == b"{}"
     sent = srv.requests[0]
     assert sent.startswith(b"POST /token HTTP/1.1\r\n")
@@ -205,8 +212,7 @@ def test_a_post_sends_its_body_with_its_length(serve: list[CannedServer]) -> Non
 def test_a_streamed_request_body_goes_out_whole_with_a_length(serve: list[CannedServer]) -> None:
     srv = CannedServer(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n")
     serve.append(srv)
-    request = httpx.Request("PUT", srv.url("/up"), content=iter([b"ab", b"cd"]))
-    assert request.headers["Transfer-Encoding"] == "chunked"  # what httpx would have sent
+    request = Request("PUT", srv.url("/up"), content=iter([b"ab", b"cd"]))
     assert exchange(request, NO_TLS).status_code == 201
     sent = srv.requests[0]
     assert b"Transfer-Encoding" not in sent and b"Content-Length: 4\r\n" in sent
@@ -241,7 +247,7 @@ def test_malformed_answers_are_protocol_errors(
 ) -> None:
     srv = CannedServer(answer)
     serve.append(srv)
-    with pytest.raises(httpx.RemoteProtocolError, match=match):
+    with pytest.raises(RemoteProtocolError, match=match):
         exchange(get(srv.url()), NO_TLS)
 
 
@@ -262,14 +268,14 @@ def test_malformed_chunked_bodies_are_protocol_errors(
     srv = CannedServer(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + body)
     serve.append(srv)
     response = exchange(get(srv.url()), NO_TLS)
-    with pytest.raises(httpx.RemoteProtocolError, match=match):
+    with pytest.raises(RemoteProtocolError, match=match):
         response.read()
     response.close()
 
 
 def test_other_schemes_are_refused() -> None:
-    with pytest.raises(httpx.UnsupportedProtocol):
-        exchange(httpx.Request("GET", "ftp://127.0.0.1:1/x"), NO_TLS)
+    with pytest.raises(UnsupportedProtocol):
+        exchange(Request("GET", "ftp://127.0.0.1:1/x"), NO_TLS)
 
 
 def test_a_redirect_comes_back_with_its_body_for_the_session(serve: list[CannedServer]) -> None:
@@ -287,7 +293,7 @@ def test_a_redirect_comes_back_with_its_body_for_the_session(serve: list[CannedS
 def test_early_close_is_a_protocol_error(serve: list[CannedServer]) -> None:
     srv = CannedServer(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this")
     serve.append(srv)
-    with pytest.raises(httpx.RemoteProtocolError, match="after 9 of 100 bytes"):
+    with pytest.raises(RemoteProtocolError, match="after 9 of 100 bytes"):
         read_all(exchange(get(srv.url()), NO_TLS))
 
 
@@ -295,8 +301,8 @@ def test_refused_connection_is_a_connect_error() -> None:
     sock = socket.create_server(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.close()
-    with pytest.raises(httpx.ConnectError):
-        exchange(get(httpx.URL(f"http://127.0.0.1:{port}/x")), NO_TLS)
+    with pytest.raises(ConnectError):
+        exchange(get(URL(f"http://127.0.0.1:{port}/x")), NO_TLS)
 
 
 # --- through a client: the session's rules, this module's reading -----------------------------
@@ -366,23 +372,29 @@ def test_a_real_pull_reads_every_blob_into_its_buffer(tmp_path: Path) -> None:
         assert client.direct_blob_count == 1 + len(image.layer_digests)
 
 
-def test_a_pull_loads_no_other_http_implementation(tmp_path: Path) -> None:
-    """This module is the client's only HTTP: httpcore and h11 (httpx's own) stay unloaded."""
-    script = f"""
+def test_a_pull_loads_no_http_library(tmp_path: Path) -> None:
+    """This module is the client's only HTTP: a ``pullwarden pull`` process loads no HTTP
+    library, nor the standard library's HTTP client, nor ssl for a plain-HTTP registry."""
+    layout = tmp_path / "layout"
+    build_image(layout, "v1", files={"a": b"x" * 300_000})
+    probe = """
 import sys
-from pathlib import Path
-from pullwarden.devregistry import DevRegistry
-from pullwarden.runtime import LocalImageService, RegistryClient, build_image
-layout = Path({str(tmp_path)!r}) / "layout"
-build_image(layout, "v1", files={{"a": b"x" * 300_000}})
-with DevRegistry() as reg, RegistryClient() as client:
-    reg.add_image("ns/app", "v1", layout, "v1")
-    with LocalImageService(Path({str(tmp_path)!r}) / "store", client=client) as store:
-        store.pull_image(f"{{reg.host}}/ns/app:v1")
-    assert client.direct_blob_count == 2
-print(" ".join(sorted(m for m in ("httpcore", "h11", "anyio", "httpx") if m in sys.modules)))
+from pullwarden.cli import main
+try:
+    main(["pull", "--store", sys.argv[1], sys.argv[2]], prog_name="pullwarden")
+except SystemExit as stop:
+    assert not stop.code, stop.code
+unwanted = ("httpx", "httpcore", "h11", "anyio", "ssl", "http.client", "urllib.request")
+print("loaded:", *sorted(m for m in sys.modules if m.startswith(unwanted)))
 """
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
-    )
-    assert done.stdout.split() == ["httpx"]
+    with DevRegistry() as reg:
+        reg.add_image("ns/app", "v1", layout, "v1")
+        done = subprocess.run(
+            [sys.executable, "-c", probe, str(tmp_path / "store"), f"{reg.host}/ns/app:v1"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "loaded:"
+    assert done.stdout.startswith("sha256:")  # the pulled image's id

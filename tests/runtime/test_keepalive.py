@@ -20,13 +20,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import ClassVar
 
-import httpx
 import pytest
 
 from pullwarden._cancel import CancelToken
 from pullwarden.errors import PullCancelledError, TooLargeError
 from pullwarden.runtime import AuthConfig, HostOptions, RegistryClient, ResolvedImage, oci
 from pullwarden.runtime._http1 import SIZED_BODY, IdleConnections, SizedBody, exchange
+from pullwarden.runtime._messages import URL, Request, Response
 from pullwarden.runtime._network import Connection
 from tests.runtime.test_registry import serve_tls
 
@@ -416,7 +416,7 @@ def test_another_tls_context_gets_another_connection(tmp_path: Path) -> None:
         one = ssl.create_default_context(cafile=str(ca))
         other = ssl.create_default_context(cafile=str(ca))
         idle = IdleConnections()
-        url = httpx.URL(f"https://{host}/v2/ns/x/blobs/{desc.digest}")
+        url = URL(f"https://{host}/v2/ns/x/blobs/{desc.digest}")
         for context in (one, other, one, other):
             assert read_all(exchange(get(url), context, idle)) == data
         idle.close()
@@ -426,12 +426,12 @@ def test_another_tls_context_gets_another_connection(tmp_path: Path) -> None:
 # --- the reader and its pool, directly ------------------------------------------------------------
 
 
-def get(url: httpx.URL, **headers: str) -> httpx.Request:
-    timeout = httpx.Timeout(5.0).as_dict()
-    return httpx.Request("GET", url, headers=headers, extensions={"timeout": timeout})
+def get(url: URL, **headers: str) -> Request:
+    timeout = {"connect": 5.0, "read": 5.0, "write": 5.0}
+    return Request("GET", url, headers=headers, extensions={"timeout": timeout})
 
 
-def read_all(response: httpx.Response | None, upto: int | None = None) -> bytes:
+def read_all(response: Response | None, upto: int | None = None) -> bytes:
     assert response is not None
     body = response.extensions[SIZED_BODY]
     assert isinstance(body, SizedBody)
@@ -447,7 +447,7 @@ def read_all(response: httpx.Response | None, upto: int | None = None) -> bytes:
 def test_each_credential_has_connections_of_its_own() -> None:
     data, desc = BLOBS[0]
     with KeepAliveServer(blob_server(BY_DIGEST)) as server:
-        url = httpx.URL(f"http://{server.host}/v2/ns/x/blobs/{desc.digest}")
+        url = URL(f"http://{server.host}/v2/ns/x/blobs/{desc.digest}")
         idle = IdleConnections()
         for headers in ({"Authorization": "Bearer a"}, {"Authorization": "Bearer b"}, {}):
             assert read_all(exchange(get(url, **headers), None, idle)) == data
@@ -463,7 +463,7 @@ def test_each_credential_has_connections_of_its_own() -> None:
 def test_only_a_body_read_to_its_end_goes_back() -> None:
     data, desc = BLOBS[0]
     with KeepAliveServer(blob_server(BY_DIGEST)) as server:
-        url = httpx.URL(f"http://{server.host}/v2/ns/x/blobs/{desc.digest}")
+        url = URL(f"http://{server.host}/v2/ns/x/blobs/{desc.digest}")
         idle = IdleConnections()
         assert read_all(exchange(get(url), None, idle), upto=len(data) // 2)
         assert idle.idle() == 0
@@ -481,7 +481,7 @@ def test_bytes_after_the_body_make_the_connection_unusable() -> None:
         return ok(data) + b"HTTP/1.1 200 OK\r\n", "keep"  # more than was asked for
 
     with KeepAliveServer(script) as server:
-        url = httpx.URL(f"http://{server.host}/v2/ns/x/blobs/{desc.digest}")
+        url = URL(f"http://{server.host}/v2/ns/x/blobs/{desc.digest}")
         idle = IdleConnections()
         assert read_all(exchange(get(url), None, idle)) == data
         time.sleep(0.05)
@@ -514,7 +514,7 @@ def test_every_framing_read_to_its_end_leaves_the_connection_kept() -> None:
             ("GET", "/tags/list"),
             ("GET", "/manifests/gone"),
         ]:
-            response = exchange(httpx.Request(method, base + path), None, idle)
+            response = exchange(Request(method, base + path), None, idle)
             response.read()
             response.close()
             assert idle.idle() == 1, path
@@ -530,10 +530,10 @@ def test_a_request_with_a_body_never_goes_on_a_kept_connection() -> None:
         url = f"http://{server.host}/token"
         idle = IdleConnections()
         for request in [
-            httpx.Request("GET", url),
-            httpx.Request("POST", url, data={"grant_type": "password"}),
-            httpx.Request("POST", url, data={"grant_type": "password"}),
-            httpx.Request("GET", url),
+            Request("GET", url),
+            Request("POST", url, data={"grant_type": "password"}),
+            Request("POST", url, data={"grant_type": "password"}),
+            Request("GET", url),
         ]:
             response = exchange(request, None, idle)
             assert response.read() == b"{}"
@@ -551,7 +551,7 @@ def test_a_body_without_length_or_chunks_is_never_kept() -> None:
     with KeepAliveServer(script) as server:
         idle = IdleConnections()
         for _ in range(2):
-            answer = exchange(httpx.Request("GET", f"http://{server.host}/x"), None, idle)
+            answer = exchange(Request("GET", f"http://{server.host}/x"), None, idle)
             assert answer.read() == b"to the end"
             answer.close()
             assert idle.idle() == 0
@@ -561,7 +561,7 @@ def test_a_body_without_length_or_chunks_is_never_kept() -> None:
 def test_without_a_pool_each_get_has_its_own_connection() -> None:
     data, desc = BLOBS[0]
     with KeepAliveServer(blob_server(BY_DIGEST)) as server:
-        url = httpx.URL(f"http://{server.host}/v2/ns/x/blobs/{desc.digest}")
+        url = URL(f"http://{server.host}/v2/ns/x/blobs/{desc.digest}")
         for _ in range(2):
             assert read_all(exchange(get(url), None)) == data
         assert server.accepted == 2

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs
 
-import httpx
 import pytest
 
 from pullwarden.errors import (
@@ -44,6 +43,17 @@ from pullwarden.runtime import (
     ResolvedImage,
     oci,
 )
+from pullwarden.runtime._messages import (
+    URL,
+    ConnectError,
+    ReadError,
+    ReadTimeout,
+    RemoteProtocolError,
+    Request,
+    Response,
+    TransportError,
+)
+from pullwarden.testing import MockTransport
 
 REG = "127.0.0.1:5000"
 TOKEN_HOST = "127.0.0.1:5080"
@@ -55,7 +65,7 @@ ALICE = AuthConfig("alice", "alice-S3cret-pw")
 BOB = AuthConfig("bob", "bob-S3cret-pw")
 USERS = {"alice": "alice-S3cret-pw", "bob": "bob-S3cret-pw"}
 
-Handler = Callable[[httpx.Request], httpx.Response | None]
+Handler = Callable[[Request], Response | None]
 
 
 def digest(data: bytes) -> str:
@@ -127,7 +137,7 @@ class FakeRegistry:
     expires_in: int | None = 300
     send_digest: bool = True
     hooks: list[Handler] = field(default_factory=list)
-    requests: list[httpx.Request] = field(default_factory=list)
+    requests: list[Request] = field(default_factory=list)
     tokens: dict[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
     uploads: dict[str, bytes] = field(default_factory=dict)
     _counter: itertools.count[int] = field(default_factory=itertools.count)
@@ -150,13 +160,13 @@ class FakeRegistry:
 
     # -- transport --
 
-    def transport(self) -> httpx.MockTransport:
-        return httpx.MockTransport(self.handle)
+    def transport(self) -> MockTransport:
+        return MockTransport(self.handle)
 
-    def to(self, host: str) -> list[httpx.Request]:
-        return [r for r in self.requests if r.url.netloc.decode() == host]
+    def to(self, host: str) -> list[Request]:
+        return [r for r in self.requests if r.url.netloc == host]
 
-    def handle(self, request: httpx.Request) -> httpx.Response:
+    def handle(self, request: Request) -> Response:
         with self._lock:
             self.requests.append(request)
         for hook in self.hooks:
@@ -167,22 +177,22 @@ class FakeRegistry:
             return self._token(request)
         return self._registry(request)
 
-    def _token(self, request: httpx.Request) -> httpx.Response:
+    def _token(self, request: Request) -> Response:
         user = ""
         header = request.headers.get("Authorization", "")
         if header.startswith("Basic "):
             user, _, password = base64.b64decode(header[6:]).decode().partition(":")
             if USERS.get(user) != password:
-                return httpx.Response(401, json={"details": "wrong password"})
+                return Response(401, json={"details": "wrong password"})
         scopes = tuple(request.url.params.get_list("scope"))
         token = f"tok-{next(self._counter)}-{user or 'anon'}"
         self.tokens[token] = (user, scopes)
         reply: dict[str, object] = {self.token_field: token}
         if self.expires_in is not None:
             reply["expires_in"] = self.expires_in
-        return httpx.Response(200, json=reply)
+        return Response(200, json=reply)
 
-    def _unauthorized(self, repo: str, error: str = "", actions: str = "pull") -> httpx.Response:
+    def _unauthorized(self, repo: str, error: str = "", actions: str = "pull") -> Response:
         if self.auth == "basic":
             challenge = 'Basic realm="fake"'
         else:
@@ -192,9 +202,9 @@ class FakeRegistry:
             if error:
                 challenge += f',error="{error}"'
         body = {"errors": [{"code": "UNAUTHORIZED", "message": "authentication required"}]}
-        return httpx.Response(401, headers={"WWW-Authenticate": challenge}, json=body)
+        return Response(401, headers={"WWW-Authenticate": challenge}, json=body)
 
-    def _check_auth(self, request: httpx.Request, repo: str) -> httpx.Response | None:
+    def _check_auth(self, request: Request, repo: str) -> Response | None:
         header = request.headers.get("Authorization", "")
         needed = ["pull"] if request.method in ("GET", "HEAD") else ["pull", "push"]
         if self.auth == "basic":
@@ -220,7 +230,7 @@ class FakeRegistry:
                 return self._unauthorized(repo, "insufficient_scope", actions)
         return None
 
-    def _registry(self, request: httpx.Request) -> httpx.Response:
+    def _registry(self, request: Request) -> Response:
         path = request.url.path
         assert path.startswith("/v2/"), path
         rest = path[4:]
@@ -229,7 +239,7 @@ class FakeRegistry:
                 repo, _, ref = rest.partition(kind)
                 break
         else:
-            return httpx.Response(200, json={})
+            return Response(200, json={})
         refused = self._check_auth(request, repo)
         if refused is not None:
             return refused
@@ -239,15 +249,15 @@ class FakeRegistry:
             return self._upload(request, repo, ref)
         return self._blob(request, ref)
 
-    def _manifest(self, request: httpx.Request, repo: str, ref: str) -> httpx.Response:
+    def _manifest(self, request: Request, repo: str, ref: str) -> Response:
         if request.method == "PUT":
             body = request.read()
             self.manifests[(repo, ref)] = (body, request.headers["Content-Type"])
             self.manifests[(repo, digest(body))] = (body, request.headers["Content-Type"])
-            return httpx.Response(201, headers={"Docker-Content-Digest": digest(body)})
+            return Response(201, headers={"Docker-Content-Digest": digest(body)})
         found = self.manifests.get((repo, ref))
         if found is None:
-            return httpx.Response(
+            return Response(
                 404, json={"errors": [{"code": "MANIFEST_UNKNOWN", "message": "manifest unknown"}]}
             )
         body, media_type = found
@@ -257,34 +267,34 @@ class FakeRegistry:
             headers["Docker-Content-Digest"] = digest(body)
         if request.method == "HEAD":
             headers["Content-Length"] = str(len(body))
-            return httpx.Response(200, headers=headers)
-        return httpx.Response(200, headers=headers, content=body)
+            return Response(200, headers=headers)
+        return Response(200, headers=headers, content=body)
 
-    def _blob(self, request: httpx.Request, ref: str) -> httpx.Response:
+    def _blob(self, request: Request, ref: str) -> Response:
         data = self.blobs.get(ref)
         if data is None:
-            return httpx.Response(
+            return Response(
                 404, json={"errors": [{"code": "BLOB_UNKNOWN", "message": "blob unknown"}]}
             )
         if request.method == "HEAD":
-            return httpx.Response(200, headers={"Content-Length": str(len(data))})
-        return httpx.Response(200, content=data)
+            return Response(200, headers={"Content-Length": str(len(data))})
+        return Response(200, content=data)
 
-    def _upload(self, request: httpx.Request, repo: str, session: str) -> httpx.Response:
+    def _upload(self, request: Request, repo: str, session: str) -> Response:
         if request.method == "POST":
             uid = f"u{next(self._counter)}"
             self.uploads[uid] = b""
-            return httpx.Response(
+            return Response(
                 202, headers={"Location": f"/v2/{repo}/blobs/uploads/{uid}?_state=st-{uid}"}
             )
         assert request.method == "PUT"
-        params = parse_qs(request.url.query.decode())
+        params = parse_qs(request.url.query)
         assert params["_state"] == [f"st-{session}"], "the Location query string was lost"
         data = request.read()
         if digest(data) != params["digest"][0]:
-            return httpx.Response(400, json={"errors": [{"code": "DIGEST_INVALID"}]})
+            return Response(400, json={"errors": [{"code": "DIGEST_INVALID"}]})
         self.blobs[params["digest"][0]] = data
-        return httpx.Response(201)
+        return Response(201)
 
 
 @dataclass
@@ -397,7 +407,7 @@ def test_registry_error_codes_are_typed(
     env: Env, code: str, status: int, error: type[RegistryError]
 ) -> None:
     body = {"errors": [{"code": code, "message": "told you so"}]} if code else {}
-    env.registry.hooks.append(lambda r: httpx.Response(status, json=body))
+    env.registry.hooks.append(lambda r: Response(status, json=body))
     with pytest.raises(error) as caught:
         env.client.get_manifest(ref())
     assert type(caught.value) is error
@@ -407,7 +417,7 @@ def test_registry_error_codes_are_typed(
 
 
 def test_403_is_denied(env: Env) -> None:
-    env.registry.hooks.append(lambda r: httpx.Response(403))
+    env.registry.hooks.append(lambda r: Response(403))
     with pytest.raises(DeniedError, match="access denied"):
         env.client.get_manifest(ref())
 
@@ -476,7 +486,7 @@ def test_docker_content_digest_mismatch(env: Env) -> None:
     env.registry.add("ns/hello", "v1", image)
     wrong = "sha256:" + "0" * 64
     env.registry.hooks.append(
-        lambda r: httpx.Response(
+        lambda r: Response(
             200,
             headers={"Content-Type": oci.OCI_MANIFEST, "Docker-Content-Digest": wrong},
             content=image.manifest,
@@ -506,7 +516,7 @@ def test_oversized_manifest_by_content_length(env: Env) -> None:
             yield huge[i : i + 65536]
 
     env.registry.hooks.append(
-        lambda r: httpx.Response(
+        lambda r: Response(
             200,
             headers={"Content-Type": oci.OCI_MANIFEST, "Content-Length": str(len(huge))},
             content=stream(),
@@ -526,7 +536,7 @@ def test_oversized_manifest_without_content_length(env: Env) -> None:
             yield b"y" * 65536
 
     env.registry.hooks.append(
-        lambda r: httpx.Response(200, headers={"Content-Type": oci.OCI_MANIFEST}, content=stream())
+        lambda r: Response(200, headers={"Content-Type": oci.OCI_MANIFEST}, content=stream())
     )
     with pytest.raises(TooLargeError, match="limit"):
         env.client.get_manifest(ref())
@@ -606,7 +616,7 @@ def test_bearer_flow(env: Env, bearer: Image, token_field: str) -> None:
     assert got.digest == bearer.digest
     first, token_request, second = env.registry.requests
     assert "Authorization" not in first.headers
-    assert token_request.url.netloc.decode() == TOKEN_HOST
+    assert token_request.url.netloc == TOKEN_HOST
     assert token_request.method == "GET"
     assert token_request.url.params["service"] == SERVICE
     assert token_request.url.params.get_list("scope") == ["repository:private/alice:pull"]
@@ -735,7 +745,7 @@ def test_registry_token_is_used_directly(env: Env, bearer: Image) -> None:
 
 
 def test_identity_token_is_a_refresh_token(env: Env, bearer: Image) -> None:
-    def refresh(request: httpx.Request) -> httpx.Response | None:
+    def refresh(request: Request) -> Response | None:
         if request.url.path != "/token" or request.method != "POST":
             return None
         form = parse_qs(request.read().decode())
@@ -744,7 +754,7 @@ def test_identity_token_is_a_refresh_token(env: Env, bearer: Image) -> None:
         assert form["service"] == [SERVICE]
         assert form["scope"] == ["repository:ns/hello:pull"]
         env.registry.tokens["from-refresh"] = ("alice", ("repository:ns/hello:pull",))
-        return httpx.Response(200, json={"access_token": "from-refresh", "expires_in": 300})
+        return Response(200, json={"access_token": "from-refresh", "expires_in": 300})
 
     env.registry.hooks.append(refresh)
     got = env.client.head_manifest(ref(), AuthConfig(identity_token="refresh-me"))
@@ -754,7 +764,7 @@ def test_identity_token_is_a_refresh_token(env: Env, bearer: Image) -> None:
 
 def test_unsupported_challenge(env: Env) -> None:
     env.registry.hooks.append(
-        lambda r: httpx.Response(401, headers={"WWW-Authenticate": 'Negotiate realm="x"'})
+        lambda r: Response(401, headers={"WWW-Authenticate": 'Negotiate realm="x"'})
     )
     with pytest.raises(UnauthorizedError, match="unsupported challenge: negotiate"):
         env.client.head_manifest(ref(), ALICE)
@@ -804,12 +814,12 @@ def test_blob_redirect_to_another_host_drops_authorization(
     storage = "127.0.0.2:9000"
     layer = bearer.layers[0]
 
-    def redirect(request: httpx.Request) -> httpx.Response | None:
-        netloc = request.url.netloc.decode()
+    def redirect(request: Request) -> Response | None:
+        netloc = request.url.netloc
         if netloc == REG and "/blobs/" in request.url.path and request.headers.get("Authorization"):
-            return httpx.Response(307, headers={"Location": f"http://{storage}/b/x?sig=1"})
+            return Response(307, headers={"Location": f"http://{storage}/b/x?sig=1"})
         if netloc == storage:
-            return httpx.Response(200, content=layer)
+            return Response(200, content=layer)
         return None
 
     env.registry.hooks.append(redirect)
@@ -829,19 +839,17 @@ def test_redirect_to_same_host_other_port_or_scheme_drops_authorization(env: Env
     image = make_image()
     env.registry.add("ns/hello", "v1", image)
 
-    def redirect(request: httpx.Request) -> httpx.Response | None:
+    def redirect(request: Request) -> Response | None:
         if request.url.path == "/v2/ns/hello/manifests/v1" and request.url.port == 5000:
             if "Authorization" not in request.headers:
                 return None  # let the fake registry challenge
-            return httpx.Response(302, headers={"Location": "http://127.0.0.1:5001/m"})
+            return Response(302, headers={"Location": "http://127.0.0.1:5001/m"})
         if request.url.port == 5001:
-            return httpx.Response(
+            return Response(
                 301, headers={"Location": "https://127.0.0.1:5000/v2/ns/hello/manifests/v1x"}
             )
         if request.url.scheme == "https":
-            return httpx.Response(
-                200, headers={"Content-Type": oci.OCI_MANIFEST}, content=image.manifest
-            )
+            return Response(200, headers={"Content-Type": oci.OCI_MANIFEST}, content=image.manifest)
         return None
 
     env.registry.hooks.append(redirect)
@@ -859,11 +867,11 @@ def test_redirect_target_asking_for_credentials_gets_none(env: Env, tmp_path: Pa
     env.registry.auth = "basic"
     env.registry.add("ns/hello", "v1", make_image())
 
-    def redirect(request: httpx.Request) -> httpx.Response | None:
+    def redirect(request: Request) -> Response | None:
         if request.url.host == "127.0.0.2":
-            return httpx.Response(401, headers={"WWW-Authenticate": 'Basic realm="evil"'})
+            return Response(401, headers={"WWW-Authenticate": 'Basic realm="evil"'})
         if "/blobs/" in request.url.path and "Authorization" in request.headers:
-            return httpx.Response(302, headers={"Location": "http://127.0.0.2/steal"})
+            return Response(302, headers={"Location": "http://127.0.0.2/steal"})
         return None
 
     env.registry.hooks.append(redirect)
@@ -874,7 +882,7 @@ def test_redirect_target_asking_for_credentials_gets_none(env: Env, tmp_path: Pa
 
 
 def test_too_many_redirects(env: Env) -> None:
-    env.registry.hooks.append(lambda r: httpx.Response(302, headers={"Location": "/again"}))
+    env.registry.hooks.append(lambda r: Response(302, headers={"Location": "/again"}))
     with pytest.raises(RegistryError, match="too many redirects"):
         env.client.head_manifest(ref())
 
@@ -883,7 +891,7 @@ def test_too_many_redirects(env: Env) -> None:
 
 
 def test_5xx_is_retried_then_unavailable(env: Env) -> None:
-    env.registry.hooks.append(lambda r: httpx.Response(503))
+    env.registry.hooks.append(lambda r: Response(503))
     with pytest.raises(RegistryUnavailableError) as caught:
         env.client.get_manifest(ref())
     assert len(env.registry.requests) == 4  # 1 + retries=3
@@ -897,9 +905,7 @@ def test_5xx_then_success(env: Env) -> None:
     image = make_image()
     env.registry.add("ns/hello", "v1", image)
     failures = iter([500, 502])
-    env.registry.hooks.append(
-        lambda r: httpx.Response(code) if (code := next(failures, 0)) else None
-    )
+    env.registry.hooks.append(lambda r: Response(code) if (code := next(failures, 0)) else None)
     assert env.client.get_manifest(ref()).digest == image.digest
     assert len(env.registry.requests) == 3 and len(env.sleeps) == 2
 
@@ -907,10 +913,10 @@ def test_5xx_then_success(env: Env) -> None:
 def test_token_server_5xx_is_retried(env: Env, bearer: Image) -> None:
     calls = [0]
 
-    def flaky(request: httpx.Request) -> httpx.Response | None:
+    def flaky(request: Request) -> Response | None:
         if request.url.path == "/token" and calls[0] == 0:
             calls[0] += 1
-            return httpx.Response(502)
+            return Response(502)
         return None
 
     env.registry.hooks.append(flaky)
@@ -919,8 +925,8 @@ def test_token_server_5xx_is_retried(env: Env, bearer: Image) -> None:
 
 
 def test_connection_errors_from_the_transport_are_retried(env: Env) -> None:
-    def boom(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+    def boom(request: Request) -> Response:
+        raise ConnectError("[Errno 111] Connection refused", request=request)
 
     env.registry.hooks.append(boom)
     with pytest.raises(RegistryUnavailableError, match=f"{REG}: connection refused"):
@@ -929,8 +935,8 @@ def test_connection_errors_from_the_transport_are_retried(env: Env) -> None:
 
 
 def test_timeouts_are_unavailable(env: Env) -> None:
-    def slow(request: httpx.Request) -> httpx.Response:
-        raise httpx.ReadTimeout("timed out", request=request)
+    def slow(request: Request) -> Response:
+        raise ReadTimeout("timed out", request=request)
 
     env.registry.hooks.append(slow)
     with pytest.raises(RegistryUnavailableError, match="read timed out"):
@@ -1022,9 +1028,7 @@ def test_blob_longer_than_its_size(
     headers = {"Content-Length": str(len(extra))} if with_length else {}
     env.registry.hooks.append(
         lambda r: (
-            httpx.Response(200, headers=headers, content=stream())
-            if "/blobs/" in r.url.path
-            else None
+            Response(200, headers=headers, content=stream()) if "/blobs/" in r.url.path else None
         )
     )
     dest = tmp_path / "big"
@@ -1034,32 +1038,35 @@ def test_blob_longer_than_its_size(
     assert served[0] < len(extra)  # stopped early
 
 
-class DroppingStream(httpx.SyncByteStream):
+class DroppingStream:
     """A body that sends part of the data, then fails like a dropped connection."""
 
-    def __init__(self, data: bytes, cut: int, error: type[httpx.TransportError]) -> None:
+    def __init__(self, data: bytes, cut: int, error: type[TransportError]) -> None:
         self.data, self.cut, self.error = data, cut, error
 
     def __iter__(self) -> Iterator[bytes]:
         yield self.data[: self.cut]
         raise self.error("peer closed connection without sending complete message body")
 
+    def close(self) -> None:
+        pass
 
-@pytest.mark.parametrize("error", [httpx.RemoteProtocolError, httpx.ReadError])
+
+@pytest.mark.parametrize("error", [RemoteProtocolError, ReadError])
 def test_connection_dropped_mid_blob_is_retried(
-    env: Env, tmp_path: Path, error: type[httpx.TransportError]
+    env: Env, tmp_path: Path, error: type[TransportError]
 ) -> None:
     data = bytes(range(256)) * 20_000  # 5 MB: several progress steps
     blob = oci.Descriptor(oci.OCI_LAYER, digest(data), len(data))
     env.registry.blobs[blob.digest] = data
     attempts = [0]
 
-    def drop_first(request: httpx.Request) -> httpx.Response | None:
+    def drop_first(request: Request) -> Response | None:
         if "/blobs/" not in request.url.path:
             return None
         attempts[0] += 1
         if attempts[0] == 1:
-            return httpx.Response(
+            return Response(
                 200,
                 headers={"Content-Length": str(len(data))},
                 stream=DroppingStream(data, 3_000_000, error),
@@ -1083,9 +1090,7 @@ def test_connection_dropped_mid_blob_is_retried(
 def test_blob_dropped_every_time_is_unavailable(env: Env, tmp_path: Path) -> None:
     data = b"z" * 100_000
     blob = oci.Descriptor(oci.OCI_LAYER, digest(data), len(data))
-    env.registry.hooks.append(
-        lambda r: httpx.Response(200, stream=DroppingStream(data, 10, httpx.ReadError))
-    )
+    env.registry.hooks.append(lambda r: Response(200, stream=DroppingStream(data, 10, ReadError)))
     dest = tmp_path / "blob"
     with pytest.raises(RegistryUnavailableError, match="connection dropped while reading"):
         env.client.fetch_blob(f"{REG}/ns/hello", blob, dest)
@@ -1131,11 +1136,11 @@ def test_fetch_blobs_in_parallel(env: Env, tmp_path: Path) -> None:
         with lock:
             active[0] -= 1
 
-    def slow(request: httpx.Request) -> httpx.Response | None:
+    def slow(request: Request) -> Response | None:
         if "/blobs/" not in request.url.path:
             return None
         data = env.registry.blobs[request.url.path.rsplit("/", 1)[1]]
-        return httpx.Response(200, content=slow_body(data))
+        return Response(200, content=slow_body(data))
 
     env.registry.hooks.append(slow)
     items = [(d, tmp_path / f"{i}.tmp", "layer") for i, d in enumerate(resolved.layers)]
@@ -1157,7 +1162,7 @@ def test_fetch_blobs_first_error_stops_the_rest(env: Env, tmp_path: Path) -> Non
     bad = resolved.layers[0]
     env.registry.blobs[bad.digest] = b"x" * bad.size
 
-    def slow_good_blobs(request: httpx.Request) -> httpx.Response | None:
+    def slow_good_blobs(request: Request) -> Response | None:
         if "/blobs/" in request.url.path and not request.url.path.endswith(bad.digest):
             time.sleep(0.05)
         return None
@@ -1208,9 +1213,9 @@ def test_push_blob_from_a_file_and_skip_when_present(env: Env, tmp_path: Path) -
 
 
 def test_push_with_absolute_location(env: Env) -> None:
-    def absolute(request: httpx.Request) -> httpx.Response | None:
+    def absolute(request: Request) -> Response | None:
         if request.method == "POST":
-            return httpx.Response(
+            return Response(
                 202, headers={"Location": f"http://{REG}/v2/ns/new/blobs/uploads/u9?_state=st-u9"}
             )
         return None
@@ -1239,7 +1244,7 @@ def test_push_with_bearer_asks_for_push_scope(env: Env, bearer: Image) -> None:
 
 def test_push_manifest_refused(env: Env) -> None:
     env.registry.hooks.append(
-        lambda r: httpx.Response(400, json={"errors": [{"code": "MANIFEST_INVALID"}]})
+        lambda r: Response(400, json={"errors": [{"code": "MANIFEST_INVALID"}]})
     )
     with pytest.raises(RegistryError, match=r"pushing 127.0.0.1:5000/ns/new.*MANIFEST_INVALID"):
         env.client.push_manifest(f"{REG}/ns/new", "v1", b"{}", oci.OCI_MANIFEST)
@@ -1381,27 +1386,27 @@ def test_tls_without_the_ca_is_refused_and_not_retried(tls_server: tuple[str, Pa
     ],
 )
 def test_scheme_and_host(image: str, hosts: dict[str, HostOptions], expected: str) -> None:
-    seen: list[httpx.URL] = []
+    seen: list[URL] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: Request) -> Response:
         seen.append(request.url)
-        return httpx.Response(200, headers={"Docker-Content-Digest": "sha256:" + "a" * 64})
+        return Response(200, headers={"Docker-Content-Digest": "sha256:" + "a" * 64})
 
-    with RegistryClient(transport=httpx.MockTransport(handler), hosts=hosts) as client:
+    with RegistryClient(transport=MockTransport(handler), hosts=hosts) as client:
         client.head_manifest(image)
     assert str(seen[0]).startswith(expected + "/v2/")
 
 
 def test_loopback_with_a_ca_file_uses_tls(tls_server: tuple[str, Path]) -> None:
     host, ca = tls_server
-    seen: list[httpx.URL] = []
+    seen: list[URL] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: Request) -> Response:
         seen.append(request.url)
-        return httpx.Response(200)
+        return Response(200)
 
     options = {host: HostOptions(ca_file=ca)}
-    with RegistryClient(transport=httpx.MockTransport(handler), hosts=options) as client:
+    with RegistryClient(transport=MockTransport(handler), hosts=options) as client:
         client.head_manifest(f"{host}/a:v1")
     assert seen[0].scheme == "https"
 
@@ -1416,17 +1421,17 @@ SECRET_AUTHS = [
 ]
 
 
-def _echo_authorization(request: httpx.Request) -> httpx.Response | None:
+def _echo_authorization(request: Request) -> Response | None:
     """A hostile registry that echoes whatever credentials it got into its error message."""
     header = request.headers.get("Authorization", "")
     if request.url.path.startswith("/v2/") and header:
         body = {"errors": [{"code": "DENIED", "message": f"you sent {header} {header[7:]}"}]}
-        return httpx.Response(403, json=body)
+        return Response(403, json=body)
     return None
 
 
 def _scenario_5xx(env: Env) -> None:
-    env.registry.hooks.append(lambda r: httpx.Response(500) if "/v2/" in r.url.path else None)
+    env.registry.hooks.append(lambda r: Response(500) if "/v2/" in r.url.path else None)
 
 
 def _scenario_echo(env: Env) -> None:
@@ -1435,7 +1440,7 @@ def _scenario_echo(env: Env) -> None:
 
 def _scenario_token_401(env: Env) -> None:
     env.registry.hooks.append(
-        lambda r: httpx.Response(401, text="bad") if r.url.path == "/token" else None
+        lambda r: Response(401, text="bad") if r.url.path == "/token" else None
     )
 
 
@@ -1451,7 +1456,7 @@ def _scenario_bad_digest(env: Env) -> None:
     env.registry.send_digest = True
     env.registry.hooks.append(
         lambda r: (
-            httpx.Response(
+            Response(
                 200,
                 headers={
                     "Docker-Content-Digest": "sha256:" + "f" * 64,
@@ -1486,7 +1491,7 @@ def test_errors_never_contain_secrets(
     env.registry.tokens["regtok-S3cret"] = ("alice", ("repository:ns/hello:pull",))
     env.registry.hooks.append(
         lambda r: (
-            httpx.Response(200, json={"token": "issued-S3cret-token"})
+            Response(200, json={"token": "issued-S3cret-token"})
             if r.url.path == "/token" and r.method == "POST"
             else None
         )
@@ -1552,11 +1557,11 @@ def test_fetch_blobs_stops_a_blob_in_flight(env: Env, tmp_path: Path) -> None:
         yield small
         bad_served.set()
 
-    def blobs(request: httpx.Request) -> httpx.Response | None:
+    def blobs(request: Request) -> Response | None:
         if request.url.path.endswith(big_desc.digest):
-            return httpx.Response(200, content=slow_big())
+            return Response(200, content=slow_big())
         if request.url.path.endswith(bad_desc.digest):
-            return httpx.Response(200, content=bad_body())
+            return Response(200, content=bad_body())
         return None
 
     env.registry.hooks.append(blobs)

@@ -14,12 +14,13 @@ import dataclasses
 import threading
 from collections.abc import Callable
 
-import httpx
 import pytest
 
 from pullwarden.errors import RegistryError
 from pullwarden.runtime import AuthConfig, RegistryClient
+from pullwarden.runtime._messages import Request, Response
 from pullwarden.runtime._scrub import Scrubber, mask_secrets, quotes_secret
+from pullwarden.testing import MockTransport
 
 PASSWORD = "Zq7-Hunter2-Xy9"
 TOKEN = "Tok3n-AbCdEf-123456"
@@ -35,7 +36,7 @@ CASES: dict[str, Callable[[str], str]] = {
     "same": str,
 }
 
-Answer = Callable[[str], httpx.Response]
+Answer = Callable[[str], Response]
 
 
 def leaks(message: str, secret: str) -> bool:
@@ -47,47 +48,43 @@ def errors_body(**entry: object) -> dict[str, object]:
     return {"errors": [entry]}
 
 
-def reason(status: int, phrase: str, **kwargs: object) -> httpx.Response:
-    return httpx.Response(status, extensions={"reason_phrase": phrase.encode()}, **kwargs)  # type: ignore[arg-type]
+def reason(status: int, phrase: str, **kwargs: object) -> Response:
+    return Response(status, extensions={"reason_phrase": phrase.encode()}, **kwargs)  # type: ignore[arg-type]
 
 
 # Each answer is what the registry sends to an authenticated manifest request.
 REGISTRY_ANSWERS: dict[str, Answer] = {
-    "code-400": lambda s: httpx.Response(400, json=errors_body(code=s, message="bad")),
-    "code-403": lambda s: httpx.Response(403, json=errors_body(code=s)),
-    "code-401-retry": lambda s: httpx.Response(409, json=errors_body(code=s + "_x")),
+    "code-400": lambda s: Response(400, json=errors_body(code=s, message="bad")),
+    "code-403": lambda s: Response(403, json=errors_body(code=s)),
+    "code-401-retry": lambda s: Response(409, json=errors_body(code=s + "_x")),
     "reason-400": lambda s: reason(400, s),
     "reason-403": lambda s: reason(403, s),
     "reason-404": lambda s: reason(404, s),
     "reason-500": lambda s: reason(500, s),
-    "message-denied": lambda s: httpx.Response(
+    "message-denied": lambda s: Response(
         403, json=errors_body(code="DENIED", message=f"password {s} is wrong")
     ),
-    "message-unknown": lambda s: httpx.Response(
-        400, json=errors_body(code="UNSUPPORTED", message=s)
-    ),
-    "message-not-found": lambda s: httpx.Response(
+    "message-unknown": lambda s: Response(400, json=errors_body(code="UNSUPPORTED", message=s)),
+    "message-not-found": lambda s: Response(
         404, json=errors_body(code="MANIFEST_UNKNOWN", message=f"no {s}")
     ),
-    "detail": lambda s: httpx.Response(
+    "detail": lambda s: Response(
         400, json=errors_body(code="UNSUPPORTED", message="m", detail={"password": s})
     ),
-    "media-type": lambda s: httpx.Response(
+    "media-type": lambda s: Response(
         200, headers={"Content-Type": f"application/{s}"}, content=b"{}"
     ),
-    "challenge-scheme": lambda s: httpx.Response(
-        401, headers={"WWW-Authenticate": f'{s} realm="x"'}
-    ),
+    "challenge-scheme": lambda s: Response(401, headers={"WWW-Authenticate": f'{s} realm="x"'}),
 }
 
 
-def registry_client(answer: httpx.Response, basic: bool = True) -> RegistryClient:
-    def handler(request: httpx.Request) -> httpx.Response:
+def registry_client(answer: Response, basic: bool = True) -> RegistryClient:
+    def handler(request: Request) -> Response:
         if "Authorization" not in request.headers and basic:
-            return httpx.Response(401, headers={"WWW-Authenticate": 'Basic realm="r"'})
+            return Response(401, headers={"WWW-Authenticate": 'Basic realm="r"'})
         return answer
 
-    return RegistryClient(transport=httpx.MockTransport(handler), retries=1, sleep=lambda s: None)
+    return RegistryClient(transport=MockTransport(handler), retries=1, sleep=lambda s: None)
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -117,12 +114,12 @@ TOKEN_ANSWERS: dict[str, Answer] = {
 def test_token_server_fields_echoing_the_password(field: str, case: str) -> None:
     answer = TOKEN_ANSWERS[field](CASES[case](PASSWORD))
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: Request) -> Response:
         if request.url.path == "/token":
             return answer
-        return httpx.Response(401, headers={"WWW-Authenticate": f'Bearer realm="{REALM}"'})
+        return Response(401, headers={"WWW-Authenticate": f'Bearer realm="{REALM}"'})
 
-    client = RegistryClient(transport=httpx.MockTransport(handler), retries=1, sleep=lambda s: None)
+    client = RegistryClient(transport=MockTransport(handler), retries=1, sleep=lambda s: None)
     with client, pytest.raises(RegistryError) as info:
         client.head_manifest(IMAGE, AUTH)
     assert "ns/x" in str(info.value)
@@ -134,20 +131,20 @@ def test_token_server_fields_echoing_the_password(field: str, case: str) -> None
 def test_registry_echoing_the_bearer_token(where: str, case: str) -> None:
     echoed = CASES[case](TOKEN)
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: Request) -> Response:
         if request.url.path == "/token":
-            return httpx.Response(200, json={"token": TOKEN})
+            return Response(200, json={"token": TOKEN})
         challenge = f'Bearer realm="{REALM}"'
         if request.headers.get("Authorization") != f"Bearer {TOKEN}":
-            return httpx.Response(401, headers={"WWW-Authenticate": challenge})
+            return Response(401, headers={"WWW-Authenticate": challenge})
         if where == "challenge-error":
             challenge += f',error="{echoed}"'
-            return httpx.Response(401, headers={"WWW-Authenticate": challenge})
+            return Response(401, headers={"WWW-Authenticate": challenge})
         if where == "code":
-            return httpx.Response(400, json=errors_body(code=echoed))
-        return httpx.Response(400, json=errors_body(code="X", message=echoed))
+            return Response(400, json=errors_body(code=echoed))
+        return Response(400, json=errors_body(code="X", message=echoed))
 
-    client = RegistryClient(transport=httpx.MockTransport(handler), retries=0, sleep=lambda s: None)
+    client = RegistryClient(transport=MockTransport(handler), retries=0, sleep=lambda s: None)
     with client, pytest.raises(RegistryError) as info:
         client.head_manifest(IMAGE, AUTH) if where != "code" else client.get_manifest(IMAGE, AUTH)
     assert "ns/x" in str(info.value)
@@ -177,7 +174,7 @@ def test_mask_secrets_masks_every_piece_in_any_case() -> None:
 
 
 def test_a_target_is_immutable_and_its_repr_shows_no_secret() -> None:
-    client = RegistryClient(transport=httpx.MockTransport(lambda r: httpx.Response(200)))
+    client = RegistryClient(transport=MockTransport(lambda r: Response(200)))
     with client:
         target = client._target(IMAGE, AUTH, "pulling", "pull")
     with pytest.raises(dataclasses.FrozenInstanceError):

@@ -15,13 +15,6 @@ import click
 from pullwarden import __version__
 from pullwarden.cli._lazy import LazyGroup
 
-# This process never runs httpx's own command line: httpx/_main.py (which `import httpx` loads
-# whenever rich and click are installed, pulling in rich's console and progress machinery) is
-# marked absent before any command module imports httpx.  The import is optional by design and
-# falls back at once; every command that talks to a registry saves its 30-90 ms of start-up.
-# (httpcore, and trio through it, are never imported: runtime._http1 is the client's HTTP.)
-sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
-
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 # name → (module, attribute, one line of help)

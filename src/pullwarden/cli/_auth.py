@@ -22,7 +22,7 @@ from pullwarden.errors import DockerConfigError
 from pullwarden.reference import parse_image_name, parse_normalized
 from pullwarden.runtime import AuthConfig
 
-if TYPE_CHECKING:  # the credentials package loads yaml, the registry client httpx: on use
+if TYPE_CHECKING:  # the credentials package and the registry client load on use
     from pullwarden.credentials import CredentialPlugins, Keyring, PluginFailure
     from pullwarden.runtime import HostOptions
 

@@ -4,7 +4,7 @@ The image is written as an OCI image layout (the directory ``skopeo copy oci:DIR
 by :func:`pullwarden.runtime.build_image`: every byte follows from the inputs (sorted tar
 entries owned by root with mtime 0, gzip without a timestamp), so the same command gives the
 same digests on any machine.  ``--push`` sends it to a registry with
-:func:`pullwarden.runtime.push_layout`; the registry client (httpx) is imported only then.
+:func:`pullwarden.runtime.push_layout`; the registry client is imported only then.
 """
 
 from __future__ import annotations

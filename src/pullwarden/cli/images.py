@@ -57,7 +57,7 @@ from pullwarden.runtime import (
 )
 
 if TYPE_CHECKING:
-    # The store, the registry client (httpx), the CRI client (grpc) and the progress bars (rich)
+    # The store, the registry client, the CRI client (grpc) and the progress bars (rich)
     # load when a command uses them, so that `--help`, `images` and `pull -q` pay only for theirs.
     from rich.progress import TaskID
 

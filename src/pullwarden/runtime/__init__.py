@@ -3,13 +3,13 @@
 Import the supported names from here; the modules behind them are private: ``_base`` (the
 :class:`ImageService` protocol and its value types), ``_store`` (the embedded store),
 ``_registry`` (the OCI distribution client, with ``_transport``, ``_policy``, ``_wire``,
-``_http1``, ``_network``, ``_auth``, ``_scrub`` and ``_blobs`` under it), ``_cri`` (a
+``_http1``, ``_messages``, ``_network``, ``_auth``, ``_scrub`` and ``_blobs`` under it), ``_cri`` (a
 container runtime's image service over CRI: containerd), ``_layout`` (OCI image layouts) and
 ``_oci`` (media types, manifests and indexes; also offered whole as
 :mod:`oci`, for its constants).
 
 The protocol, its value types and the OCI constants load with the package; the store, the
-registry client (httpx), the layouts and the CRI client are imported on first use (PEP 562),
+registry client, the layouts and the CRI client are imported on first use (PEP 562),
 so code that only names an image or reads records never loads an HTTP stack.
 """
 
@@ -54,6 +54,14 @@ if TYPE_CHECKING:
         read_blob,
         read_layout,
     )
+    from pullwarden.runtime._messages import (
+        URL,
+        Headers,
+        Request,
+        Response,
+        Transport,
+        TransportError,
+    )
     from pullwarden.runtime._registry import (
         HostOptions,
         RegistryClient,
@@ -70,6 +78,7 @@ _LAZY = {
     "BuiltImage": "pullwarden.runtime._layout",
     "CRIImageService": "pullwarden.runtime._cri",
     "ContentSource": "pullwarden.runtime._store",
+    "Headers": "pullwarden.runtime._messages",
     "HostOptions": "pullwarden.runtime._registry",
     "INDEX_VERSION": "pullwarden.runtime._store",
     "LINUX_AMD64": "pullwarden.runtime._layout",
@@ -77,8 +86,13 @@ _LAZY = {
     "REF_NAME_ANNOTATION": "pullwarden.runtime._layout",
     "RUNTIME_REQUEST_TIMEOUT": "pullwarden.runtime._cri",
     "RegistryClient": "pullwarden.runtime._registry",
+    "Request": "pullwarden.runtime._messages",
+    "Response": "pullwarden.runtime._messages",
     "ResolvedImage": "pullwarden.runtime._registry",
     "RuntimeVersion": "pullwarden.runtime._cri",
+    "Transport": "pullwarden.runtime._messages",
+    "TransportError": "pullwarden.runtime._messages",
+    "URL": "pullwarden.runtime._messages",
     "build_image": "pullwarden.runtime._layout",
     "build_index": "pullwarden.runtime._layout",
     "load_ca_file": "pullwarden.runtime._registry",
@@ -95,12 +109,14 @@ __all__ = [
     "LINUX_AMD64",
     "REF_NAME_ANNOTATION",
     "RUNTIME_REQUEST_TIMEOUT",
+    "URL",
     "AuthConfig",
     "BuiltImage",
     "CRIImageService",
     "ContentSource",
     "Descriptor",
     "FsUsage",
+    "Headers",
     "HostOptions",
     "Image",
     "ImageService",
@@ -110,8 +126,12 @@ __all__ = [
     "ProgressCallback",
     "PullProgress",
     "RegistryClient",
+    "Request",
     "ResolvedImage",
+    "Response",
     "RuntimeVersion",
+    "Transport",
+    "TransportError",
     "build_image",
     "build_index",
     "digest_of",

@@ -214,7 +214,9 @@ def is_loopback_host(host: str) -> bool:
 def parse_token_reply(data: bytes) -> tuple[str, float]:
     """``(token, lifetime seconds)`` from a token server's JSON; ValueError when unusable.
 
-    Accepts both ``token`` and ``access_token``; ``expires_in`` defaults to 60 seconds.
+    Accepts both ``token`` and ``access_token``; ``expires_in`` defaults to 60 seconds.  A
+    token goes into an ``Authorization`` header, so one with anything but visible ASCII in it
+    (a line break would start a header of the token server's choosing) is refused.
     """
     try:
         doc = loads_json(data)
@@ -225,6 +227,8 @@ def parse_token_reply(data: bytes) -> tuple[str, float]:
     token = doc.get("token") or doc.get("access_token")
     if not isinstance(token, str) or not token:
         raise ValueError("token server reply has no token")
+    if not all("!" <= c <= "~" for c in token):
+        raise ValueError("token server reply has a token that is not visible ASCII")
     lifetime = doc.get("expires_in")
     if isinstance(lifetime, bool) or not isinstance(lifetime, int | float) or lifetime <= 0:
         lifetime = DEFAULT_TOKEN_LIFETIME

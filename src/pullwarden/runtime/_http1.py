@@ -1,20 +1,20 @@
 """HTTP/1.1 for every request of the registry client, on sockets a cancel can reach.
 
 :func:`exchange` writes one request (head and body) on a connection and reads the answer's
-head; the ``httpx.Response`` it returns streams the body as the head frames it:
+head; the :class:`~._messages.Response` it returns streams the body as the head frames it:
 
 * no body for ``HEAD``, ``204`` and ``304`` (interim ``1xx`` answers are skipped);
 * ``Transfer-Encoding: chunked``: a :class:`ChunkedBody`, decoded;
 * ``Content-Length``: a :class:`SizedBody`, also in the response's extensions under
   :data:`SIZED_BODY`, for readers that fill a buffer of their own with
   :meth:`SizedBody.chunks` (the blob writer: ``recv_into`` straight into its buffer, which is
-  what makes loopback pulls run at twice httpx's pace — measured ~400 MB/s through httpx's
-  response machinery, ~800 MB/s with ``recv_into``);
+  what makes loopback pulls run at twice the pace of reading ``bytes`` — measured ~400 MB/s
+  through httpx's response machinery, ~800 MB/s with ``recv_into``);
 * anything else: the bytes until the server closes.
 
-This is all the HTTP the client speaks (no HTTP/2, no proxies, no upgrades); httpx above it
-builds the requests and holds the answers (:mod:`._transport` decides what is sent where, and
-follows redirects itself).
+This is all the HTTP the client speaks (no HTTP/2, no proxies, no upgrades); the requests and
+answers are the client's own small types (:mod:`._messages`), and :mod:`._transport` decides
+what is sent where, and follows redirects itself.
 
 **Keep-alive.** Given an :class:`IdleConnections` (the client transport's, one per client), a
 ``GET`` or ``HEAD`` goes out on an idle connection kept from an earlier answer when there is
@@ -39,7 +39,7 @@ byte at a time cannot hold a manifest or token exchange past it; without a deadl
 downloads) the per-chunk path does not look at the guard.  A connection going back to the
 pool is no longer watched by that guard.
 
-Socket failures are raised as the httpx exceptions the retry logic understands.
+Socket failures are raised as the :mod:`._messages` errors the retry logic tells apart.
 """
 
 from __future__ import annotations
@@ -51,8 +51,20 @@ from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar
 
-import httpx
-
+from pullwarden.runtime._messages import (
+    URL,
+    ConnectError,
+    ConnectTimeout,
+    Headers,
+    ReadError,
+    ReadTimeout,
+    RemoteProtocolError,
+    Request,
+    Response,
+    UnsupportedProtocol,
+    WriteError,
+    WriteTimeout,
+)
 from pullwarden.runtime._network import (
     Connection,
     Guard,
@@ -164,7 +176,7 @@ class IdleConnections:
             connection.close()
 
 
-def pool_key(request: httpx.Request, context: ssl.SSLContext | None) -> PoolKey:
+def pool_key(request: Request, context: ssl.SSLContext | None) -> PoolKey:
     """Where a connection for ``request`` may come from (see the module notes)."""
     scheme, host, port = origin_of(request.url)
     authorization = request.headers.get("Authorization")
@@ -174,7 +186,7 @@ def pool_key(request: httpx.Request, context: ssl.SSLContext | None) -> PoolKey:
     return scheme, host, port, id(context) if scheme == "https" else 0, fingerprint
 
 
-class _Body(httpx.SyncByteStream):
+class _Body:
     """An answer's body on its connection: read it, then close it.
 
     Closing hands the connection to ``release`` (to be kept for another request) when the
@@ -205,7 +217,7 @@ class _Body(httpx.SyncByteStream):
     def _read(self, read: Callable[..., _R], *args: object) -> _R:
         """``read(*args)`` on the socket, clipped to the guard's deadline if it has one.
 
-        A timeout or a socket error is raised as the httpx error, or as what the guard says
+        A timeout or a socket error is raised as the transport error, or as what the guard says
         to raise instead (the token's error once cancelled).
         """
         try:
@@ -213,15 +225,15 @@ class _Body(httpx.SyncByteStream):
                 self._sock.settimeout(self._deadline.clip(self._timeout))
             return read(*args)
         except TimeoutError as err:
-            fail(self._guard, httpx.ReadTimeout(f"timed out reading the answer: {err}"), err)
+            fail(self._guard, ReadTimeout(f"timed out reading the answer: {err}"), err)
         except OSError as err:
-            fail(self._guard, httpx.ReadError(f"connection failed reading the answer: {err}"), err)
+            fail(self._guard, ReadError(f"connection failed reading the answer: {err}"), err)
 
     def _more(self, size: int) -> bytes:
         """Like :meth:`_recv`, but the server closing first is an error."""
         data = self._recv(size)
         if not data:
-            closed = httpx.RemoteProtocolError("connection closed before the end of the answer")
+            closed = RemoteProtocolError("connection closed before the end of the answer")
             fail(self._guard, closed, closed)
         return data
 
@@ -273,7 +285,7 @@ class SizedBody(_Body):
                 return 0
             n = self._read(self._sock.recv_into, buffer, want)
             if n == 0:
-                short = httpx.RemoteProtocolError(
+                short = RemoteProtocolError(
                     f"connection closed after {self._received} of {self.length} bytes"
                 )
                 fail(self._guard, short, short)
@@ -287,7 +299,7 @@ class SizedBody(_Body):
             yield buffer[:n]
 
     def __iter__(self) -> Iterator[bytes]:
-        """The body as ``bytes`` (httpx's ``iter_bytes``; the blob writer uses chunks)."""
+        """The body as ``bytes`` (``iter_bytes``; the blob writer uses :meth:`chunks`)."""
         buffer = memoryview(bytearray(_ITER_CHUNK))
         for chunk in self.chunks(buffer):
             yield bytes(chunk)
@@ -304,7 +316,7 @@ class ChunkedBody(_Body):
                 left -= len(piece)
                 yield piece
             if self._line() != b"":
-                raise httpx.RemoteProtocolError("malformed chunked body: no CRLF after a chunk")
+                raise RemoteProtocolError("malformed chunked body: no CRLF after a chunk")
         while self._line() != b"":
             pass  # a trailer field
         self.complete = not self._pending
@@ -312,13 +324,13 @@ class ChunkedBody(_Body):
     def _chunk_size(self) -> int:
         text = self._line().partition(b";")[0].strip()
         if not text or text.strip(b"0123456789abcdefABCDEF"):
-            raise httpx.RemoteProtocolError("malformed chunked body: bad chunk size")
+            raise RemoteProtocolError("malformed chunked body: bad chunk size")
         return int(text, 16)
 
     def _line(self) -> bytes:
         while (end := self._pending.find(b"\r\n")) < 0:
             if len(self._pending) > MAX_HEADER_BYTES:
-                raise httpx.RemoteProtocolError("malformed chunked body: line too long")
+                raise RemoteProtocolError("malformed chunked body: line too long")
             self._pending += self._more(_RECV)
         line, self._pending = self._pending[:end], self._pending[end + 2 :]
         return line
@@ -343,13 +355,23 @@ class _UntilClose(_Body):
             self._guard.token.raise_if_cancelled()  # the end-of-file a cancel's shutdown makes
 
 
+class _Empty:
+    """No body (its connection has already been given back or closed)."""
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(())
+
+    def close(self) -> None:
+        pass
+
+
 class _Stale(Exception):
     """A kept connection turned out closed before it answered (send on another)."""
 
 
 def exchange(
-    request: httpx.Request, context: ssl.SSLContext | None, idle: IdleConnections | None = None
-) -> httpx.Response:
+    request: Request, context: ssl.SSLContext | None, idle: IdleConnections | None = None
+) -> Response:
     """Send ``request`` (TLS with ``context`` for https) and return the answer; see the notes.
 
     A ``GET`` or ``HEAD`` goes on a connection from ``idle`` when it has one for the request,
@@ -358,9 +380,9 @@ def exchange(
     """
     url = request.url
     if url.scheme not in ("http", "https"):
-        raise httpx.UnsupportedProtocol(f"unsupported URL scheme {url.scheme!r}")
+        raise UnsupportedProtocol(f"unsupported URL scheme {url.scheme!r}")
     if url.scheme == "https" and context is None:
-        raise httpx.ConnectError("no TLS configuration for an https request")
+        raise ConnectError("no TLS configuration for an https request")
     method = request.method
     timeouts = request.extensions.get("timeout", {})
     guard = current_guard()
@@ -380,7 +402,7 @@ def exchange(
             head = _read_head(connection, b"", timeouts.get("read"), reused, guard)
             while 100 <= head[1] < 200:  # an interim answer: the real one follows
                 if head[1] == 101:
-                    raise httpx.RemoteProtocolError("the server switched protocols unasked")
+                    raise RemoteProtocolError("the server switched protocols unasked")
                 head = _read_head(connection, head[4], timeouts.get("read"), False, guard)
         except _Stale:
             connection.close()
@@ -409,21 +431,21 @@ def _send(
         sock.settimeout(guard.clip(timeout) if guard is not None else timeout)
         sock.sendall(payload)
     except TimeoutError as err:
-        fail(guard, httpx.WriteTimeout(f"timed out sending: {err}"), err)
+        fail(guard, WriteTimeout(f"timed out sending: {err}"), err)
     except OSError as err:
         if reused:
             raise _Stale from err
-        fail(guard, httpx.WriteError(f"connection failed while sending: {err}"), err)
+        fail(guard, WriteError(f"connection failed while sending: {err}"), err)
 
 
-def _connect(url: httpx.URL, timeout: float | None, context: ssl.SSLContext | None) -> Connection:
+def _connect(url: URL, timeout: float | None, context: ssl.SSLContext | None) -> Connection:
     port = url.port or (443 if url.scheme == "https" else 80)
     try:
         connection = connect(url.host, port, timeout)
     except TimeoutError as err:
-        raise httpx.ConnectTimeout(f"timed out connecting to {url.host}:{port}") from err
+        raise ConnectTimeout(f"timed out connecting to {url.host}:{port}") from err
     except OSError as err:
-        raise httpx.ConnectError(f"{err.strerror or err}") from err
+        raise ConnectError(f"{err.strerror or err}") from err
     if url.scheme != "https" or context is None:
         return connection
     import ssl  # loaded already: the context is one
@@ -432,29 +454,31 @@ def _connect(url: httpx.URL, timeout: float | None, context: ssl.SSLContext | No
         connection.start_tls(context, url.host, timeout)
     except ssl.SSLCertVerificationError as err:
         connection.close()
-        raise httpx.ConnectError(f"certificate verify failed: {err.verify_message}") from err
+        raise ConnectError(f"certificate verify failed: {err.verify_message}") from err
     except TimeoutError as err:
         connection.close()
-        raise httpx.ConnectTimeout(f"TLS handshake timed out: {err}") from err
+        raise ConnectTimeout(f"TLS handshake timed out: {err}") from err
     except OSError as err:
         connection.close()
-        raise httpx.ConnectError(f"TLS handshake failed: {err}") from err
+        raise ConnectError(f"TLS handshake failed: {err}") from err
     except BaseException:
         connection.close()
         raise
     return connection
 
 
-def _request_bytes(request: httpx.Request, *, keep_alive: bool) -> bytes:
-    """The request as httpx would send it, asking to keep the connection or to close it.
+def _request_bytes(request: Request, *, keep_alive: bool) -> bytes:
+    """The request's head and body, asking to keep the connection or to close it.
 
-    A body is sent whole with its length (one httpx streamed in chunks is read first).
+    The body goes whole, with its length; the framing fields are this module's to write.
     """
-    body = request.read()
-    framing = {b"connection", b"transfer-encoding", b"content-length"}
+    body = request.content
+    framing = {"connection", "transfer-encoding", "content-length"}
     lines = [request.method.encode("ascii") + b" " + request.url.raw_path + b" HTTP/1.1"]
     lines += [
-        name + b": " + value for name, value in request.headers.raw if name.lower() not in framing
+        f"{name}: {value}".encode("latin-1")
+        for name, value in request.headers.multi_items()
+        if name.lower() not in framing
     ]
     if body or request.method not in _REPLAYABLE:
         lines.append(b"Content-Length: " + str(len(body)).encode("ascii"))
@@ -474,20 +498,20 @@ def _read_head(
     sock = connection.sock
     while (end := data.find(b"\r\n\r\n")) < 0:
         if len(data) > MAX_HEADER_BYTES:
-            raise httpx.RemoteProtocolError(f"answer headers larger than {MAX_HEADER_BYTES} bytes")
+            raise RemoteProtocolError(f"answer headers larger than {MAX_HEADER_BYTES} bytes")
         try:
             sock.settimeout(guard.clip(timeout) if guard is not None else timeout)
             chunk = sock.recv(_RECV)
         except TimeoutError as err:
-            fail(guard, httpx.ReadTimeout(f"timed out waiting for the answer: {err}"), err)
+            fail(guard, ReadTimeout(f"timed out waiting for the answer: {err}"), err)
         except OSError as err:
             if reused and not data:
                 raise _Stale from err
-            fail(guard, httpx.ReadError(f"connection failed: {err}"), err)
+            fail(guard, ReadError(f"connection failed: {err}"), err)
         if not chunk:
             if reused and not data:
                 raise _Stale
-            closed = httpx.RemoteProtocolError("connection closed before the answer's headers")
+            closed = RemoteProtocolError("connection closed before the answer's headers")
             fail(guard, closed, closed)
         data += chunk
     status_line, *header_lines = data[:end].split(b"\r\n")
@@ -499,14 +523,14 @@ def _status(line: bytes) -> tuple[bytes, int, bytes]:
     parts = line.split(b" ", 2)
     if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
         text = line.decode("latin-1")
-        raise httpx.RemoteProtocolError(f"malformed status line {text[:80]!r}")
+        raise RemoteProtocolError(f"malformed status line {text[:80]!r}")
     return parts[0], int(parts[1]), parts[2] if len(parts) > 2 else b""
 
 
 def _header(line: bytes) -> tuple[bytes, bytes]:
     name, sep, value = line.partition(b":")
     if not sep or not name or b" " in name or b"\t" in name:  # no space in a field name
-        raise httpx.RemoteProtocolError("malformed header line")
+        raise RemoteProtocolError("malformed header line")
     return name, value.strip()
 
 
@@ -517,19 +541,19 @@ def _answer(
     release: Release | None,
     guard: Guard | None,
     timeout: float | None,
-) -> httpx.Response:
+) -> Response:
     """The response for ``head``, its body framed as the notes say; it owns the connection."""
     version, status, reason, fields, rest = head
-    headers = httpx.Headers(fields)
-    extensions: dict[str, object] = {"http_version": version, "reason_phrase": reason}
+    headers = Headers(fields)
+    extensions: dict[str, object] = {}
     keeps = release if release is not None and _keeps_alive(version, headers) else None
-    stream: httpx.SyncByteStream
+    stream: _Body | _Empty
     if method == "HEAD" or status in (204, 304):
         if keeps is not None and not rest:
             keeps(connection)
         else:
             connection.close()
-        stream = httpx.ByteStream(b"")
+        stream = _Empty()
     elif "Transfer-Encoding" in headers:
         codings = [
             c.strip().lower() for c in ",".join(headers.get_list("Transfer-Encoding")).split(",")
@@ -543,18 +567,24 @@ def _answer(
         extensions[SIZED_BODY] = stream
     else:
         stream = _UntilClose(connection, rest, None, guard, timeout)
-    return httpx.Response(status, headers=headers, stream=stream, extensions=extensions)
+    return Response(
+        status,
+        headers=headers,
+        stream=stream,
+        reason_phrase=reason.decode("latin-1"),
+        extensions=extensions,
+    )
 
 
-def _length(headers: httpx.Headers) -> int:
+def _length(headers: Headers) -> int:
     values = {v.strip() for v in ",".join(headers.get_list("Content-Length")).split(",")}
     (value,) = values if len(values) == 1 else ("",)
     if not value.isdigit():
-        raise httpx.RemoteProtocolError("malformed Content-Length")
+        raise RemoteProtocolError("malformed Content-Length")
     return int(value)
 
 
-def _keeps_alive(version: bytes, headers: httpx.Headers) -> bool:
+def _keeps_alive(version: bytes, headers: Headers) -> bool:
     """True when an HTTP/1.1 answer leaves the connection open (no ``Connection: close``)."""
     if version != b"HTTP/1.1":
         return False

@@ -4,7 +4,7 @@ Every exchange with a registry runs inside :func:`guarded`, which installs a :cl
 :class:`~pullwarden._cancel.CancelToken` and an optional deadline) in a context variable.  The
 code that actually blocks — the HTTP/1.1 of :mod:`._http1`, which carries all of the client's
 traffic — finds the guard there, so neither the token nor the deadline has to be threaded
-through httpx.
+through the transport.
 
 * **Cancellation.** Every socket used under a guard is registered with the guard's token for as
   long as the guard lasts.  Cancelling the token shuts the socket down (``SHUT_RDWR``), which
@@ -13,7 +13,7 @@ through httpx.
 * **Deadline.** The timeout of every socket operation is clipped to what is left of the guard's
   deadline, so a server that drips its answer one byte at a time cannot hold the exchange past
   it.  Past the deadline an operation raises :class:`DeadlineExceeded` (an
-  ``httpx.TimeoutException``, so the retry logic treats it like any timeout).
+  :class:`~._messages.TimeoutException`, so the retry logic treats it like any timeout).
 
 Outside any guard the sockets behave like plain ones (per-operation timeouts only).
 """
@@ -24,15 +24,16 @@ import contextlib
 import contextvars
 import select
 import socket
-import ssl
 import time
 from collections.abc import Iterator
-from typing import NoReturn
-
-import httpx
+from typing import TYPE_CHECKING, NoReturn
 
 from pullwarden._cancel import CancelToken
 from pullwarden._gofmt import go_duration, seconds_to_ns
+from pullwarden.runtime._messages import TimeoutException
+
+if TYPE_CHECKING:
+    import ssl  # a plain-HTTP pull never loads it
 
 __all__ = [
     "Connection",
@@ -46,7 +47,7 @@ __all__ = [
 ]
 
 
-class DeadlineExceeded(httpx.TimeoutException):
+class DeadlineExceeded(TimeoutException):
     """An exchange did not complete within its overall deadline."""
 
 
@@ -156,10 +157,11 @@ def guarded(token: CancelToken | None, seconds: float | None = None) -> Iterator
 class Connection:
     """One TCP (or TLS) socket that the current guard can shut down."""
 
-    __slots__ = ("sock",)
+    __slots__ = ("sock", "tls")
 
     def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
+        self.sock: socket.socket = sock
+        self.tls: ssl.SSLSocket | None = None  # the socket again, once TLS is set up
 
     def abort(self) -> None:
         """Wake every thread blocked on this socket (called by a cancelling thread)."""
@@ -178,7 +180,7 @@ class Connection:
             timeout = guard.clip(timeout)
         self.sock.settimeout(timeout)
         try:
-            self.sock = context.wrap_socket(self.sock, server_hostname=server_hostname)
+            self.sock = self.tls = context.wrap_socket(self.sock, server_hostname=server_hostname)
         except OSError as err:
             fail(guard, err, err)
 
@@ -242,7 +244,7 @@ def idle_usable(connection: Connection) -> bool:
     sock = connection.sock
     if sock.fileno() < 0:
         return False
-    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+    if connection.tls is not None and connection.tls.pending():
         return False
     return not _readable(sock)
 

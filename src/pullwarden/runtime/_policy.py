@@ -13,8 +13,8 @@ Every request to a registry — manifests, tokens, pushes and blobs — is sent 
   says so (the rule is spelled out there).
 * **Redirects.** ``GET`` and ``HEAD`` follow ``301``/``302``/``303``/``307``/``308`` answers
   that carry a ``Location`` (:func:`redirect_location`), at most :data:`MAX_REDIRECTS` times
-  per request.  Neither httpx nor :mod:`._http1` follows a redirect on its own, so the
-  credential rule above is applied at every hop.
+  per request.  The transport never follows a redirect on its own, so the credential rule
+  above is applied at every hop.
 * **TLS.** One context per https origin (:class:`TLSContexts`): the CA file configured for the
   host (:class:`HostOptions`), else the default.  The real network's transport
   (:mod:`._wire`) takes its contexts from here for every connection, so each CA file is
@@ -25,15 +25,17 @@ Every request to a registry — manifests, tokens, pushes and blobs — is sent 
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-
-import httpx
+from typing import TYPE_CHECKING
 
 from pullwarden.reference import DEFAULT_DOMAIN
 from pullwarden.runtime._auth import is_loopback_host
+from pullwarden.runtime._messages import URL, Response
+
+if TYPE_CHECKING:
+    import ssl  # loaded only when a TLS context is made
 
 __all__ = [
     "DOCKER_HUB_HOST",
@@ -57,18 +59,18 @@ _FOLLOWED_METHODS = frozenset({"GET", "HEAD"})
 Origin = tuple[str, str, int]
 
 
-def origin_of(url: httpx.URL) -> Origin:
+def origin_of(url: URL) -> Origin:
     """``(scheme, host, port)`` of ``url``: lower-cased, with the scheme's default port."""
     scheme = url.scheme.lower()
     return scheme, url.host.lower(), url.port or (443 if scheme == "https" else 80)
 
 
-def sends_credentials(url: httpx.URL, origin: Origin) -> bool:
+def sends_credentials(url: URL, origin: Origin) -> bool:
     """True when a request to ``url`` may carry the credentials that belong to ``origin``."""
     return origin_of(url) == origin
 
 
-def realm_gets_credentials(realm: httpx.URL, base: httpx.URL, insecure_configured: bool) -> bool:
+def realm_gets_credentials(realm: URL, base: URL, insecure_configured: bool) -> bool:
     """True when the token realm ``realm`` of the registry at ``base`` may see credentials.
 
     The caller's credentials belong to one registry; a realm receives them only when
@@ -85,7 +87,7 @@ def realm_gets_credentials(realm: httpx.URL, base: httpx.URL, insecure_configure
     return insecure_configured and realm.host.lower() == base.host.lower()
 
 
-def redirect_location(method: str, response: httpx.Response) -> str | None:
+def redirect_location(method: str, response: Response) -> str | None:
     """The ``Location`` of a redirect answer to ``method`` that is to be followed, else None."""
     if response.status_code not in _REDIRECT_STATUSES or method not in _FOLLOWED_METHODS:
         return None
@@ -115,6 +117,8 @@ def load_ca_file(ca_file: Path) -> ssl.SSLContext:
         pem = ca_file.read_bytes()
     except OSError as err:
         raise ValueError(f"cannot read CA file {ca_file}: {err.strerror or err}") from None
+    import ssl
+
     text = pem.decode("ascii", errors="replace")
     if b"-----BEGIN CERTIFICATE-----" not in pem:
         raise ValueError(f"CA file {ca_file} holds no certificate")
@@ -155,9 +159,9 @@ class HostPolicy:
         """True when the operator configured ``registry`` as plain HTTP."""
         return self.options(registry).insecure is True
 
-    def base_url(self, registry: str) -> httpx.URL:
+    def base_url(self, registry: str) -> URL:
         """``scheme://api-host[:port]`` of ``registry``."""
-        return httpx.URL(f"{self._scheme(registry)}://{self.api_host(registry)}")
+        return URL(f"{self._scheme(registry)}://{self.api_host(registry)}")
 
     def _scheme(self, registry: str) -> str:
         options = self.options(registry)
@@ -189,7 +193,7 @@ class TLSContexts:
         self.default = default
         entries: list[tuple[str, int | None, ssl.SSLContext]] = []
         for api_host, ca_file in policy.ca_files():
-            url = httpx.URL(f"https://{api_host}")
+            url = URL(f"https://{api_host}")
             entries.append((url.host, url.port, load_ca_file(ca_file)))
         entries.sort(key=lambda entry: entry[1] is None)  # a port-specific entry first
         self._entries = tuple(entries)
@@ -198,7 +202,7 @@ class TLSContexts:
         """Every distinct context, the default first."""
         return [self.default, *(context for _, _, context in self._entries)]
 
-    def for_url(self, url: httpx.URL) -> ssl.SSLContext:
+    def for_url(self, url: URL) -> ssl.SSLContext:
         if url.scheme == "https":
             host = url.host.lower()
             for entry_host, port, context in self._entries:

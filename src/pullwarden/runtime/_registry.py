@@ -1,4 +1,4 @@
-"""An OCI distribution client: manifests, blobs and pushes over httpx, with real authentication.
+"""An OCI distribution client: manifests, blobs and pushes, with real authentication.
 
 :class:`RegistryClient` resolves an image reference to a platform manifest
 (:meth:`~RegistryClient.get_manifest`), checks a tag cheaply
@@ -12,16 +12,16 @@ Protocol notes:
   about the registry), and a ``401`` is answered according to its ``WWW-Authenticate``
   challenge — Basic, or Bearer with a token from the realm.  Tokens are cached per registry,
   realm, service, scope and credential until shortly before they expire.
-* Redirects are followed here, not by httpx, so that the ``Authorization`` header is sent only
-  to the registry's own scheme, host and port.  That rule, the redirect limit, where the token
-  realm may receive credentials and which TLS context a host gets are decided in one place,
-  :mod:`pullwarden.runtime._policy`, for every request.
+* Redirects are followed here, not by the transport, so that the ``Authorization`` header is
+  sent only to the registry's own scheme, host and port.  That rule, the redirect limit, where
+  the token realm may receive credentials and which TLS context a host gets are decided in one
+  place, :mod:`pullwarden.runtime._policy`, for every request.
 * Requests go out over HTTP/1.1 of our own (:mod:`._http1`), on connections kept alive per
   origin, TLS context and credential from one request to the next; a blob body with a length
-  is read with ``recv_into`` straight into the writer's buffer.  It sits behind the same httpx
-  transport seam as everything else (:mod:`._wire`), so a client built with an injected
-  ``transport`` runs the same request, credential, redirect, retry and blob-verification code
-  as one on the real network.
+  is read with ``recv_into`` straight into the writer's buffer.  It sits behind the client's
+  transport seam (:mod:`._wire`; the requests and answers are :mod:`._messages`), so a client
+  built with an injected ``transport`` runs the same request, credential, redirect, retry and
+  blob-verification code as one on the real network.  No HTTP library is loaded.
   Blobs of one pull download :data:`DEFAULT_PARALLEL_BLOBS` at a time by default.
 * No TLS context is made until an https registry is contacted (CA files excepted: they are
   loaded, and checked, when the client is made).
@@ -45,7 +45,6 @@ Protocol notes:
 from __future__ import annotations
 
 import hashlib
-import ssl
 import stat
 import threading
 import time
@@ -54,9 +53,7 @@ from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
-
-import httpx
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pullwarden._cancel import CancelToken
 from pullwarden._files import remove_quietly, write_all
@@ -72,10 +69,14 @@ from pullwarden.runtime import _oci as oci
 from pullwarden.runtime._auth import basic_authorization
 from pullwarden.runtime._base import AuthConfig, Platform, ProgressCallback, PullProgress
 from pullwarden.runtime._http1 import MAX_IDLE_PER_KEY, SIZED_BODY, SizedBody
+from pullwarden.runtime._messages import Response, Transport
 from pullwarden.runtime._policy import HostOptions, HostPolicy, load_ca_file
 from pullwarden.runtime._scrub import Scrubber
-from pullwarden.runtime._transport import USER_AGENT, Session, Target
+from pullwarden.runtime._transport import Session, Target
 from pullwarden.runtime._wire import RegistryTransport
+
+if TYPE_CHECKING:
+    import ssl
 
 __all__ = [
     "DEFAULT_PARALLEL_BLOBS",
@@ -153,8 +154,13 @@ def _remove(path: Path) -> None:
 
 
 def _default_tls() -> ssl.SSLContext:
-    """The TLS context for https hosts without a CA file: the system's trust, no environment."""
-    return httpx.create_ssl_context(trust_env=False)
+    """The TLS context for https hosts without a CA file: the system's trust, no environment.
+
+    ``ssl`` is loaded here, when the first https request goes out, and not before.
+    """
+    import ssl
+
+    return ssl.create_default_context()
 
 
 def _scrubber(auth: AuthConfig) -> Scrubber:
@@ -169,16 +175,17 @@ def _scrubber(auth: AuthConfig) -> Scrubber:
 
 
 class RegistryClient:
-    """A thread-safe OCI distribution client with one httpx connection pool.
+    """A thread-safe OCI distribution client with one pool of kept-alive connections.
 
     ``hosts`` maps a registry (``host[:port]`` as in image names, e.g. ``127.0.0.1:5000`` or
-    ``docker.io``) to its :class:`HostOptions`.  ``transport`` replaces the network (tests pass
-    an ``httpx.MockTransport``): TLS, per-host CA files and kept-alive connections live in the
-    network transport and then do not apply; everything above it does.  ``timeout`` bounds
-    each connect, send and read; ``request_timeout`` bounds a whole manifest or token exchange
-    (None: no such bound).  ``retries`` is the number of extra attempts after a connection error,
-    timeout or ``5xx``; attempt *n* waits ``retry_backoff * 2**n`` seconds, through ``sleep``
-    when given (tests), else in a wait that a cancel ends.  ``clock`` times token expiry.
+    ``docker.io``) to its :class:`HostOptions`. ``transport`` replaces the network (tests pass a
+    :class:`pullwarden.testing.MockTransport`): TLS, per-host CA files and kept-alive
+    connections live in the network transport and then do not apply; everything above it does.
+    ``timeout`` bounds each connect, send and read; ``request_timeout`` bounds a whole manifest
+    or token exchange (None: no such bound). ``retries`` is the number of extra attempts after a
+    connection error, timeout or ``5xx``; attempt *n* waits ``retry_backoff * 2**n`` seconds,
+    through ``sleep`` when given (tests), else in a wait that a cancel ends. ``clock`` times
+    token expiry.
     ``platform`` is the default for manifest lists (``linux`` and the host architecture).
 
     ``max_parallel_blobs`` defaults to 6 (:data:`DEFAULT_PARALLEL_BLOBS`), whatever the CPU
@@ -207,7 +214,7 @@ class RegistryClient:
         self,
         *,
         hosts: Mapping[str, HostOptions] | None = None,
-        transport: httpx.BaseTransport | None = None,
+        transport: Transport | None = None,
         timeout: float = 30.0,
         request_timeout: float | None = 60.0,
         max_parallel_blobs: int | None = None,
@@ -231,17 +238,10 @@ class RegistryClient:
                 _default_tls,
                 idle_per_origin=max(MAX_IDLE_PER_KEY, self._max_parallel),
             )
-        self._client = httpx.Client(
-            transport=transport,
-            timeout=httpx.Timeout(timeout),
-            follow_redirects=False,
-            http1=True,
-            http2=False,
-            trust_env=False,
-            headers={"User-Agent": USER_AGENT},
-        )
+        self._transport = transport
         self._session = Session(
-            self._client,
+            transport,
+            timeout=timeout,
             retries=retries,
             retry_backoff=retry_backoff,
             sleep=sleep,
@@ -254,7 +254,7 @@ class RegistryClient:
     # -- lifecycle --
 
     def close(self) -> None:
-        self._client.close()
+        self._transport.close()
 
     def __enter__(self) -> RegistryClient:
         return self
@@ -427,10 +427,10 @@ class RegistryClient:
             upload_url = target.url("blobs/uploads/")
             with self._session.request(target, "POST", upload_url, "upload", ok=(202,)) as started:
                 location = started.headers.get("Location", "")
-                session = started.url.join(location) if location else None
+                session = target.resolve(started.url, location) if location else None
             if session is None:
                 target.fail(RegistryError, "upload answer has no Location header")
-            put_url = session.copy_merge_params({"digest": digest})
+            put_url = session.with_params({"digest": digest})
             headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
             with self._session.request(target, "PUT", put_url, f"blob {digest}", headers, content):
                 pass
@@ -547,7 +547,7 @@ class RegistryClient:
             )
         return body, media_type, digest
 
-    def _read_manifest(self, target: Target, response: httpx.Response) -> bytes:
+    def _read_manifest(self, target: Target, response: Response) -> bytes:
         limit = oci.MAX_MANIFEST_BYTES
         too_large = f"manifest larger than the {limit} byte limit"
         declared = response.headers.get("Content-Length", "")

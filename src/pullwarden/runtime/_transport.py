@@ -1,8 +1,8 @@
 """Requests to one registry: credentials, redirects, retries and typed errors.
 
-:class:`Session` wraps the shared ``httpx.Client`` and sends every request pullwarden makes to
-a registry or token server, blob downloads included (the HTTP/1.1 of :mod:`._http1` sits
-behind the client's transport, see :mod:`._wire`).  It answers ``401`` challenges (Basic, or
+:class:`Session` sends every request pullwarden makes to a registry or token server, blob
+downloads included, through one :class:`~._messages.Transport` (the network's is
+:mod:`._wire`, over the HTTP/1.1 of :mod:`._http1`).  It answers ``401`` challenges (Basic, or
 Bearer with a token from the realm), follows redirects itself, applying the rules of
 :mod:`._policy` at every hop (credentials only to their origin, one redirect limit, the token
 realm rule), retries connection errors and ``5xx`` answers, and turns every other failure into
@@ -31,8 +31,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, TypeVar
 
-import httpx
-
 from pullwarden._cancel import CancelToken
 from pullwarden._nesting import loads_json
 from pullwarden.errors import (
@@ -54,6 +52,25 @@ from pullwarden.runtime._auth import (
     parse_token_reply,
 )
 from pullwarden.runtime._base import AuthConfig
+from pullwarden.runtime._messages import (
+    URL,
+    ConnectError,
+    ConnectTimeout,
+    InvalidURL,
+    LocalProtocolError,
+    NetworkError,
+    ReadError,
+    ReadTimeout,
+    RemoteProtocolError,
+    Request,
+    Response,
+    TimeoutException,
+    Transport,
+    TransportError,
+    UnsupportedProtocol,
+    WriteError,
+    WriteTimeout,
+)
 from pullwarden.runtime._network import DeadlineExceeded, guarded
 from pullwarden.runtime._policy import (
     MAX_REDIRECTS,
@@ -65,7 +82,7 @@ from pullwarden.runtime._policy import (
 )
 from pullwarden.runtime._scrub import Scrubber
 
-__all__ = ["Content", "ServerError", "Session", "Target", "host_port", "read_capped"]
+__all__ = ["Content", "ServerError", "Session", "Target", "read_capped"]
 
 _T = TypeVar("_T")
 
@@ -81,6 +98,7 @@ _NOT_FOUND_CODES = {
 }
 
 _WITHHELD = "; credentials were withheld from the cleartext token realm"
+_NO_REALM = "unauthorized: token realm is not an http(s) URL"
 
 Content = Callable[[], bytes | Iterator[bytes]]  # a request body, made afresh for each send
 
@@ -99,7 +117,7 @@ class Target:
     name: str  # registry/repository
     tag: str
     digest: str
-    base: httpx.URL  # scheme://api-host[:port]
+    base: URL  # scheme://api-host[:port]
     auth: AuthConfig
     insecure_configured: bool
     scope: str  # the token scope this operation needs
@@ -119,8 +137,15 @@ class Target:
         """Where this operation's credentials may go (:func:`._policy.sends_credentials`)."""
         return origin_of(self.base)
 
-    def url(self, path: str) -> httpx.URL:
-        return self.base.copy_with(path=f"/v2/{self.repository}/{path}")
+    def url(self, path: str) -> URL:
+        return self.base.with_path(f"/v2/{self.repository}/{path}")
+
+    def resolve(self, base: URL, location: str) -> URL:
+        """A registry's ``Location`` against the URL it answered; one that is no URL fails."""
+        try:
+            return base.join(location)
+        except InvalidURL:
+            self.fail(RegistryError, "redirect to an invalid location")
 
     def message(self, cause: str) -> str:
         """``<action> <image>: <cause>``, with every piece of a known secret masked as ``***``.
@@ -179,19 +204,13 @@ class _Send:
     method: str
     headers: Mapping[str, str]
     content: Content | None
-    extensions: dict[str, Any]
 
 
 def _anonymous(target: Target) -> str:
     return " (anonymous)" if target.auth.anonymous else ""
 
 
-def host_port(url: httpx.URL) -> str:
-    host = url.host if ":" not in url.host else f"[{url.host}]"
-    return f"{host}:{url.port}" if url.port else host
-
-
-def _status_text(response: httpx.Response, target: Target) -> str:
+def _status_text(response: Response, target: Target) -> str:
     """``HTTP <status> <reason>``; the (server-chosen) reason is left out if it quotes a secret."""
     phrase = response.reason_phrase
     shown = phrase and not target.quotes_secret(phrase)
@@ -199,15 +218,15 @@ def _status_text(response: httpx.Response, target: Target) -> str:
 
 
 # The cause shown for each kind of transport failure, most specific first.
-_TRANSPORT_CAUSES: tuple[tuple[type[httpx.HTTPError], str], ...] = (
-    (httpx.ConnectTimeout, "connection timed out"),
-    (httpx.ReadTimeout, "read timed out"),
-    (httpx.WriteTimeout, "write timed out"),
-    (httpx.PoolTimeout, "timed out waiting for a connection"),
-    (httpx.RemoteProtocolError, "connection closed by the server mid-response"),
-    (httpx.ReadError, "connection dropped while reading"),
-    (httpx.WriteError, "connection dropped while sending"),
-    (httpx.UnsupportedProtocol, "unsupported URL scheme"),
+_TRANSPORT_CAUSES: tuple[tuple[type[TransportError], str], ...] = (
+    (ConnectTimeout, "connection timed out"),
+    (ReadTimeout, "read timed out"),
+    (WriteTimeout, "write timed out"),
+    (RemoteProtocolError, "connection closed by the server mid-response"),
+    (ReadError, "connection dropped while reading"),
+    (WriteError, "connection dropped while sending"),
+    (UnsupportedProtocol, "unsupported URL scheme"),
+    (LocalProtocolError, "refused to send a malformed request"),
 )
 # What a ConnectError's text says happened (lower-cased text, any of the phrases).
 _CONNECT_CAUSES: tuple[tuple[tuple[str, ...], str], ...] = (
@@ -220,10 +239,10 @@ _CONNECT_CAUSES: tuple[tuple[tuple[str, ...], str], ...] = (
 )
 
 
-def _transport_cause(exc: httpx.HTTPError) -> str:
+def _transport_cause(exc: TransportError) -> str:
     if isinstance(exc, DeadlineExceeded):
         return str(exc)
-    if isinstance(exc, httpx.ConnectError):
+    if isinstance(exc, ConnectError):
         lowered = str(exc).lower()
         for phrases, cause in _CONNECT_CAUSES:
             if any(phrase in lowered for phrase in phrases):
@@ -232,23 +251,20 @@ def _transport_cause(exc: httpx.HTTPError) -> str:
     return next((c for kind, c in _TRANSPORT_CAUSES if isinstance(exc, kind)), type(exc).__name__)
 
 
-def _describe_transport_error(exc: httpx.HTTPError) -> str:
+def _describe_transport_error(exc: TransportError) -> str:
     """A short cause for a transport failure, naming the host it happened with."""
     cause = _transport_cause(exc)
-    try:
-        return f"{host_port(exc.request.url)}: {cause}"
-    except RuntimeError:  # no request attached to the exception
-        return cause
+    return cause if exc.request is None else f"{exc.request.url.netloc}: {cause}"
 
 
-def _is_retryable(exc: httpx.HTTPError) -> bool:
-    if isinstance(exc, httpx.ConnectError):
+def _is_retryable(exc: TransportError) -> bool:
+    if isinstance(exc, ConnectError):
         lowered = str(exc).lower()
         return "certificate" not in lowered and "ssl" not in lowered
-    return isinstance(exc, httpx.TimeoutException | httpx.NetworkError | httpx.RemoteProtocolError)
+    return isinstance(exc, TimeoutException | NetworkError | RemoteProtocolError)
 
 
-def read_capped(response: httpx.Response, limit: int) -> bytes:
+def read_capped(response: Response, limit: int) -> bytes:
     """At most ``limit`` bytes of a streamed body (the rest is dropped with the connection)."""
     parts: list[bytes] = []
     size = 0
@@ -284,19 +300,24 @@ def _registry_errors(body: bytes) -> tuple[str, str, str]:
 
 
 class Session:
-    """Sends requests for :class:`Target` operations over one shared ``httpx.Client``."""
+    """Sends requests for :class:`Target` operations through one shared transport.
+
+    ``timeout`` bounds each connect, send and read; every request carries ``User-Agent``.
+    """
 
     def __init__(
         self,
-        client: httpx.Client,
+        transport: Transport,
         *,
+        timeout: float | None,
         retries: int,
         retry_backoff: float,
         sleep: Callable[[float], None] | None,
         clock: Callable[[], float],
         request_timeout: float | None,
     ) -> None:
-        self._client = client
+        self._transport = transport
+        self._timeouts = {"connect": timeout, "read": timeout, "write": timeout}
         self._retries = max(0, retries)
         self._retry_backoff = retry_backoff
         self._sleep = sleep
@@ -304,6 +325,34 @@ class Session:
         self._lock = threading.Lock()  # guards _challenges (blob workers share the session)
         self._challenges: dict[Origin, Challenge] = {}
         self._request_timeout = request_timeout
+
+    def _build(
+        self,
+        method: str,
+        url: URL,
+        headers: Mapping[str, str],
+        content: bytes | Iterator[bytes] | None = None,
+        data: Mapping[str, str] | None = None,
+    ) -> Request:
+        return Request(
+            method,
+            url,
+            headers={"User-Agent": USER_AGENT, "Accept": "*/*", **headers},
+            content=content,
+            data=data,
+            extensions={"timeout": self._timeouts},
+        )
+
+    def _send(self, request: Request) -> Response:
+        """The transport's answer to ``request`` (which its errors and the answer then name)."""
+        try:
+            response = self._transport.handle_request(request)
+        except TransportError as exc:
+            if exc.request is None:
+                exc.request = request
+            raise
+        response.request = request
+        return response
 
     def retrying(self, target: Target, attempt: Callable[[], _T]) -> _T:
         """Run ``attempt``; repeat it after connection errors and 5xx with back-off.
@@ -321,7 +370,7 @@ class Session:
                 return attempt()
             except ServerError as exc:
                 cause = exc.cause
-            except httpx.HTTPError as exc:
+            except TransportError as exc:
                 if token is not None:
                     token.raise_if_cancelled()
                 cause = _describe_transport_error(exc)
@@ -342,10 +391,11 @@ class Session:
         else:
             time.sleep(seconds)
 
-    def _status_error(self, target: Target, response: httpx.Response, subject: str) -> NoReturn:
+    def _status_error(self, target: Target, response: Response, subject: str) -> NoReturn:
         """Raise the typed error for a non-success answer (or ServerError for a 5xx)."""
         status = response.status_code
-        body = b"" if response.request.method == "HEAD" else read_capped(response, _MAX_ERROR_BODY)
+        head = response.request is not None and response.request.method == "HEAD"
+        body = b"" if head else read_capped(response, _MAX_ERROR_BODY)
         response.close()
         code, message, detail = _registry_errors(body)
         # Everything below that the registry chose is checked before it is shown: a registry
@@ -368,7 +418,7 @@ class Session:
         if code == "TOOMANYREQUESTS" or status == 429:
             target.fail(RegistryUnavailableError, f"registry unavailable: too many requests{said}")
         if status >= 500:
-            raise ServerError(f"{target.shown(host_port(response.url), 'host')}: {status_text}")
+            raise ServerError(f"{target.shown(response.url.netloc, 'host')}: {status_text}")
         if status == 404:
             target.fail(NotFoundError, f"not found: {subject} ({status_text})")
         reason = f" ({shown_code})" if shown_code else ""
@@ -379,24 +429,22 @@ class Session:
         self,
         target: Target,
         method: str,
-        url: httpx.URL,
+        url: URL,
         subject: str,
         headers: Mapping[str, str] | None = None,
         content: Content | None = None,
         ok: Sequence[int] = (),
         *,
         deadline: bool = False,
-        extensions: Mapping[str, Any] | None = None,
-    ) -> Iterator[httpx.Response]:
+    ) -> Iterator[Response]:
         """Send a request and yield the open (streamed) answer when it is a success.
 
         A success is any 2xx, or a status in ``ok``.  Everything else raises a typed error.
         The answer is closed when the ``with`` block ends.  The whole exchange — credentials,
         redirects and reading the answer in the block — runs under ``target.cancel``, and with
-        ``deadline`` must also end within the session's ``request_timeout``.  ``extensions``
-        go with every request of the exchange, to the transport.
+        ``deadline`` must also end within the session's ``request_timeout``.
         """
-        send = _Send(method, headers or {}, content, dict(extensions or {}))
+        send = _Send(method, headers or {}, content)
         with guarded(target.cancel, self._request_timeout if deadline else None):
             response = self._authenticated(target, url, send)
             try:
@@ -408,7 +456,7 @@ class Session:
             finally:
                 response.close()
 
-    def _authenticated(self, target: Target, url: httpx.URL, send: _Send) -> httpx.Response:
+    def _authenticated(self, target: Target, url: URL, send: _Send) -> Response:
         """Send with whatever credentials the registry asks for; never returns a 401."""
         authz = self._known_authorization(target)
         for _ in range(4):
@@ -419,7 +467,7 @@ class Session:
                 response.close()
                 target.fail(
                     UnauthorizedError,
-                    f"unauthorized: redirect target {target.shown(host_port(response.url), 'host')}"
+                    f"unauthorized: redirect target {target.shown(response.url.netloc, 'host')}"
                     " asked for "
                     "credentials, which are never sent to another host",
                 )
@@ -430,30 +478,22 @@ class Session:
             authz = self._answer(target, challenges, authz)
         target.fail(UnauthorizedError, "unauthorized: the registry keeps asking for credentials")
 
-    def _follow(
-        self, target: Target, url: httpx.URL, send: _Send, authz: _Authz | None
-    ) -> httpx.Response:
+    def _follow(self, target: Target, url: URL, send: _Send, authz: _Authz | None) -> Response:
         """Send, following redirects; ``Authorization`` only ever goes to the registry itself."""
         for _ in range(MAX_REDIRECTS + 1):
             headers = dict(send.headers)
             if authz is not None and sends_credentials(url, target.origin):
                 target.scrubber.add(authz.secret)  # never echoed in errors
                 headers["Authorization"] = authz.header
-            request = self._client.build_request(
-                send.method,
-                url,
-                headers=headers,
-                content=send.content() if send.content is not None else None,
-                extensions=send.extensions,
-            )
-            response = self._client.send(request, stream=True)
+            content = send.content() if send.content is not None else None
+            response = self._send(self._build(send.method, url, headers, content))
             location = redirect_location(send.method, response)
             if location is None:
                 return response
             if send.method != "HEAD":
                 read_capped(response, _MAX_ERROR_BODY)
             response.close()
-            url = url.join(location)
+            url = target.resolve(url, location)
         target.fail(RegistryError, f"too many redirects (more than {MAX_REDIRECTS})")
 
     def _known_authorization(self, target: Target) -> _Authz | None:
@@ -531,7 +571,10 @@ class Session:
         auth = target.auth
         if auth.registry_token:
             return _Authz(f"Bearer {auth.registry_token}", "bearer", True)
-        realm = httpx.URL(challenge.param("realm"))
+        try:
+            realm = URL(challenge.param("realm"))
+        except InvalidURL:
+            target.fail(UnauthorizedError, _NO_REALM)
         key = TokenKey(
             target.registry,
             str(realm),
@@ -550,12 +593,12 @@ class Session:
         return _Authz(f"Bearer {token}", "bearer", True, key, withheld)
 
     def _fetch_token(
-        self, target: Target, realm: httpx.URL, key: TokenKey, allowed: bool
+        self, target: Target, realm: URL, key: TokenKey, allowed: bool
     ) -> tuple[str, float]:
         """Ask the realm for a token (``allowed``: with the caller's credentials)."""
         if realm.scheme not in ("http", "https"):
-            target.fail(UnauthorizedError, "unauthorized: token realm is not an http(s) URL")
-        where = target.shown(host_port(realm), "token server address")
+            target.fail(UnauthorizedError, _NO_REALM)
+        where = target.shown(realm.netloc, "token server address")
         request = self._token_request(target.auth, realm, key, allowed)
         with guarded(target.cancel, self._request_timeout):
             body = self._token_reply(target, request, where, allowed)
@@ -564,9 +607,7 @@ class Session:
         except ValueError as exc:
             target.fail(RegistryError, f"token server {where}: {exc}")
 
-    def _token_request(
-        self, auth: AuthConfig, realm: httpx.URL, key: TokenKey, allowed: bool
-    ) -> httpx.Request:
+    def _token_request(self, auth: AuthConfig, realm: URL, key: TokenKey, allowed: bool) -> Request:
         """A refresh-token POST, or a GET with Basic credentials or anonymously."""
         headers = {"Accept": "application/json"}
         if allowed and auth.identity_token:
@@ -577,22 +618,18 @@ class Session:
                 "scope": " ".join(key.scopes),
                 "client_id": USER_AGENT,
             }
-            return self._client.build_request("POST", realm, data=form, headers=headers)
-        params: list[tuple[str, str | int | float | bool | None]] = (
-            [("service", key.service)] if key.service else []
-        )
+            return self._build("POST", realm, headers, data=form)
+        params = [("service", key.service)] if key.service else []
         params.extend(("scope", scope) for scope in key.scopes)
         if allowed and (auth.username or auth.password):
             if auth.username:
                 params.append(("account", auth.username))
             headers["Authorization"] = basic_authorization(auth.username, auth.password)
-        return self._client.build_request("GET", realm.copy_merge_params(params), headers=headers)
+        return self._build("GET", realm.with_params(params), headers)
 
-    def _token_reply(
-        self, target: Target, request: httpx.Request, where: str, allowed: bool
-    ) -> bytes:
+    def _token_reply(self, target: Target, request: Request, where: str, allowed: bool) -> bytes:
         """Send the token request; the reply body, or the typed refusal."""
-        response = self._client.send(request, stream=True)
+        response = self._send(request)
         try:
             status = response.status_code
             if status == 200:

@@ -1,9 +1,9 @@
-"""The real network behind the client's httpx seam: one transport for every request.
+"""The real network behind the client's transport seam: one transport for every request.
 
-:class:`RegistryTransport` is the ``httpx.BaseTransport`` a :class:`~.registry.RegistryClient`
-uses unless a test injects another.  For each request it takes the TLS context from
-:class:`._policy.TLSContexts` (a host's CA file, else the default) and sends it with
-:func:`._http1.exchange`, on a kept-alive connection of this transport's
+:class:`RegistryTransport` is the :class:`~._messages.Transport` a
+:class:`~.registry.RegistryClient` uses unless a test injects another. For each request it takes
+the TLS context from :class:`._policy.TLSContexts` (a host's CA file, else the default) and sends
+it with :func:`._http1.exchange`, on a kept-alive connection of this transport's
 :class:`._http1.IdleConnections` when there is one for the request's origin, TLS context and
 credentials, else on a new one.
 
@@ -22,9 +22,8 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import httpx
-
 from pullwarden.runtime._http1 import MAX_IDLE_PER_KEY, IdleConnections, exchange
+from pullwarden.runtime._messages import Request, Response
 from pullwarden.runtime._policy import HostPolicy, TLSContexts
 
 if TYPE_CHECKING:
@@ -33,7 +32,7 @@ if TYPE_CHECKING:
 __all__ = ["RegistryTransport"]
 
 
-class RegistryTransport(httpx.BaseTransport):
+class RegistryTransport:
     """HTTP/1.1 with kept-alive connections and the TLS context of each host.
 
     ``default_tls`` makes the context for https hosts without a CA file (when first needed);
@@ -61,7 +60,7 @@ class RegistryTransport(httpx.BaseTransport):
                 self._tls = TLSContexts(self._hosts, self._default_tls())
             return self._tls
 
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
+    def handle_request(self, request: Request) -> Response:
         https = request.url.scheme == "https"
         context = self._contexts().for_url(request.url) if https else None
         return exchange(request, context, self.idle)
