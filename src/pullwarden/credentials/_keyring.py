@@ -19,17 +19,19 @@ import logging
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Final, Protocol, TypeAlias
+from typing import TYPE_CHECKING, Final, Protocol, TypeAlias
 
 from pullwarden._gojson import go_bytes, go_str
 from pullwarden.credentials._dockerconfig import DockerConfig, config_from_secret
 from pullwarden.credentials._hashing import credential_hash
 from pullwarden.errors import DockerConfigError
-from pullwarden.records import (
-    ImagePullCredentials,
-    ImagePullSecret,
-    ImagePullServiceAccount,
-)
+
+if TYPE_CHECKING:  # the record types load when a pod's credentials become them (not for a pull)
+    from pullwarden.records import (
+        ImagePullCredentials,
+        ImagePullSecret,
+        ImagePullServiceAccount,
+    )
 
 __all__ = [
     "DEFAULT_REGISTRY_HOST",
@@ -632,6 +634,8 @@ def pod_credentials(
     Secret give several items with the same coordinates); the first ServiceAccount-sourced one is
     the pod's service account; credentials without a source are ignored.
     """
+    from pullwarden.records import ImagePullSecret, ImagePullServiceAccount
+
     secrets: list[ImagePullSecret] = []
     service_account: ImagePullServiceAccount | None = None
     for cred in creds:
@@ -647,6 +651,8 @@ def pod_credentials(
 
 def tracked_to_image_pull_credentials(cred: TrackedCredential | None) -> ImagePullCredentials:
     """What a successful pull with ``cred`` (``None``: anonymous) records (spec §2.5)."""
+    from pullwarden.records import ImagePullCredentials, ImagePullSecret, ImagePullServiceAccount
+
     source = cred.source if cred is not None else None
     if cred is not None and isinstance(source, SecretSource):
         return ImagePullCredentials(
