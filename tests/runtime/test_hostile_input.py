@@ -228,3 +228,18 @@ def test_a_redirect_to_no_url_is_a_clear_refusal(location: str) -> None:
     client = RegistryClient(transport=MockTransport(handler), retries=0, sleep=lambda s: None)
     with client, pytest.raises(RegistryError, match="redirect to an invalid location"):
         client.get_manifest("127.0.0.1:5000/ns/x:v1")
+
+
+def test_a_credential_no_header_can_carry_is_a_clear_error_without_it() -> None:
+    sent: list[Request] = []
+
+    def handler(request: Request) -> Response:
+        sent.append(request)
+        return Response(401, headers={"WWW-Authenticate": 'Bearer realm="http://127.0.0.1:1/t"'})
+
+    client = RegistryClient(transport=MockTransport(handler), sleep=lambda s: None)
+    with client, pytest.raises(RegistryError) as info:
+        client.head_manifest("127.0.0.1:5000/ns/x:v1", AuthConfig(registry_token="s3cr\u20ac\nt"))
+    assert type(info.value) is RegistryError  # not "registry unavailable": nothing to retry
+    assert "cannot send the request" in str(info.value) and "Authorization" in str(info.value)
+    assert "s3cr" not in str(info.value) and len(sent) == 1  # only the bare first request

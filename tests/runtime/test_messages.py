@@ -102,7 +102,9 @@ def test_a_request_puts_host_first_and_encodes_a_form() -> None:
     assert Request("PUT", "http://h/x", content=iter([b"ab", b"", b"cd"])).content == b"abcd"
 
 
-@pytest.mark.parametrize("value", ["a\r\nX-Evil: 1", "a\nb", "a\rb", "a\0b"])
+@pytest.mark.parametrize(
+    "value", ["a\r\nX-Evil: 1", "a\nb", "a\rb", "a\0b", "a\x7fb", "tok\u20acn"]
+)
 def test_a_request_refuses_a_value_that_would_end_its_head(value: str) -> None:
     with pytest.raises(LocalProtocolError):
         Request("GET", "http://h/", headers={"Authorization": value})
@@ -110,6 +112,8 @@ def test_a_request_refuses_a_value_that_would_end_its_head(value: str) -> None:
         Request("GET", "http://h/", headers={"Bad Name": "v"})
     with pytest.raises(LocalProtocolError):
         Request("GET", "http://h/", headers={"": "v"})
+    fine = Request("GET", "http://h/", headers={"X": "a\tb c caf\u00e9 !~"})
+    assert fine.headers["X"] == "a\tb c caf\u00e9 !~"
 
 
 def test_an_answer_in_memory_or_streamed() -> None:

@@ -11,9 +11,10 @@ inject :class:`pullwarden.testing.MockTransport`), and a failure to get an answe
   (an IDN host in its ASCII form, an IPv6 host without brackets), the scheme's default port
   dropped, userinfo and fragment dropped, and every byte of the path and query outside
   printable ASCII percent-encoded, so no URL can put a space or a line break on the wire.
-* :class:`Request` refuses header names that are not tokens and values carrying CR, LF or
-  NUL (:class:`LocalProtocolError`), whatever chose them: a token server's token or a
-  registry's ``Location`` can never add a header of its own to a request.
+* :class:`Request` refuses header names that are not tokens and values with a control
+  character (CR, LF, NUL...) or beyond Latin-1 (:class:`LocalProtocolError`), whatever chose
+  them: a token, a user's configured credential, can never end the head early and add a
+  header of its own.
 * :class:`Response` streams: :meth:`Response.iter_bytes` reads the body as the transport
   frames it, :meth:`Response.close` gives the connection back (or drops it).
 
@@ -291,6 +292,14 @@ class Headers(Mapping[str, str]):
         )
 
 
+def _field_value(value: str) -> bool:
+    """True for what a field value may hold: visible characters, spaces and tabs (RFC 9110),
+    Latin-1 at most; never a line break or another control character."""
+    if value.isascii() and value.isprintable():
+        return True
+    return all(c == "\t" or (" " <= c <= "\xff" and c != "\x7f") for c in value)
+
+
 def _text(value: str | bytes) -> str:
     return value.decode("latin-1") if isinstance(value, bytes) else value
 
@@ -327,7 +336,7 @@ class Request:
             fields.append(("Content-Type", "application/x-www-form-urlencoded"))
         fields += [(n, v) for n, v in given if n.lower() != "host"]
         for name, value in fields:
-            if not name or not _TOKEN.issuperset(name) or any(c in value for c in "\r\n\0"):
+            if not name or not _TOKEN.issuperset(name) or not _field_value(value):
                 raise LocalProtocolError(f"refusing to send the header field {name[:40]!r}")
         self.headers = Headers(fields)
         if content is None or isinstance(content, bytes):

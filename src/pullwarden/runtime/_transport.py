@@ -226,7 +226,6 @@ _TRANSPORT_CAUSES: tuple[tuple[type[TransportError], str], ...] = (
     (ReadError, "connection dropped while reading"),
     (WriteError, "connection dropped while sending"),
     (UnsupportedProtocol, "unsupported URL scheme"),
-    (LocalProtocolError, "refused to send a malformed request"),
 )
 # What a ConnectError's text says happened (lower-cased text, any of the phrases).
 _CONNECT_CAUSES: tuple[tuple[tuple[str, ...], str], ...] = (
@@ -370,6 +369,8 @@ class Session:
                 return attempt()
             except ServerError as exc:
                 cause = exc.cause
+            except LocalProtocolError as exc:  # ours to fix, not the registry's: never retried
+                target.fail(RegistryError, f"cannot send the request: {exc}")
             except TransportError as exc:
                 if token is not None:
                     token.raise_if_cancelled()
