@@ -13,6 +13,7 @@ import threading
 import tracemalloc
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -455,3 +456,126 @@ def test_concurrent_checks_of_one_key_agree(tmp_path: Path) -> None:
     for t in threads:
         t.join()
     assert answers == [False] * 800
+
+
+# -- the cache's record hits (RecordHit) decide as the records do -------------------------------
+
+
+def unshared(s: str) -> str:
+    """An equal string that is another object (CPython shares "" and one-character strings)."""
+    if len(s) < 2:
+        return s
+    copy = "".join(list(s))
+    assert copy == s and copy is not s
+    return copy
+
+
+def copy_of(s: ImagePullSecret) -> ImagePullSecret:
+    """An equal secret none of whose strings is the same object."""
+    return ImagePullSecret(
+        unshared(s.uid), unshared(s.namespace), unshared(s.name), unshared(s.credential_hash)
+    )
+
+
+SCENARIOS: list[tuple[str, ImagePulledRecord | None, list[ImagePullSecret]]] = [
+    ("hash and coordinates", record({KEY: secrets(ALICE)}), [copy_of(ALICE)]),
+    (
+        "hash, other coordinates",
+        record({KEY: secrets(ALICE)}),
+        [ImagePullSecret("uid-x", "team-a", "alice-cred", ALICE.credential_hash)],
+    ),
+    (
+        "coordinates, rotated hash",
+        record({KEY: secrets(ALICE)}),
+        [ImagePullSecret(ALICE.uid, ALICE.namespace, ALICE.name, "hash-new")],
+    ),
+    ("nothing in common", record({KEY: secrets(ALICE)}), [BOB]),
+    ("one field off", record({KEY: secrets(ALICE)}), [ImagePullSecret("uid-a", "team-a", "x", "")]),
+    (
+        "empty hashes, same coordinates",
+        record({KEY: secrets(ImagePullSecret(ALICE.uid, ALICE.namespace, ALICE.name))}),
+        [copy_of(ImagePullSecret(ALICE.uid, ALICE.namespace, ALICE.name))],
+    ),
+    ("no name", record({"registry.example/team/other": secrets(ALICE)}), [ALICE]),
+    ("node-wide", record({KEY: NODE}), []),
+    ("nothing recorded", record({KEY: ImagePullCredentials()}), [ALICE]),
+    ("no record", None, [ALICE]),
+]
+
+
+@pytest.mark.parametrize(("label", "rec", "pod"), SCENARIOS, ids=[s[0] for s in SCENARIOS])
+def test_cache_and_files_decide_alike(
+    tmp_path: Path, label: str, rec: ImagePulledRecord | None, pod: list[ImagePullSecret]
+) -> None:
+    records = [] if rec is None else [rec]
+    answers = []
+    for cached in (True, False):
+        pm = build(tmp_path / str(cached), cached=cached, policy="AlwaysVerify", records=records)
+        # Another spelling of the image first, so that the cache's hit is remade for IMAGE.
+        pm.decide("registry.example/team/other:v1", REF, PodCreds(pod), write=False)
+        answers.append([pm.decide(IMAGE, REF, PodCreds(pod), write=False) for _ in range(2)])
+    (cache_first, cache_again), (files_first, files_again) = answers
+    assert cache_first == files_first == cache_again == files_again, label
+
+
+def test_a_hit_serves_an_equal_image_and_not_another(tmp_path: Path) -> None:
+    other_name = "registry.example/team/other"
+    pm = build(
+        tmp_path,
+        policy="AlwaysVerify",
+        records=[record({KEY: secrets(ALICE), other_name: secrets(BOB)})],
+    )
+    assert not pm.decide(IMAGE, REF, PodCreds([ALICE])).must_pull
+    # equal strings that are other objects match as the same ones do: hash and coordinates
+    again = pm.decide(unshared(IMAGE), REF, PodCreds([copy_of(ALICE)]), write=False)
+    assert (again.must_pull, again.mapping_key, again.step) == (False, KEY, Step.SECRET)
+    assert (again.verified_by, again.record_update) == (VerifiedBy.SECRET_HASH, None)
+    moved = ImagePullSecret("uid-x", "team-a", "alice-cred", unshared(ALICE.credential_hash))
+    by_hash = pm.decide(IMAGE, REF, PodCreds([moved]), write=False)
+    assert (by_hash.verified_by, by_hash.record_update) == (VerifiedBy.SECRET_HASH, secrets(moved))
+    rotated = ImagePullSecret(unshared(ALICE.uid), "team-a", unshared(ALICE.name), "hash-new")
+    by_coords = pm.decide(IMAGE, REF, PodCreds([rotated]), write=False)
+    assert (by_coords.verified_by, by_coords.record_update) == (
+        VerifiedBy.SECRET_COORDINATES,
+        secrets(rotated),
+    )
+    # and strings that differ do not
+    for off in (
+        ImagePullSecret("uid-y", "team-a", "alice-cred", "hash-y"),
+        ImagePullSecret(ALICE.uid, "team-b", ALICE.name, "hash-y"),
+        ImagePullSecret(ALICE.uid, ALICE.namespace, "alice-crex", "hash-y"),
+    ):
+        assert pm.decide(IMAGE, REF, PodCreds([off]), write=False).step is Step.NO_MATCH
+    # the same imageRef under another name: that name's entry, not the one kept for IMAGE
+    other = pm.decide(other_name + ":v1", REF, PodCreds([ALICE]))
+    assert (other.must_pull, other.mapping_key, other.step) == (True, other_name, Step.NO_MATCH)
+    bob = pm.decide(other_name + ":v2", REF, PodCreds([BOB]))
+    assert (bob.must_pull, bob.mapping_key, bob.matched_secret) == (False, other_name, BOB)
+    assert pm.decide(IMAGE, REF, PodCreds([BOB])).must_pull
+
+
+def test_a_hit_follows_the_record_it_was_made_from(tmp_path: Path) -> None:
+    pm = build(tmp_path, policy="AlwaysVerify", records=[record({KEY: secrets(ALICE)})])
+    assert pm.decide(IMAGE, REF, PodCreds([BOB])).must_pull
+    pm.record_image_pulled(IMAGE, REF, secrets(BOB))  # the record learns Bob
+    assert not pm.decide(IMAGE, REF, PodCreds([BOB])).must_pull
+    pm.prune_unknown_records([], T0 + timedelta(seconds=1))  # the record goes
+    gone = pm.decide(IMAGE, REF, PodCreds([BOB]))
+    assert (gone.must_pull, gone.step, gone.record_found) == (True, Step.NO_RECORD, False)
+
+
+class ForgetfulCache(CachedRecordStore):
+    """A cache subclass that reads no record: the manager must read it as it reads."""
+
+    def get_pulled_record(self, image_ref: str) -> ImagePulledRecord | None:
+        return None
+
+
+def test_a_store_is_read_as_it_reads_even_when_swapped(tmp_path: Path) -> None:
+    pm = build(tmp_path, policy="AlwaysVerify", records=[record({KEY: secrets(ALICE)})])
+    assert not pm.decide(IMAGE, REF, PodCreds([ALICE])).must_pull  # through the cache's hits
+    pm.store = ForgetfulCache(FileRecordStore(tmp_path))
+    forgot = pm.decide(IMAGE, REF, PodCreds([ALICE]))
+    assert (forgot.must_pull, forgot.step) == (True, Step.NO_RECORD)
+    pm.store = CachedRecordStore(FileRecordStore(tmp_path))
+    assert not pm.decide(IMAGE, REF, PodCreds([ALICE])).must_pull

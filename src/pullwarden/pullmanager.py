@@ -30,6 +30,7 @@ from pullwarden.records import (
     ImagePullIntent,
     ImagePullSecret,
     ImagePullServiceAccount,
+    RecordHit,
     RecordStore,
 )
 from pullwarden.reference import parse_image_name, trim_tag_digest
@@ -200,9 +201,11 @@ class Decision:
     of the moment of the decision (the record it read is never changed in place).  Two decisions
     with equal fields are equal and hash alike, and ``repr`` lists the fields, as a frozen
     dataclass does.  :meth:`PullManager.decide` builds them.
-    """
 
-    __slots__ = ("_enforcer", "_v")
+    The evaluation fills the private attributes in as it goes (the decision is its own
+    scratch pad: one object per check).  What it does not reach keeps the class-level default,
+    so a check pays only for the attributes its path sets.
+    """
 
     # the fields, in the order repr, equality and hashing use
     _FIELDS: Final = (
@@ -229,35 +232,58 @@ class Decision:
     )
     __match_args__ = _FIELDS
 
-    def __init__(self, verdict: _Verdict, enforcer: PolicyEnforcer) -> None:
-        self._v = verdict
+    # What the evaluation found; the defaults are those of a check that has not started.
+    _must_pull: bool = True
+    _result: MustPullResult | None = None
+    _step: Step = Step.NO_REF
+    _pulled_by_kubelet: bool | None = None
+    _intent_image: str = ""
+    _record: ImagePulledRecord | None = None
+    _key: str = ""
+    _asked: bool = False
+    _known_secret: ImagePullSecret | None = None
+    _pod_secret: ImagePullSecret | None = None
+    _by_hash: bool = False
+    _account: ImagePullServiceAccount | None = None
+    _update: ImagePullCredentials | None = None
+    _error: Exception | None = None
+
+    def __init__(self, image: str, image_ref: str, enforcer: PolicyEnforcer) -> None:
+        self._image = image
+        self._image_ref = image_ref
         self._enforcer = enforcer
+
+    def _end(self, must_pull: bool, result: MustPullResult, step: Step) -> Decision:
+        self._must_pull = must_pull
+        self._result = result
+        self._step = step
+        return self
 
     @property
     def must_pull(self) -> bool:
-        return self._v.must_pull
+        return self._must_pull
 
     @property
     def result(self) -> MustPullResult | None:
         """The metric label; None when no check was made (no imageRef)."""
-        return self._v.result
+        return self._result
 
     @property
     def reason(self) -> str:
         """The step the decision ended at, in words."""
-        return _reason(self._v, self.policy_reason)
+        return _reason(self, self.policy_reason)
 
     @property
     def step(self) -> Step:
-        return self._v.step
+        return self._step
 
     @property
     def image(self) -> str:
-        return self._v.image
+        return self._image
 
     @property
     def image_ref(self) -> str:
-        return self._v.image_ref
+        return self._image_ref
 
     @property
     def policy(self) -> str:
@@ -266,71 +292,70 @@ class Decision:
     @property
     def policy_reason(self) -> str:
         """Why the policy asks (or not) for verification; "" when no record was read."""
-        v = self._v
-        if v.pulled_by_kubelet is None:
+        if self._pulled_by_kubelet is None:
             return ""
-        return self._enforcer.explain(v.image, v.pulled_by_kubelet)
+        return self._enforcer.explain(self._image, self._pulled_by_kubelet)
 
     @property
     def pulled_by_kubelet(self) -> bool | None:
-        return self._v.pulled_by_kubelet
+        return self._pulled_by_kubelet
 
     @property
     def record_found(self) -> bool:
-        return self._v.record is not None
+        return self._record is not None
 
     @property
     def mapping_key(self) -> str:
-        return self._v.key
+        return self._key
 
     @property
     def mapping_keys(self) -> tuple[str, ...]:
-        record = self._v.record
+        record = self._record
         return () if record is None else tuple(record.credential_mapping)
 
     @property
     def matched_secret(self) -> ImagePullSecret | None:
         """The recorded secret that matched."""
-        return self._v.known_secret
+        return self._known_secret
 
     @property
     def pod_secret(self) -> ImagePullSecret | None:
         """The pod's secret that matched it."""
-        return self._v.pod_secret
+        return self._pod_secret
 
     @property
     def matched_service_account(self) -> ImagePullServiceAccount | None:
-        return self._v.account
+        return self._account
 
     @property
     def verified_by(self) -> VerifiedBy:
         """How access was granted; NONE when must_pull."""
-        v = self._v
-        if v.step is Step.SECRET:
-            return VerifiedBy.SECRET_HASH if v.by_hash else VerifiedBy.SECRET_COORDINATES
-        if v.step is Step.POLICY:
+        step = self._step
+        if step is Step.SECRET:
+            return VerifiedBy.SECRET_HASH if self._by_hash else VerifiedBy.SECRET_COORDINATES
+        if step is Step.POLICY:
             return _EXEMPTION_OF_POLICY.get(self._enforcer.policy, VerifiedBy.NONE)
-        return _VERIFIED_BY_STEP.get(v.step, VerifiedBy.NONE)
+        return _VERIFIED_BY_STEP.get(step, VerifiedBy.NONE)
 
     @property
     def credentials_requested(self) -> bool:
-        return self._v.asked
+        return self._asked
 
     @property
     def record_update(self) -> ImagePullCredentials | None:
         """What was (or would be) merged in."""
-        return self._v.update
+        return self._update
 
     @property
     def error(self) -> str:
-        error = self._v.error
+        error = self._error
         return "" if error is None else str(error)
 
     @property
     def intent_image(self) -> str:
         """The intent, under another spelling, that made the image count as pulled by this node
         (Protections.any_spelling); "" when the kubelet's own evidence decided."""
-        return self._v.intent_image
+        return self._intent_image
 
     def _values(self) -> tuple[object, ...]:
         return tuple(getattr(self, name) for name in self._FIELDS)
@@ -353,52 +378,19 @@ _VERIFIED_BY_STEP: Final = {
     Step.SERVICE_ACCOUNT: VerifiedBy.SERVICE_ACCOUNT,
 }
 
-
-class _Verdict:
-    """What one evaluation found, filled in as it goes; cheap to make, rendered only on demand."""
-
-    __slots__ = (
-        "account",
-        "asked",
-        "by_hash",
-        "error",
-        "image",
-        "image_ref",
-        "intent_image",
-        "key",
-        "known_secret",
-        "must_pull",
-        "pod_secret",
-        "pulled_by_kubelet",
-        "record",
-        "result",
-        "step",
-        "update",
-    )
-
-    def __init__(self, image: str, image_ref: str) -> None:
-        self.image = image
-        self.image_ref = image_ref
-        self.must_pull = True
-        self.result: MustPullResult | None = None
-        self.step = Step.NO_REF
-        self.pulled_by_kubelet: bool | None = None
-        self.intent_image = ""
-        self.record: ImagePulledRecord | None = None
-        self.key = ""
-        self.asked = False
-        self.known_secret: ImagePullSecret | None = None
-        self.pod_secret: ImagePullSecret | None = None
-        self.by_hash = False
-        self.account: ImagePullServiceAccount | None = None
-        self.update: ImagePullCredentials | None = None
-        self.error: Exception | None = None
-
-    def end(self, must_pull: bool, result: MustPullResult, step: Step) -> _Verdict:
-        self.must_pull = must_pull
-        self.result = result
-        self.step = step
-        return self
+# Enum members looked up once: ``Step.SECRET`` costs a lookup through the enum's metaclass on
+# every evaluation, a module global a dictionary probe.
+_POLICY: Final = Step.POLICY
+_POD_CREDENTIALS: Final = Step.POD_CREDENTIALS
+_SECRET: Final = Step.SECRET
+_SERVICE_ACCOUNT: Final = Step.SERVICE_ACCOUNT
+_NO_MATCH: Final = Step.NO_MATCH
+_READ_ERROR: Final = Step.READ_ERROR
+_NO_RECORD: Final = Step.NO_RECORD
+_BAD_NAME: Final = Step.BAD_NAME
+_NO_NAME: Final = Step.NO_NAME
+_NODE_WIDE: Final = Step.NODE_WIDE
+_NO_CREDENTIALS: Final = Step.NO_CREDENTIALS
 
 
 class PullManager:
@@ -452,6 +444,19 @@ class PullManager:
             remaining = self._initialize(image_service, remaining)
         if protected:
             self._index_intents(remaining, unreadable=not intents.ok)
+
+    @property
+    def store(self) -> RecordStore:
+        return self._store
+
+    @store.setter
+    def store(self, store: RecordStore) -> None:
+        self._store = store
+        # The cache keeps each record ready for the image it last served (RecordHit); any
+        # other store, a subclass of the cache included (it may read otherwise), is read as it is.
+        self._read_hit: Callable[[str, str, Callable[[str], str]], RecordHit | None] = (
+            store.pulled_record_hit if type(store) is CachedRecordStore else self._hit_of_store
+        )
 
     def _watch_store(self) -> None:
         gauges = self.store.gauges()
@@ -599,8 +604,9 @@ class PullManager:
         image_names: Sequence[str] = (),
     ) -> Decision:
         """:meth:`must_attempt_image_pull` with its reasoning; ``write=False`` never writes."""
-        v = self._evaluate(image, image_ref, get_pod_credentials, image_names)
-        return Decision(self._finish(v, write), self.enforcer)
+        return self._finish(
+            self._evaluate(image, image_ref, get_pod_credentials, image_names), write
+        )
 
     def must_attempt_image_pull(
         self,
@@ -618,7 +624,7 @@ class PullManager:
         digests); only :attr:`Protections.any_spelling` looks at them.
         """
         v = self._evaluate(image, image_ref, get_pod_credentials, image_names)
-        return self._finish(v, True).must_pull
+        return self._finish(v, True)._must_pull
 
     def _evaluate(
         self,
@@ -626,113 +632,134 @@ class PullManager:
         image_ref: str,
         get_pod_credentials: Callable[[], PodCredentials],
         image_names: Sequence[str],
-    ) -> _Verdict:
+    ) -> Decision:
         """The decision tree of spec §5.4, in order; every exit names its step.
 
-        A secret to remember (``v.update``) is only noted here; :meth:`_finish` writes it.
+        A secret to remember (``v._update``) is only noted here; :meth:`_finish` writes it.
         """
-        v = _Verdict(image, image_ref)
-        if not image_ref or not self._read_evidence(v, image_names):
+        v = Decision(image, image_ref, self.enforcer)
+        if not image_ref:
             return v
-        assert v.pulled_by_kubelet is not None
-        if not self.enforcer.require_credential_verification(image, v.pulled_by_kubelet):
-            return v.end(False, "credentialPolicyAllowed", Step.POLICY)
-        entry = self._recorded_entry(v)
-        if entry is None:
+        hit = self._read_evidence(v, image_names)
+        pulled = v._pulled_by_kubelet
+        if pulled is None:  # the records could not be read
             return v
-        v.asked = True
+        if not self.enforcer.require_credential_verification(image, pulled):
+            return v._end(False, "credentialPolicyAllowed", _POLICY)
+        if hit is None:
+            return v._end(True, "mustAuthenticate", _NO_RECORD)
+        if not self._needs_pod_credentials(v, hit):
+            return v
+        v._asked = True
         try:
             pod_secrets, pod_account = get_pod_credentials()
         except Exception as err:
-            v.error = err
-            return v.end(True, "error", Step.POD_CREDENTIALS)
-        if self._match_secret(v, entry.kubernetes_secrets, pod_secrets):
-            return v.end(False, "credentialRecordFound", Step.SECRET)
-        if pod_account is not None and pod_account in entry.kubernetes_service_accounts:
-            v.account = pod_account
-            return v.end(False, "credentialRecordFound", Step.SERVICE_ACCOUNT)
-        return v.end(True, "mustAuthenticate", Step.NO_MATCH)
+            v._error = err
+            return v._end(True, "error", _POD_CREDENTIALS)
+        if self._match_secret(v, hit.secrets, pod_secrets):
+            return v._end(False, "credentialRecordFound", _SECRET)
+        if pod_account is not None and pod_account in hit.accounts:
+            v._account = pod_account
+            return v._end(False, "credentialRecordFound", _SERVICE_ACCOUNT)
+        return v._end(True, "mustAuthenticate", _NO_MATCH)
 
-    def _read_evidence(self, v: _Verdict, image_names: Sequence[str]) -> bool:
-        """Step 2: the record, and whether this node pulled the image; False on a read error."""
-        with self._pulled_locks.lock(v.image_ref), self._intent_locks.lock(v.image):
+    def _read_evidence(self, v: Decision, image_names: Sequence[str]) -> RecordHit | None:
+        """Step 2: the record, and whether this node pulled the image.
+
+        Sets ``v._pulled_by_kubelet``, or ends the decision on a read error (leaving it None).
+        The record comes with the image's credentialMapping key and entry (:class:`RecordHit`),
+        which steps 5 to 8 use; working the key out here, before the policy, changes nothing:
+        trimming a name has no side effects, and a failure is reported at step 5.
+        """
+        image = v._image
+        image_ref = v._image_ref
+        with self._pulled_locks.lock(image_ref), self._intent_locks.lock(image):
             try:
-                v.record = self.store.get_pulled_record(v.image_ref)
+                hit = self._read_hit(image_ref, image, trim_tag_digest)
                 pulled = (
-                    v.record is not None
-                    or self._intent_counts.get(v.image, 0) > 0
-                    or self.store.intent_exists(v.image)
+                    hit is not None
+                    or self._intent_counts.get(image, 0) > 0
+                    or self.store.intent_exists(image)
                 )
                 if not pulled and self.protections.any_spelling:
-                    v.intent_image = self._evidence_for(v.image, image_names)
-                    pulled = bool(v.intent_image)
+                    v._intent_image = self._evidence_for(image, image_names)
+                    pulled = bool(v._intent_image)
             except RecordError as err:
-                log.warning("cannot read the records of %s, verifying: %s", v.image_ref, err)
-                v.record, v.error = None, err
-                v.end(True, "error", Step.READ_ERROR)
-                return False
-        v.pulled_by_kubelet = pulled
-        return True
+                log.warning("cannot read the records of %s, verifying: %s", image_ref, err)
+                v._error = err
+                v._end(True, "error", _READ_ERROR)
+                return None
+        if hit is not None:
+            v._record = hit.record
+        v._pulled_by_kubelet = pulled
+        return hit
+
+    def _hit_of_store(
+        self, image_ref: str, image: str, key_of: Callable[[str], str]
+    ) -> RecordHit | None:
+        """What :meth:`CachedRecordStore.pulled_record_hit` gives, for any other store."""
+        record = self.store.get_pulled_record(image_ref)
+        return None if record is None else RecordHit.of(record, image, key_of)
 
     @staticmethod
-    def _recorded_entry(v: _Verdict) -> ImagePullCredentials | None:
-        """Steps 4-8: the record's credentials for the image name, when pod ones must be asked.
+    def _needs_pod_credentials(v: Decision, hit: RecordHit) -> bool:
+        """Steps 5-8: whether the record's entry for the image name needs the pod's credentials.
 
-        None when the verdict already ended (no record, no name, node-wide, nothing recorded).
+        When not, the decision has ended (no name, node-wide, nothing recorded).
         """
-        if v.record is None:
-            v.end(True, "mustAuthenticate", Step.NO_RECORD)
-            return None
-        try:
-            v.key = trim_tag_digest(v.image)
-        except PullwardenError as err:
-            v.error = err
-            v.end(True, "error", Step.BAD_NAME)
-            return None
-        entry = v.record.credential_mapping.get(v.key)
-        if entry is None:
-            v.end(True, "mustAuthenticate", Step.NO_NAME)
-        elif entry.node_pods_accessible:
-            v.end(False, "credentialRecordFound", Step.NODE_WIDE)
-        elif not entry.kubernetes_secrets and not entry.kubernetes_service_accounts:
-            v.end(True, "mustAuthenticate", Step.NO_CREDENTIALS)
+        if hit.error is not None:
+            v._error = hit.error
+            v._end(True, "error", _BAD_NAME)
+            return False
+        v._key = hit.key
+        if hit.entry is None:
+            v._end(True, "mustAuthenticate", _NO_NAME)
+        elif hit.node_wide:
+            v._end(False, "credentialRecordFound", _NODE_WIDE)
+        elif not hit.secrets and not hit.accounts:
+            v._end(True, "mustAuthenticate", _NO_CREDENTIALS)
         else:
-            return entry
-        return None
+            return True
+        return False
 
     @staticmethod
     def _match_secret(
-        v: _Verdict, cached: Sequence[ImagePullSecret], pod_secrets: Sequence[ImagePullSecret]
+        v: Decision, cached: Sequence[ImagePullSecret], pod_secrets: Sequence[ImagePullSecret]
     ) -> bool:
         """Step 10: the first pod secret (pod order) matching a recorded one by hash or coordinates.
 
         A coordinate match counts only while the entry has room for more secrets; a match that
-        teaches the record something (a rotated hash, new coordinates) is noted in ``v.update``.
+        teaches the record something (a rotated hash, new coordinates) is noted in ``v._update``.
         """
         room = len(cached) < MAX_SECRETS_PER_IMAGE
         for pod_secret in pod_secrets:
+            pod_hash = pod_secret.credential_hash
             for known in cached:
-                by_hash = (
-                    bool(known.credential_hash)
-                    and known.credential_hash == pod_secret.credential_hash
+                known_hash = known.credential_hash
+                by_hash = known_hash == pod_hash and known_hash != ""
+                # ImagePullSecret.same_coordinates, spelt out: this is the innermost loop
+                by_coords = (
+                    known.uid == pod_secret.uid
+                    and known.namespace == pod_secret.namespace
+                    and known.name == pod_secret.name
                 )
-                by_coords = known.same_coordinates(pod_secret)
                 if not by_hash and not (by_coords and room):
                     continue
                 if room and not (by_hash and by_coords):
-                    v.update = ImagePullCredentials(kubernetes_secrets=(pod_secret,))
-                v.known_secret, v.pod_secret, v.by_hash = known, pod_secret, by_hash
+                    v._update = ImagePullCredentials(kubernetes_secrets=(pod_secret,))
+                v._known_secret, v._pod_secret, v._by_hash = known, pod_secret, by_hash
                 return True
         return False
 
-    def _finish(self, v: _Verdict, write: bool) -> _Verdict:
+    def _finish(self, v: Decision, write: bool) -> Decision:
         """Count the check, remember a newly matched secret (``write``), re-raise a lookup error."""
-        if v.result is not None:
-            self.metrics.count_mustpull(v.result)
-        if write and v.update is not None:
-            self._cache_secret(v.image, v.image_ref, v.update)
-        if v.error is not None and v.asked:
-            raise v.error
+        result = v._result
+        if result is not None:
+            self.metrics.mustpull_checks.inc(result)  # count_mustpull, one call fewer
+        if write and v._update is not None:
+            self._cache_secret(v._image, v._image_ref, v._update)
+        if v._error is not None and v._asked:
+            raise v._error
         return v
 
     def _cache_secret(self, image: str, image_ref: str, update: ImagePullCredentials) -> None:
@@ -858,51 +885,51 @@ def _name_keys(image: str) -> frozenset[str]:
     return frozenset(keys)
 
 
-def _reason(v: _Verdict, policy_reason: str) -> str:
-    """The verdict's step in words."""
-    key = repr(v.key)
-    step = v.step
+def _reason(v: Decision, policy_reason: str) -> str:
+    """The decision's step in words."""
+    key = repr(v._key)
+    step = v._step
     if step is Step.POLICY:
         return policy_reason
     if step is Step.NO_REF:
         return "the image is not present on the node (no imageRef)"
     if step is Step.READ_ERROR:
-        return f"the pull records could not be read, so credentials must be verified: {v.error}"
+        return f"the pull records could not be read, so credentials must be verified: {v._error}"
     if step is Step.NO_RECORD:
-        if v.intent_image == _UNREADABLE_INTENT:
+        if v._intent_image == _UNREADABLE_INTENT:
             return (
                 "a pull intent file cannot be read, so any image may have been pulled by this "
                 "node, and nothing is recorded for this one"
             )
-        if v.intent_image:
+        if v._intent_image:
             return (
-                f"a pull of {v.intent_image!r} (the same repository or image) is in flight or "
+                f"a pull of {v._intent_image!r} (the same repository or image) is in flight or "
                 "was interrupted, and no credentials are recorded for this image yet"
             )
-        if v.pulled_by_kubelet:
+        if v._pulled_by_kubelet:
             return (
                 "a pull of this image is in flight or was interrupted (pull intent) and no "
                 "credentials are recorded for it yet"
             )
         return "nothing is recorded for this image (it counts as preloaded)"
     if step is Step.BAD_NAME:
-        return f"the image name cannot be trimmed: {v.error}"
+        return f"the image name cannot be trimmed: {v._error}"
     if step is Step.NO_NAME:
-        return f"the record of {v.image_ref} has no credentials for the name {key}"
+        return f"the record of {v._image_ref} has no credentials for the name {key}"
     if step is Step.NODE_WIDE:
         return f"the record says {key} was pulled with node-wide or anonymous access"
     if step is Step.NO_CREDENTIALS:
         return f"the record holds no credentials for {key}"
     if step is Step.POD_CREDENTIALS:
-        return f"the pod's credentials could not be looked up: {v.error}"
-    if step is Step.SECRET and v.known_secret is not None and v.pod_secret is not None:
-        how = "credential hash" if v.by_hash else "coordinates (the secret was rotated)"
+        return f"the pod's credentials could not be looked up: {v._error}"
+    if step is Step.SECRET and v._known_secret is not None and v._pod_secret is not None:
+        how = "credential hash" if v._by_hash else "coordinates (the secret was rotated)"
         return (
-            f"pod secret {v.pod_secret.namespace}/{v.pod_secret.name} matches the recorded "
-            f"secret {v.known_secret.namespace}/{v.known_secret.name} by {how}"
+            f"pod secret {v._pod_secret.namespace}/{v._pod_secret.name} matches the recorded "
+            f"secret {v._known_secret.namespace}/{v._known_secret.name} by {how}"
         )
-    if step is Step.SERVICE_ACCOUNT and v.account is not None:
-        return f"the pod's service account {v.account.namespace}/{v.account.name} pulled it"
+    if step is Step.SERVICE_ACCOUNT and v._account is not None:
+        return f"the pod's service account {v._account.namespace}/{v._account.name} pulled it"
     return (
         f"none of the pod's credentials is recorded for {key}; a pull (manifest only) must "
         "prove they can access the image"

@@ -10,15 +10,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pullwarden.errors import RecordError
+from pullwarden.errors import InvalidReferenceError, RecordError
 from pullwarden.records import (
     FileRecordStore,
     ImagePullCredentials,
     ImagePulledRecord,
     ImagePullIntent,
     ImagePullSecret,
+    RecordHit,
 )
-from pullwarden.records._cache import _LRU, CachedRecordStore
+from pullwarden.records._cache import _LRU, CachedRecordStore, _RecordLRU
 
 T = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -213,3 +214,209 @@ def test_lru_reads_far_from_full_do_not_reorder() -> None:
     assert list(lru._data)[-1] == "a"
     lru.put("i", "I")
     assert "b" not in lru._data and "a" in lru._data
+
+
+# -- the record hit: what a check compares, kept per record (RecordHit) ----------------------------
+
+HIT_IMAGE = "r.io/app:v1"
+ALICE = ImagePullSecret("uid-a", "team-a", "alice", "hash-a")
+
+
+def trim(image: str) -> str:
+    return image.rpartition(":")[0] or image
+
+
+class CountingTrim:
+    """A key function that counts its calls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, image: str) -> str:
+        self.calls += 1
+        return trim(image)
+
+
+def secret_rec(ref: str, secret: ImagePullSecret = ALICE) -> ImagePulledRecord:
+    creds = ImagePullCredentials(kubernetes_secrets=(secret,))
+    return ImagePulledRecord(ref, T, {"r.io/app": creds})
+
+
+def unshared(s: str) -> str:
+    """An equal string that is another object (CPython shares "" and one-character strings)."""
+    if len(s) < 2:
+        return s
+    copy = "".join(list(s))
+    assert copy == s and copy is not s
+    return copy
+
+
+def test_hit_carries_the_entry_of_the_trimmed_name(tmp_path: Path) -> None:
+    cache = CachedRecordStore(FileRecordStore(tmp_path))
+    cache.write_pulled_record(secret_rec("ref"))
+    hit = cache.pulled_record_hit("ref", HIT_IMAGE, trim)
+    assert hit is not None and hit.error is None
+    assert (hit.key, hit.entry, hit.secrets, hit.accounts, hit.node_wide) == (
+        "r.io/app",
+        ImagePullCredentials(kubernetes_secrets=(ALICE,)),
+        (ALICE,),
+        (),
+        False,
+    )
+    assert hit.record == secret_rec("ref")
+    other = cache.pulled_record_hit("ref", "r.io/other:v1", trim)
+    assert other is not None and (other.key, other.entry, other.secrets) == ("r.io/other", None, ())
+    assert cache.pulled_record_hit("missing", HIT_IMAGE, trim) is None
+
+
+def test_a_relisting_refills_the_map_hits_are_probed_in(tmp_path: Path) -> None:
+    """After a relisting refills the map, a probe sees what it found, never what it dropped."""
+    disk = FileRecordStore(tmp_path)
+    for ref in ("a", "b", "c"):
+        disk.write_pulled_record(secret_rec(ref))
+    cache = CachedRecordStore(disk, records_size=3)  # full: holds all three, not authoritative
+    assert not cache.records_authoritative
+    assert cache.pulled_record_hit("a", HIT_IMAGE, trim) is not None
+    disk.delete_pulled_record("a")  # behind the cache's back: what a relisting learns
+    disk.delete_pulled_record("b")
+    disk.write_pulled_record(secret_rec("d"))
+    cache.list_pulled_records()  # two records: room to spare, so the map is refilled
+    assert cache.records_authoritative
+    assert cache.pulled_record_hit("a", HIT_IMAGE, trim) is None
+    hit = cache.pulled_record_hit("d", HIT_IMAGE, trim)
+    assert hit is not None and hit.record == secret_rec("d")
+
+
+def test_hit_is_kept_for_an_equal_image_and_remade_for_another(tmp_path: Path) -> None:
+    cache = CachedRecordStore(FileRecordStore(tmp_path))
+    cache.write_pulled_record(secret_rec("ref"))
+    key_of = CountingTrim()
+    first = cache.pulled_record_hit("ref", HIT_IMAGE, key_of)
+    assert key_of.calls == 1
+    # an equal string that is not the same object is served by the kept hit, without trimming
+    assert cache.pulled_record_hit("ref", unshared(HIT_IMAGE), key_of) is first
+    assert key_of.calls == 1
+    other = cache.pulled_record_hit("ref", "r.io/app@sha256:" + "0" * 64, key_of)
+    assert other is not first and key_of.calls == 2 and other is not None
+    assert other.key == "r.io/app@sha256" and other.entry is None  # trim() is this test's own
+    assert cache.pulled_record_hit("ref", HIT_IMAGE, key_of) is not other  # remade again
+    assert key_of.calls == 3
+
+
+def test_hit_follows_writes_and_deletes(tmp_path: Path) -> None:
+    disk = CountingStore(tmp_path)
+    cache = CachedRecordStore(disk)
+    cache.write_pulled_record(secret_rec("ref"))
+    before = cache.pulled_record_hit("ref", HIT_IMAGE, trim)
+    bob = ImagePullSecret("uid-b", "team-b", "bob", "hash-b")
+    cache.write_pulled_record(secret_rec("ref", bob))
+    after = cache.pulled_record_hit("ref", HIT_IMAGE, trim)
+    assert before is not None and after is not None and after is not before
+    assert after.secrets == (bob,) and after.record == secret_rec("ref", bob)
+    assert cache.get_pulled_record("ref") == secret_rec("ref", bob)
+    cache.delete_pulled_record("ref")
+    assert cache.pulled_record_hit("ref", HIT_IMAGE, trim) is None
+    assert cache.get_pulled_record("ref") is None
+    assert disk.reads == 0  # authoritative throughout
+
+
+def test_hit_of_a_failing_name_is_not_kept(tmp_path: Path) -> None:
+    cache = CachedRecordStore(FileRecordStore(tmp_path))
+    cache.write_pulled_record(secret_rec("ref"))
+    calls: list[str] = []
+
+    def refuse(image: str) -> str:
+        calls.append(image)
+        raise InvalidReferenceError("invalid reference format")
+
+    for _ in range(2):
+        hit = cache.pulled_record_hit("ref", "Bad:Name", refuse)
+        assert hit is not None and isinstance(hit.error, InvalidReferenceError)
+        assert (hit.key, hit.entry, hit.record) == ("", None, secret_rec("ref"))
+    assert calls == ["Bad:Name"] * 2  # tried again: a failure is never kept
+    assert cache.pulled_record_hit("ref", HIT_IMAGE, trim) is not None
+
+
+def test_hit_made_while_a_write_lands_does_not_bring_the_old_record_back(tmp_path: Path) -> None:
+    # The key function runs between the lock-free probe and putting the new hit in place: a
+    # write that lands then must win.
+    cache = CachedRecordStore(FileRecordStore(tmp_path))
+    cache.write_pulled_record(secret_rec("ref"))
+    bob = ImagePullSecret("uid-b", "team-b", "bob", "hash-b")
+
+    def write_meanwhile(image: str) -> str:
+        cache.write_pulled_record(secret_rec("ref", bob))
+        return trim(image)
+
+    stale = cache.pulled_record_hit("ref", HIT_IMAGE, write_meanwhile)
+    assert stale is not None and stale.secrets == (ALICE,)  # what the probe read
+    fresh = cache.pulled_record_hit("ref", HIT_IMAGE, trim)
+    assert fresh is not None and fresh.secrets == (bob,)
+    assert cache.get_pulled_record("ref") == secret_rec("ref", bob)
+
+
+def test_hit_of_a_record_still_in_its_bytes_and_of_one_read_from_disk(tmp_path: Path) -> None:
+    disk = FileRecordStore(tmp_path)
+    disk.write_pulled_record(secret_rec("warm"))
+    cache = CachedRecordStore(FileRecordStore(tmp_path))  # warms up from the start-up scan
+    hit = cache.pulled_record_hit("warm", HIT_IMAGE, trim)
+    assert hit is not None and hit.record == secret_rec("warm") and hit.secrets == (ALICE,)
+    assert cache.pulled_record_hit("warm", HIT_IMAGE, trim) is hit  # kept in the bytes' place
+    small = CachedRecordStore(FileRecordStore(tmp_path), records_size=1)
+    disk.write_pulled_record(secret_rec("cold"))  # behind the cache's back; not authoritative
+    assert not small.records_authoritative
+    cold = small.pulled_record_hit("cold", HIT_IMAGE, trim)
+    assert cold is not None and cold.record == secret_rec("cold")
+    assert small.pulled_record_hit("cold", HIT_IMAGE, trim) is cold
+
+
+def test_listings_give_records_not_hits(tmp_path: Path) -> None:
+    cache = CachedRecordStore(FileRecordStore(tmp_path))
+    cache.write_pulled_record(secret_rec("a"))
+    cache.write_pulled_record(secret_rec("b"))
+    cache.pulled_record_hit("a", HIT_IMAGE, trim)
+    listed = cache.list_pulled_records().items
+    assert sorted(listed, key=lambda r: r.image_ref) == [secret_rec("a"), secret_rec("b")]
+    assert all(type(r) is ImagePulledRecord for r in listed)
+    assert sorted(cache.pulled_record_times().items) == [("a", T), ("b", T)]
+
+
+# -- the record LRU: second chance instead of moving on every read ---------------------------------
+
+
+def test_record_lru_read_marks_instead_of_moving() -> None:
+    lru = _RecordLRU(4)
+    hits = {k: RecordHit(rec(k)) for k in "abcd"}
+    for k, hit in hits.items():
+        lru.put(k, hit)
+        hit.used = False
+    assert lru.get("a") is hits["a"]
+    assert list(lru._data) == ["a", "b", "c", "d"]  # not moved
+    assert hits["a"].used and not hits["b"].used
+
+
+def test_record_lru_gives_a_used_entry_a_second_chance() -> None:
+    lru = _RecordLRU(4)
+    hits = {k: RecordHit(rec(k)) for k in "abcd"}
+    for k, hit in hits.items():
+        lru.put(k, hit)
+        hit.used = False
+    lru.authoritative = True
+    lru.get("a")
+    lru.put("e", RecordHit(rec("e")))
+    assert set(lru._data) == {"a", "c", "d", "e"}  # b, the oldest unused entry, went
+    assert not lru.authoritative
+    assert not hits["a"].used  # its chance is spent
+    assert list(lru._data) == ["c", "d", "e", "a"]  # a moved to the young end, once
+    lru.put("f", RecordHit(rec("f")))
+    assert list(lru._data) == ["d", "e", "a", "f"]  # c, never read, went next
+
+
+def test_record_lru_never_evicts_what_it_just_put() -> None:
+    lru = _RecordLRU(3)
+    for k in "abc":
+        lru.put(k, RecordHit(rec(k)))  # all used: each was just put
+    lru.put("d", RecordHit(rec("d")))
+    assert "d" in lru._data and len(lru._data) == 3
+    lru.put("e", b"raw bytes are never used")
+    assert "e" in lru._data and len(lru._data) == 3

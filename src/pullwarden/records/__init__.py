@@ -25,6 +25,7 @@ from pullwarden.records._model import (
     ImagePullIntent,
     ImagePullSecret,
     ImagePullServiceAccount,
+    RecordHit,
 )
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "ImagePulledRecord",
     "Listing",
     "ProblemKind",
+    "RecordHit",
     "RecordStore",
     "RecordSummary",
     "decode",

@@ -13,6 +13,15 @@ Upstream caps the record LRU at 2,000 entries, past which its cache stopped bein
 and became slower than plain files.  Here an entry costs well under a kilobyte (``bench/``
 reports the figure), so the defaults keep 262,144 (2**18) records and 20,000 intents
 authoritative: a node with 200,000 records still has room for its next pulls.
+
+The record LRU keeps a :class:`~pullwarden.records.RecordHit` per record (or, until first read,
+the file's bytes): what a check compares for the image it last served, so that a hit on a node
+with 200,000 records walks one small object instead of the record, its mapping, the name memo
+and the credentials.  A read does not move the entry either: it notes ``used`` on the hit (a
+line the read touched anyway), and eviction gives a used entry a second chance, moving it to
+the young end, instead of evicting it (the "clock" approximation of LRU).  Moving on every read
+is what an exact LRU needs, and on a big map it costs a few cache misses per check, as much as
+the rest of the hit.
 """
 
 from __future__ import annotations
@@ -30,7 +39,7 @@ from pullwarden.errors import RecordWriteError
 from pullwarden.records._base import Gauges, Listing, RecordStore, StartupListings
 from pullwarden.records._codec import exact_record_time
 from pullwarden.records._layout import file_order_key
-from pullwarden.records._model import ImagePulledRecord, ImagePullIntent
+from pullwarden.records._model import ImagePulledRecord, ImagePullIntent, RecordHit
 
 __all__ = ["DEFAULT_INTENTS_SIZE", "DEFAULT_RECORDS_SIZE", "CachedRecordStore"]
 
@@ -55,6 +64,7 @@ class _LRU(Generic[V]):
         # the map is three quarters full: below that, eviction is far off, and a refresh (which
         # relinks the entry and its neighbours, a few cache misses on a big map) buys nothing.
         self._refresh_above = self.size * 3 // 4
+        # Never rebound (cleared and refilled in place): CachedRecordStore probes it directly.
         self._data: OrderedDict[str, V] = OrderedDict()
         self._lock = threading.Lock()
         self.authoritative = False
@@ -75,8 +85,12 @@ class _LRU(Generic[V]):
             self._data[key] = value
             self._data.move_to_end(key)
             if len(self._data) > self.size:
-                self._data.popitem(last=False)
-                self.authoritative = False
+                self._evict()
+
+    def _evict(self) -> None:
+        """Drop the oldest entry (the lock is held)."""
+        self._data.popitem(last=False)
+        self.authoritative = False
 
     def remove(self, key: str) -> None:
         with self._lock:
@@ -119,6 +133,34 @@ class _LRU(Generic[V]):
         return len(self._data) * 100 // self.size
 
 
+class _RecordLRU(_LRU[RecordHit | bytes]):
+    """The record LRU: reads mark a hit used, eviction gives used hits a second chance.
+
+    Bytes (a record not yet read since the warm-up) are never used: the first read builds
+    the record and puts a hit in their place.
+    """
+
+    __slots__ = ()
+
+    def get(self, key: str) -> RecordHit | bytes | None:
+        # Lock-free, as _LRU.get, but never reorders: a hit only notes that it was used.
+        value = self._data.get(key)
+        if isinstance(value, RecordHit) and not value.used:
+            value.used = True
+        return value
+
+    def _evict(self) -> None:
+        data = self._data
+        while True:
+            key, value = data.popitem(last=False)
+            if isinstance(value, RecordHit) and value.used:
+                value.used = False
+                data[key] = value  # to the young end: a second chance
+                continue
+            self.authoritative = False
+            return
+
+
 class CachedRecordStore:
     """Serves reads from memory, writes through to ``delegate`` first and memory second."""
 
@@ -133,7 +175,8 @@ class CachedRecordStore:
         self.delegate = delegate
         self._intents: _LRU[ImagePullIntent] = _LRU(intents_size)
         # A record still in its file's bytes (bytes) is built on first use; see StartupListings.
-        self._records: _LRU[ImagePulledRecord | bytes] = _LRU(records_size)
+        self._records = _RecordLRU(records_size)
+        self._record_map = self._records._data  # the LRU's own dict, for lock-free probes
         self._build: Callable[[str, bytes], ImagePulledRecord] | None = None
         self._intent_locks = StripedLocks(stripes)
         self._record_locks = StripedLocks(stripes)
@@ -149,8 +192,8 @@ class CachedRecordStore:
             intents, records = listings.intents, listings.records
             self._refill(self._intents, ((i.image, i) for i in intents.items), intents)
             self._build = listings.decode_raw
-            items: Iterable[tuple[str, ImagePulledRecord | bytes]] = chain(
-                ((r.image_ref, r) for r in records.items), listings.raw_records
+            items: Iterable[tuple[str, RecordHit | bytes]] = chain(
+                ((r.image_ref, RecordHit(r)) for r in records.items), listings.raw_records
             )
             self._refill(self._records, items, records, listings.record_count)
 
@@ -218,31 +261,73 @@ class CachedRecordStore:
     # -- pulled records ------------------------------------------------------------------------
 
     def get_pulled_record(self, image_ref: str) -> ImagePulledRecord | None:
-        record = self._records.get(image_ref)
-        if record is not None:
-            return self._built(image_ref, record) if isinstance(record, bytes) else record
+        value = self._records.get(image_ref)
+        if value is None:
+            return self._missed(image_ref)
+        return value.record if isinstance(value, RecordHit) else self._built(image_ref, value)
+
+    def pulled_record_hit(
+        self, image_ref: str, image: str, key_of: Callable[[str], str]
+    ) -> RecordHit | None:
+        """The record of ``image_ref`` read for the raw ``image`` (see :class:`RecordHit`).
+
+        ``key_of`` gives an image's credentialMapping key; it is called only when the cached
+        hit was made for another image (or none), and then the new hit replaces it, unless
+        ``key_of`` failed.  None when there is no record.
+        """
+        # _RecordLRU.get spelt out (this is every check's first step); a hit serves the image it
+        # was made for, or an equal string.
+        value = self._record_map.get(image_ref)
+        if isinstance(value, RecordHit):
+            known = value.image
+            if known is image or known == image:
+                if not value.used:
+                    value.used = True
+                return value
+            record = value.record
+        elif value is None:
+            found = self._missed(image_ref)
+            if found is None:
+                return None
+            record, value = found, self._records.get(image_ref)
+            if not isinstance(value, RecordHit) or value.record is not record:
+                value = None  # replaced meanwhile: keep what is there
+        else:
+            record = self._build_raw(image_ref, value)
+        hit = RecordHit.of(record, image, key_of)
+        if value is not None and hit.error is None:
+            self._records.replace(image_ref, value, hit)  # unless a write came first
+        return hit
+
+    def _missed(self, image_ref: str) -> ImagePulledRecord | None:
+        """A read that found nothing in memory: look again under the key's stripe, then disk."""
         with self._record_locks.lock(image_ref):
-            record = self._records.get(image_ref)
-            if record is not None:
-                return self._built(image_ref, record) if isinstance(record, bytes) else record
+            value = self._records.get(image_ref)
+            if value is not None:
+                return (
+                    value.record if isinstance(value, RecordHit) else self._built(image_ref, value)
+                )
             if self._records.authoritative:
                 return None
             found = self.delegate.get_pulled_record(image_ref)
             if found is not None:
-                self._records.put(image_ref, found)
+                self._records.put(image_ref, RecordHit(found))
             return found
+
+    def _build_raw(self, image_ref: str, raw: bytes) -> ImagePulledRecord:
+        assert self._build is not None  # only a warm-up that set it leaves bytes
+        return self._build(image_ref, raw)
 
     def _built(self, image_ref: str, raw: bytes) -> ImagePulledRecord:
         """The record kept as ``raw``, built and cached in its place."""
-        assert self._build is not None  # only a warm-up that set it leaves bytes
-        record = self._build(image_ref, raw)
-        self._records.replace(image_ref, raw, record)
+        record = self._build_raw(image_ref, raw)
+        self._records.replace(image_ref, raw, RecordHit(record))
         return record
 
     def write_pulled_record(self, record: ImagePulledRecord) -> None:
         with self._record_locks.lock(record.image_ref):
             self.delegate.write_pulled_record(record)
-            self._records.put(record.image_ref, record)
+            self._records.put(record.image_ref, RecordHit(record))
 
     def delete_pulled_record(self, image_ref: str) -> None:
         with self._record_locks.lock(image_ref):
@@ -269,11 +354,12 @@ class CachedRecordStore:
                     # Built for the listing only: the cache keeps the (smaller) bytes.
                     append(build(key, value))
                 else:
-                    append(value)
+                    append(value.record)
             return Listing(records)
         with self._record_locks.all():
             listing = self.delegate.list_pulled_records()
-            self._refill(self._records, ((r.image_ref, r) for r in listing.items), listing)
+            items = ((r.image_ref, RecordHit(r)) for r in listing.items)
+            self._refill(self._records, items, listing)
             return listing
 
     def pulled_record_times(self) -> Listing[tuple[str, datetime]]:
@@ -281,7 +367,12 @@ class CachedRecordStore:
         if not self._records.authoritative:
             return self.delegate.pulled_record_times()
         stamps = [
-            (key, exact_record_time(value) if isinstance(value, bytes) else value.last_updated_time)
+            (
+                key,
+                exact_record_time(value)
+                if isinstance(value, bytes)
+                else value.record.last_updated_time,
+            )
             for key, value in self._records.in_file_order_with_keys()
         ]
         return Listing(stamps)

@@ -6,9 +6,11 @@ plain dict by type, but treat it as read-only: the cache and the store hand out 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+
+from pullwarden.errors import PullwardenError
 
 __all__ = [
     "ImagePullCredentials",
@@ -16,6 +18,7 @@ __all__ = [
     "ImagePullSecret",
     "ImagePullServiceAccount",
     "ImagePulledRecord",
+    "RecordHit",
 ]
 
 
@@ -91,6 +94,69 @@ class ImagePulledRecord:
     def __post_init__(self) -> None:
         if not isinstance(self.credential_mapping, dict):
             object.__setattr__(self, "credential_mapping", dict(self.credential_mapping))
+
+
+class RecordHit:
+    """A pulled record as a check reads it for one raw image: what the check compares, in one place.
+
+    ``key`` is the image's credentialMapping key (the name without tag and digest) and
+    ``entry`` what the record holds under it (None: nothing), whose fields a check reads are
+    repeated here (``node_wide``, ``secrets``, ``accounts``; empty without an entry); ``error``
+    is why the image name could not be trimmed (then ``key`` is "" and ``entry`` None).  The
+    cache keeps one hit per record in place of the record, so that a check of the image it last
+    served finds the key and the credentials without trimming the name again or walking the
+    record's mapping; a write or a delete replaces or drops it with the record.  Treat it as
+    read-only except ``used``, the cache's note that a read touched it since it last considered
+    evicting it.
+    """
+
+    __slots__ = (
+        "accounts",
+        "entry",
+        "error",
+        "image",
+        "key",
+        "node_wide",
+        "record",
+        "secrets",
+        "used",
+    )
+
+    def __init__(
+        self,
+        record: ImagePulledRecord,
+        image: str | None = None,
+        key: str = "",
+        entry: ImagePullCredentials | None = None,
+        error: PullwardenError | None = None,
+    ) -> None:
+        self.record = record
+        self.image = image  # None: made for no image (a write, a listing); serves none
+        self.key = key
+        self.entry = entry
+        self.error = error
+        if entry is None:
+            self.node_wide = False
+            self.secrets: tuple[ImagePullSecret, ...] = ()
+            self.accounts: tuple[ImagePullServiceAccount, ...] = ()
+        else:
+            self.node_wide = entry.node_pods_accessible
+            self.secrets = entry.kubernetes_secrets
+            self.accounts = entry.kubernetes_service_accounts
+        self.used = True
+
+    @classmethod
+    def of(cls, record: ImagePulledRecord, image: str, key_of: Callable[[str], str]) -> RecordHit:
+        """The hit of ``record`` for ``image``, its key worked out by ``key_of``.
+
+        A :class:`~pullwarden.errors.PullwardenError` from ``key_of`` is kept in ``error``,
+        not raised: the decision reports it at its own step, after the policy.
+        """
+        try:
+            key = key_of(image)
+        except PullwardenError as err:
+            return cls(record, image, error=err)
+        return cls(record, image, key, record.credential_mapping.get(key))
 
 
 RecordObject = ImagePullIntent | ImagePulledRecord
