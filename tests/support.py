@@ -30,3 +30,12 @@ class FakeImageLister:
 
 
 T0 = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+def unshared(s: str) -> str:
+    """An equal string that is another object (CPython shares "" and one-character strings)."""
+    if len(s) < 2:
+        return s
+    copy = "".join(list(s))
+    assert copy == s and copy is not s
+    return copy

@@ -30,7 +30,7 @@ from pullwarden.records import (
     ImagePullSecret,
 )
 from pullwarden.records._cache import CachedRecordStore
-from tests.support import T0
+from tests.support import T0, unshared
 from tests.test_pullmanager import (
     ALICE,
     BOB,
@@ -459,15 +459,6 @@ def test_concurrent_checks_of_one_key_agree(tmp_path: Path) -> None:
 
 
 # -- the cache's record hits (RecordHit) decide as the records do -------------------------------
-
-
-def unshared(s: str) -> str:
-    """An equal string that is another object (CPython shares "" and one-character strings)."""
-    if len(s) < 2:
-        return s
-    copy = "".join(list(s))
-    assert copy == s and copy is not s
-    return copy
 
 
 def copy_of(s: ImagePullSecret) -> ImagePullSecret:

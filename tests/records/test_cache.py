@@ -20,6 +20,7 @@ from pullwarden.records import (
     RecordHit,
 )
 from pullwarden.records._cache import _LRU, CachedRecordStore, _RecordLRU
+from tests.support import unshared
 
 T = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -240,15 +241,6 @@ class CountingTrim:
 def secret_rec(ref: str, secret: ImagePullSecret = ALICE) -> ImagePulledRecord:
     creds = ImagePullCredentials(kubernetes_secrets=(secret,))
     return ImagePulledRecord(ref, T, {"r.io/app": creds})
-
-
-def unshared(s: str) -> str:
-    """An equal string that is another object (CPython shares "" and one-character strings)."""
-    if len(s) < 2:
-        return s
-    copy = "".join(list(s))
-    assert copy == s and copy is not s
-    return copy
 
 
 def test_hit_carries_the_entry_of_the_trimmed_name(tmp_path: Path) -> None:
