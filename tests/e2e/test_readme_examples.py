@@ -18,12 +18,12 @@ REPO = Path(__file__).resolve().parents[2]
 TOUR_PORT = 5000  # the Tour's registry, as examples/pods.yaml names it
 
 
-def block(readme: str, section: str, language: str) -> str:
-    """The first fenced ``language`` block under ``## section``."""
+def block(readme: str, section: str, language: str, nth: int = 0) -> str:
+    """The ``nth`` (from 0) fenced ``language`` block under ``## section``."""
     part = readme.split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
-    found = re.search(rf"^```{language}\n(.*?)^```", part, re.S | re.M)
-    assert found is not None, f"README.md: no ```{language} block under ## {section}"
-    return found.group(1)
+    found = re.findall(rf"^```{language}\n(.*?)^```", part, re.S | re.M)
+    assert len(found) > nth, f"README.md: no ```{language} block {nth} under ## {section}"
+    return str(found[nth])
 
 
 def test_blocks_are_found_and_a_missing_one_is_an_error() -> None:
@@ -103,3 +103,15 @@ def test_the_library_example_runs_as_written() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("True no-match ")
+
+
+def test_the_transport_example_runs_as_written() -> None:
+    code = block((REPO / "README.md").read_text(), "As a library", "python", 1)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "GET https://registry.example/v2/team-a/app/manifests/v1",
+        "pulling registry.example/team-a/app:v1: not found: manifest unknown",
+    ]
