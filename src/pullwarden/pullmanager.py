@@ -779,7 +779,7 @@ class PullManager:
         """
         keep = set(image_refs)
         with self._pulled_locks.all():
-            listing = self.store.pulled_record_times()  # no record is built to be pruned
+            listing = self.store.pulled_record_times(until)  # no record is built to be pruned
             for err in listing.errors:
                 log.warning("prune: skipping an unreadable record: %s", err)
             doomed = [ref for ref, when in listing.items if when < until and ref not in keep]

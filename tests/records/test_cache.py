@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tempfile
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -412,3 +412,24 @@ def test_record_lru_never_evicts_what_it_just_put() -> None:
     assert "d" in lru._data and len(lru._data) == 3
     lru.put("e", b"raw bytes are never used")
     assert "e" in lru._data and len(lru._data) == 3
+
+
+def test_record_times_older_than_a_time_come_in_file_order_from_both_stores(
+    tmp_path: Path,
+) -> None:
+    disk = FileRecordStore(tmp_path)
+    refs = [f"sha256:{i:064x}" for i in range(12)]
+    for i, ref in enumerate(refs[:6]):
+        disk.write_pulled_record(ImagePulledRecord(ref, T + timedelta(seconds=i), {}))
+    cache = CachedRecordStore(disk)
+    assert cache.records_authoritative
+    for i, ref in enumerate(refs[6:], 6):  # after the warm-up: out of file order in memory
+        cache.write_pulled_record(ImagePulledRecord(ref, T + timedelta(seconds=i), {}))
+    until = T + timedelta(seconds=6, microseconds=500_000)
+    for store in (disk, cache):
+        every = store.pulled_record_times().items
+        assert [ref for ref, _ in every] == [r.image_ref for r in disk.list_pulled_records().items]
+        old = store.pulled_record_times(until).items
+        assert old == [(ref, when) for ref, when in every if when < until]  # in the same order
+        assert {ref for ref, _ in old} == set(refs[:7])
+        assert store.pulled_record_times(T).items == []

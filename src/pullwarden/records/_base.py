@@ -96,9 +96,12 @@ class RecordStore(Protocol):
 
     def list_pulled_records(self) -> Listing[ImagePulledRecord]: ...
 
-    def pulled_record_times(self) -> Listing[tuple[str, datetime]]:
-        """(imageRef, lastUpdatedTime) of every record, as :meth:`list_pulled_records` lists
-        them: what pruning needs, without building the records."""
+    def pulled_record_times(
+        self, older_than: datetime | None = None
+    ) -> Listing[tuple[str, datetime]]:
+        """(imageRef, lastUpdatedTime) of every record updated before ``older_than`` (every
+        record when None), as :meth:`list_pulled_records` lists them: what pruning needs,
+        without building the records."""
         ...
 
     def gauges(self) -> Gauges:

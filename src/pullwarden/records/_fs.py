@@ -447,19 +447,24 @@ class FileRecordStore:
         self._startup_listings = None
         return self._list(self.pulled_dir, ImagePulledRecord)
 
-    def pulled_record_times(self) -> Listing[tuple[str, datetime]]:
-        """(imageRef, lastUpdatedTime) of every record that decodes, in file name order, plus
-        one error per file that does not; a record in the exact form is only checked."""
+    def pulled_record_times(
+        self, older_than: datetime | None = None
+    ) -> Listing[tuple[str, datetime]]:
+        """(imageRef, lastUpdatedTime) of every record that decodes (updated before
+        ``older_than``, when given), in file name order, plus one error per file that does
+        not; a record in the exact form is only checked."""
         self._startup_listings = None
         found: list[tuple[str, datetime]] = []
         errors: list[RecordError] = []
         for item in self._iter(self.pulled_dir, ImagePulledRecord, exact=exact_record_key):
             if isinstance(item, RecordError):
                 errors.append(item)
-            elif isinstance(item, ImagePulledRecord):
-                found.append((item.image_ref, item.last_updated_time))
+                continue
+            if isinstance(item, ImagePulledRecord):
+                image_ref, when = item.image_ref, item.last_updated_time
             else:
                 _, image_ref, when = item[0]
+            if older_than is None or when < older_than:
                 found.append((image_ref, when))
         return Listing(found, errors)
 
