@@ -130,9 +130,6 @@ class Metrics:
         histogram = self._built().image_pull_duration
         histogram.labels(image_size_bucket(size_in_bytes)).observe(seconds)
 
-    def count_mustpull(self, result: MustPullResult) -> None:
-        self.mustpull_checks.inc(result)
-
     def value(self, name: str, labels: dict[str, str] | None = None) -> float | None:
         """Current value of one sample (convenience for tests and the CLI)."""
         return self.registry.get_sample_value(name, labels or {})

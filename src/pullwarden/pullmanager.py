@@ -755,7 +755,7 @@ class PullManager:
         """Count the check, remember a newly matched secret (``write``), re-raise a lookup error."""
         result = v._result
         if result is not None:
-            self.metrics.mustpull_checks.inc(result)  # count_mustpull, one call fewer
+            self.metrics.mustpull_checks.inc(result)
         if write and v._update is not None:
             self._cache_secret(v._image, v._image_ref, v._update)
         if v._error is not None and v._asked:
@@ -782,7 +782,7 @@ class PullManager:
             listing = self.store.pulled_record_times(until)  # no record is built to be pruned
             for err in listing.errors:
                 log.warning("prune: skipping an unreadable record: %s", err)
-            doomed = [ref for ref, when in listing.items if when < until and ref not in keep]
+            doomed = [ref for ref, _ in listing.items if ref not in keep]  # all older than until
             if dry_run or not doomed:
                 return doomed
             failed = self.store.delete_pulled_records(doomed)  # one batch

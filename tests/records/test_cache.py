@@ -376,23 +376,25 @@ def test_listings_give_records_not_hits(tmp_path: Path) -> None:
 # -- the record LRU: second chance instead of moving on every read ---------------------------------
 
 
-def test_record_lru_read_marks_instead_of_moving() -> None:
+def full_lru_none_used() -> tuple[_RecordLRU, dict[str, RecordHit]]:
+    """A record LRU holding a, b, c, d (oldest first), none of them marked used."""
     lru = _RecordLRU(4)
     hits = {k: RecordHit(rec(k)) for k in "abcd"}
     for k, hit in hits.items():
         lru.put(k, hit)
         hit.used = False
+    return lru, hits
+
+
+def test_record_lru_read_marks_instead_of_moving() -> None:
+    lru, hits = full_lru_none_used()
     assert lru.get("a") is hits["a"]
     assert list(lru._data) == ["a", "b", "c", "d"]  # not moved
     assert hits["a"].used and not hits["b"].used
 
 
 def test_record_lru_gives_a_used_entry_a_second_chance() -> None:
-    lru = _RecordLRU(4)
-    hits = {k: RecordHit(rec(k)) for k in "abcd"}
-    for k, hit in hits.items():
-        lru.put(k, hit)
-        hit.used = False
+    lru, hits = full_lru_none_used()
     lru.authoritative = True
     lru.get("a")
     lru.put("e", RecordHit(rec("e")))

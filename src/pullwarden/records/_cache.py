@@ -266,9 +266,7 @@ class CachedRecordStore:
 
     def get_pulled_record(self, image_ref: str) -> ImagePulledRecord | None:
         value = self._records.get(image_ref)
-        if value is None:
-            return self._missed(image_ref)
-        return value.record if isinstance(value, RecordHit) else self._built(image_ref, value)
+        return self._missed(image_ref) if value is None else self._record_of(image_ref, value)
 
     def pulled_record_hit(
         self, image_ref: str, image: str, key_of: Callable[[str], str]
@@ -308,15 +306,16 @@ class CachedRecordStore:
         with self._record_locks.lock(image_ref):
             value = self._records.get(image_ref)
             if value is not None:
-                return (
-                    value.record if isinstance(value, RecordHit) else self._built(image_ref, value)
-                )
+                return self._record_of(image_ref, value)
             if self._records.authoritative:
                 return None
             found = self.delegate.get_pulled_record(image_ref)
             if found is not None:
                 self._records.put(image_ref, RecordHit(found))
             return found
+
+    def _record_of(self, image_ref: str, value: RecordHit | bytes) -> ImagePulledRecord:
+        return value.record if isinstance(value, RecordHit) else self._built(image_ref, value)
 
     def _build_raw(self, image_ref: str, raw: bytes) -> ImagePulledRecord:
         assert self._build is not None  # only a warm-up that set it leaves bytes

@@ -52,7 +52,9 @@ from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar
 
 from pullwarden.runtime._messages import (
+    NO_BODY,
     URL,
+    Body,
     ConnectError,
     ConnectTimeout,
     Headers,
@@ -355,16 +357,6 @@ class _UntilClose(_Body):
             self._guard.token.raise_if_cancelled()  # the end-of-file a cancel's shutdown makes
 
 
-class _Empty:
-    """No body (its connection has already been given back or closed)."""
-
-    def __iter__(self) -> Iterator[bytes]:
-        return iter(())
-
-    def close(self) -> None:
-        pass
-
-
 class _Stale(Exception):
     """A kept connection turned out closed before it answered (send on another)."""
 
@@ -439,7 +431,7 @@ def _send(
 
 
 def _connect(url: URL, timeout: float | None, context: ssl.SSLContext | None) -> Connection:
-    port = url.port or (443 if url.scheme == "https" else 80)
+    port = url.effective_port
     try:
         connection = connect(url.host, port, timeout)
     except TimeoutError as err:
@@ -547,18 +539,15 @@ def _answer(
     headers = Headers(fields)
     extensions: dict[str, object] = {}
     keeps = release if release is not None and _keeps_alive(version, headers) else None
-    stream: _Body | _Empty
+    stream: Body
     if method == "HEAD" or status in (204, 304):
         if keeps is not None and not rest:
             keeps(connection)
         else:
             connection.close()
-        stream = _Empty()
+        stream = NO_BODY
     elif "Transfer-Encoding" in headers:
-        codings = [
-            c.strip().lower() for c in ",".join(headers.get_list("Transfer-Encoding")).split(",")
-        ]
-        if codings[-1] == "chunked":
+        if headers.tokens("Transfer-Encoding")[-1].lower() == "chunked":
             stream = ChunkedBody(connection, rest, keeps, guard, timeout)
         else:
             stream = _UntilClose(connection, rest, None, guard, timeout)
@@ -577,7 +566,7 @@ def _answer(
 
 
 def _length(headers: Headers) -> int:
-    values = {v.strip() for v in ",".join(headers.get_list("Content-Length")).split(",")}
+    values = set(headers.tokens("Content-Length"))
     (value,) = values if len(values) == 1 else ("",)
     if not value.isdigit():
         raise RemoteProtocolError("malformed Content-Length")
@@ -588,5 +577,4 @@ def _keeps_alive(version: bytes, headers: Headers) -> bool:
     """True when an HTTP/1.1 answer leaves the connection open (no ``Connection: close``)."""
     if version != b"HTTP/1.1":
         return False
-    tokens = ",".join(headers.get_list("Connection")).lower().split(",")
-    return "close" not in (token.strip() for token in tokens)
+    return "close" not in (token.lower() for token in headers.tokens("Connection"))

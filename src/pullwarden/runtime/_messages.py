@@ -31,6 +31,7 @@ from typing import Any, Protocol
 from urllib.parse import parse_qsl, quote, urlencode, urljoin, urlsplit
 
 __all__ = [
+    "NO_BODY",
     "URL",
     "ConnectError",
     "ConnectTimeout",
@@ -159,6 +160,12 @@ class URL:
         return url
 
     @property
+    def effective_port(self) -> int:
+        """The port a connection goes to: :attr:`port`, else the scheme's default (80 for a
+        scheme that has none here)."""
+        return self.port or _DEFAULT_PORTS.get(self.scheme, 80)
+
+    @property
     def netloc(self) -> str:
         """``host[:port]``, the host bracketed when it is an IPv6 address."""
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -271,6 +278,11 @@ class Headers(Mapping[str, str]):
         lowered = name.lower()
         return [value for key, value in self._fields if key.lower() == lowered]
 
+    def tokens(self, name: str) -> list[str]:
+        """The comma-separated elements of every ``name`` field, in order, each stripped (a
+        list-valued field such as ``Connection`` may be split over several fields)."""
+        return [token.strip() for token in ",".join(self.get_list(name)).split(",")]
+
     def __getitem__(self, name: str) -> str:
         values = self.get_list(name)
         if not values:
@@ -375,6 +387,10 @@ class _Chunks:
         close = getattr(self._chunks, "close", None)
         if close is not None:
             close()
+
+
+NO_BODY: Body = _Chunks(())
+"""The body of an answer that has none (``HEAD``, ``204``, ``304``)."""
 
 
 class Response:

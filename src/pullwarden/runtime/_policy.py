@@ -60,9 +60,9 @@ Origin = tuple[str, str, int]
 
 
 def origin_of(url: URL) -> Origin:
-    """``(scheme, host, port)`` of ``url``: lower-cased, with the scheme's default port."""
-    scheme = url.scheme.lower()
-    return scheme, url.host.lower(), url.port or (443 if scheme == "https" else 80)
+    """``(scheme, host, port)`` of ``url``: lower-cased (as a URL keeps them), with the
+    scheme's default port."""
+    return url.scheme, url.host, url.effective_port
 
 
 def sends_credentials(url: URL, origin: Origin) -> bool:

@@ -154,7 +154,8 @@ def _remove(path: Path) -> None:
 
 
 def _default_tls() -> ssl.SSLContext:
-    """The TLS context for https hosts without a CA file: the system's trust, no environment.
+    """The TLS context for https hosts without a CA file: the system's trust store (OpenSSL's
+    default paths, which ``SSL_CERT_FILE`` and ``SSL_CERT_DIR`` may point elsewhere).
 
     ``ssl`` is loaded here, when the first https request goes out, and not before.
     """

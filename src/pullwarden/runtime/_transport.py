@@ -206,6 +206,17 @@ class _Send:
     content: Content | None
 
 
+def _realm(target: Target, challenge: Challenge) -> URL:
+    """The token realm a Bearer challenge names; one that is not an http(s) URL fails."""
+    try:
+        realm = URL(challenge.param("realm"))
+    except InvalidURL:
+        target.fail(UnauthorizedError, _NO_REALM)
+    if realm.scheme not in ("http", "https"):
+        target.fail(UnauthorizedError, _NO_REALM)
+    return realm
+
+
 def _anonymous(target: Target) -> str:
     return " (anonymous)" if target.auth.anonymous else ""
 
@@ -392,11 +403,12 @@ class Session:
         else:
             time.sleep(seconds)
 
-    def _status_error(self, target: Target, response: Response, subject: str) -> NoReturn:
+    def _status_error(
+        self, target: Target, method: str, response: Response, subject: str
+    ) -> NoReturn:
         """Raise the typed error for a non-success answer (or ServerError for a 5xx)."""
         status = response.status_code
-        head = response.request is not None and response.request.method == "HEAD"
-        body = b"" if head else read_capped(response, _MAX_ERROR_BODY)
+        body = b"" if method == "HEAD" else read_capped(response, _MAX_ERROR_BODY)
         response.close()
         code, message, detail = _registry_errors(body)
         # Everything below that the registry chose is checked before it is shown: a registry
@@ -452,7 +464,7 @@ class Session:
                 if not (
                     (200 <= response.status_code < 300 and not ok) or response.status_code in ok
                 ):
-                    self._status_error(target, response, subject)
+                    self._status_error(target, method, response, subject)
                 yield response
             finally:
                 response.close()
@@ -572,10 +584,7 @@ class Session:
         auth = target.auth
         if auth.registry_token:
             return _Authz(f"Bearer {auth.registry_token}", "bearer", True)
-        try:
-            realm = URL(challenge.param("realm"))
-        except InvalidURL:
-            target.fail(UnauthorizedError, _NO_REALM)
+        realm = _realm(target, challenge)
         key = TokenKey(
             target.registry,
             str(realm),
@@ -597,8 +606,6 @@ class Session:
         self, target: Target, realm: URL, key: TokenKey, allowed: bool
     ) -> tuple[str, float]:
         """Ask the realm for a token (``allowed``: with the caller's credentials)."""
-        if realm.scheme not in ("http", "https"):
-            target.fail(UnauthorizedError, _NO_REALM)
         where = target.shown(realm.netloc, "token server address")
         request = self._token_request(target.auth, realm, key, allowed)
         with guarded(target.cancel, self._request_timeout):
