@@ -23,6 +23,7 @@ from click.testing import CliRunner, Result
 from cri_api.v1 import api_pb2 as api
 
 from pullwarden.cli import main
+from pullwarden.cli._common import EXIT_REGISTRY
 from pullwarden.cli.images import image_rows, removed_names
 from pullwarden.runtime import Image
 from tests.runtime.cri_fake import ID, MANIFEST, NAME, FakeCRI, fake_cri, image
@@ -82,6 +83,15 @@ def test_a_pull_interrupted_in_the_runtime_says_the_runtime_may_have_pulled_it(
     assert "nothing was committed" not in err
     assert signal.Signals(signum).name in err
     assert "Traceback" not in err
+
+
+def test_a_pull_from_a_host_no_resolver_takes_is_a_clear_error(tmp_path: Path) -> None:
+    image = f"{'a' * 64}.example/ns/x:v1"
+    result = run("pull", "--store", str(tmp_path / "store"), image)
+    assert result.exit_code == EXIT_REGISTRY, result.output
+    assert (
+        error_line(result) == f"error: pulling {image}: invalid registry host '{'a' * 64}.example'"
+    )
 
 
 def docker_config(tmp_path: Path, entries: dict[str, tuple[str, str]]) -> Path:

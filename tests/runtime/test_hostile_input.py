@@ -208,7 +208,10 @@ def test_a_token_with_other_than_visible_ascii_is_refused(token: str) -> None:
     assert parse_token_reply(json.dumps({"token": "eyJh.b-c_d~e+f/g="}).encode())[0]
 
 
-@pytest.mark.parametrize("realm", ["http://a b/token", "http://auth.test:99999/t", "http://[::1/t"])
+@pytest.mark.parametrize(
+    "realm",
+    ["http://a b/token", "http://auth.test:99999/t", "http://[::1/t", f"http://{'a' * 64}.test/t"],
+)
 def test_a_token_realm_that_is_no_url_is_a_clear_refusal(realm: str) -> None:
     def handler(request: Request) -> Response:
         return Response(401, headers={"WWW-Authenticate": f'Bearer realm="{realm}"'})
@@ -243,3 +246,17 @@ def test_a_credential_no_header_can_carry_is_a_clear_error_without_it() -> None:
     assert type(info.value) is RegistryError  # not "registry unavailable": nothing to retry
     assert "cannot send the request" in str(info.value) and "Authorization" in str(info.value)
     assert "s3cr" not in str(info.value) and len(sent) == 1  # only the bare first request
+
+
+@pytest.mark.parametrize("host", [f"{'a' * 64}.example", f"registry.{'b' * 70}:5000"])
+def test_a_registry_host_no_resolver_takes_is_refused_before_any_request(host: str) -> None:
+    """The reference grammar bounds no DNS label; a label over 63 characters cannot be looked
+    up (nor named to TLS), which is a final error: not a retry, not the IDNA codec's own."""
+    image = f"{host}/ns/x:v1"
+    slept: list[float] = []
+    client = RegistryClient(sleep=slept.append)  # the real transport: nothing may reach it
+    with client, pytest.raises(RegistryError) as info:
+        client.get_manifest(image, AuthConfig("alice", "pw"))
+    assert type(info.value) is RegistryError and slept == []
+    assert str(info.value) == f"pulling {image}: invalid registry host {host!r}"
+    assert info.value.registry == host

@@ -56,11 +56,30 @@ def test_line_breaks_never_reach_the_request_line() -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["http://registry.test:99999/", "http://registry.test:port/", "http://a b/", "http://a\x00b/"],
+    [
+        "http://registry.test:99999/",
+        "http://registry.test:port/",
+        "http://a b/",
+        "http://a\x00b/",
+        # what no resolver (nor the IDNA codec that getaddrinfo and TLS apply) takes
+        f"http://{'a' * 64}.example/",
+        f"http://registry.{'a' * 64}/",
+        "http://a..b/",
+        "http://.a/",
+    ],
 )
 def test_a_bad_host_or_port_is_an_invalid_url(text: str) -> None:
     with pytest.raises(InvalidURL):
         URL(text)
+
+
+@pytest.mark.parametrize(
+    "host", [f"{'a' * 63}.example", "registry.test.", f"{'b' * 63}.{'c' * 63}", "[::1]"]
+)
+def test_dns_labels_up_to_63_characters_and_a_root_dot_are_hosts(host: str) -> None:
+    url = URL(f"http://{host}/v2/")
+    assert url.netloc == host
+    assert url.host.encode("idna")  # what getaddrinfo and TLS do with it cannot fail
 
 
 def test_join_and_params() -> None:

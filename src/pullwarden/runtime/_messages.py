@@ -217,7 +217,12 @@ class URL:
 
 
 def _host(host: str, text: str) -> str:
-    """``host`` as sent: ASCII (IDNA for international names), checked for stray characters."""
+    """``host`` as sent: ASCII (IDNA for international names), checked for stray characters
+    and for DNS labels of 1 to 63 characters (a last empty one is the root: ``example.com.``).
+
+    The label rule is the one the IDNA codec applies to an ASCII name, which ``getaddrinfo``
+    and TLS apply to a ``str`` host: a host that passes cannot fail there.
+    """
     if not host.isascii():
         try:
             host = host.encode("idna").decode("ascii")
@@ -225,6 +230,9 @@ def _host(host: str, text: str) -> str:
             raise InvalidURL(f"invalid host in URL {text[:200]!r}") from None
     if any(c in _HOST_BAD or not c.isprintable() for c in host):
         raise InvalidURL(f"invalid host in URL {text[:200]!r}")
+    *labels, last = host.split(".")
+    if len(last) > 63 or not all(0 < len(label) < 64 for label in labels):
+        raise InvalidURL(f"invalid host in URL {text[:200]!r}: a DNS label is empty or too long")
     return host
 
 

@@ -69,7 +69,7 @@ from pullwarden.runtime import _oci as oci
 from pullwarden.runtime._auth import basic_authorization
 from pullwarden.runtime._base import AuthConfig, Platform, ProgressCallback, PullProgress
 from pullwarden.runtime._http1 import MAX_IDLE_PER_KEY, SIZED_BODY, SizedBody
-from pullwarden.runtime._messages import Response, Transport
+from pullwarden.runtime._messages import URL, InvalidURL, Response, Transport
 from pullwarden.runtime._policy import HostOptions, HostPolicy, load_ca_file
 from pullwarden.runtime._scrub import Scrubber
 from pullwarden.runtime._transport import Session, Target
@@ -482,20 +482,27 @@ class RegistryClient:
         parsed = parse_normalized(ref)
         tag = parsed.tag or ("" if parsed.digest or not tag_default else DEFAULT_TAG)
         auth = auth or _ANONYMOUS
-        return Target(
+        try:
+            base: URL | None = self._hosts.base_url(parsed.domain)
+        except InvalidURL:  # the grammar bounds no DNS label; one over 63 characters, say
+            base = None
+        target = Target(
             action=action,
             registry=parsed.domain,
             repository=parsed.path,
             name=parsed.name,
             tag=tag,
             digest=parsed.digest,
-            base=self._hosts.base_url(parsed.domain),
+            base=base or URL(""),  # only to word the error below
             auth=auth,
             insecure_configured=self._hosts.insecure_configured(parsed.domain),
             scope=f"repository:{parsed.path}:{actions}",
             scrubber=_scrubber(auth),
             cancel=cancel,
         )
+        if base is None:
+            target.fail(RegistryError, f"invalid registry host {parsed.domain!r}")
+        return target
 
     def _blob_target(
         self, resolved: ResolvedImage | str, auth: AuthConfig | None, cancel: CancelToken | None
