@@ -155,3 +155,16 @@ def test_unreadable_or_missing_ca_file_is_bad_input(tmp_path: Path) -> None:
     missing = tmp_path / "missing.pem"
     result = pullwarden("pull", image, "--ca-file", str(missing), store=tmp_path / "s")
     assert_clean_error(result, 2, "does not exist", str(missing))
+
+
+@pytest.mark.parametrize(
+    "host", ["a b", "h:99999", f"{'a' * 64}.example", "h/path", "h?q", "user@h"]
+)
+@pytest.mark.parametrize("option", ["--ca-file", "--insecure-registry"])
+def test_a_registry_host_that_is_no_host_is_bad_input(
+    tmp_path: Path, host: str, option: str
+) -> None:
+    ca = tmp_path / "ca.pem"  # never read: the host is refused first
+    arg = f"{host}={ca}" if option == "--ca-file" else host
+    result = pullwarden("pull", "127.0.0.1:1/ns/x:v1", option, arg, store=tmp_path / "s")
+    assert_clean_error(result, 2, option, f"invalid registry host {host!r}")

@@ -229,11 +229,12 @@ def parse_hosts(
         return {}
     from pullwarden.runtime import HostOptions, load_ca_file
 
-    hosts: dict[str, HostOptions] = {host: HostOptions(insecure=True) for host in insecure}
+    hosts: dict[str, HostOptions] = {
+        _host_option(host, "--insecure-registry"): HostOptions(insecure=True) for host in insecure
+    }
     for item in ca_files:
         host, sep, path = item.rpartition("=")
-        if not sep:
-            host = parse_normalized(image).domain
+        host = _host_option(host, "--ca-file") if sep else parse_normalized(image).domain
         ca = Path(path)
         if not ca.exists():
             raise click.BadParameter(f"CA file {path!r} does not exist", param_hint="--ca-file")
@@ -243,3 +244,16 @@ def parse_hosts(
             raise click.BadParameter(str(err), param_hint="--ca-file") from None
         hosts[host] = HostOptions(insecure=False, ca_file=ca)
     return hosts
+
+
+def _host_option(host: str, option: str) -> str:
+    """``host`` when it is ``name[:port]`` a URL can reach; else a usage error for ``option``."""
+    from pullwarden.runtime import URL
+
+    if host and not any(c in host for c in "/?#@"):  # which a URL would take as not the host
+        try:
+            URL(f"https://{host}")
+            return host
+        except ValueError:  # a bad character, port or DNS label
+            pass
+    raise click.BadParameter(f"invalid registry host {host!r}", param_hint=option)
