@@ -374,8 +374,8 @@ def test_a_real_pull_reads_every_blob_into_its_buffer(tmp_path: Path) -> None:
 
 def test_a_pull_loads_no_http_library(tmp_path: Path) -> None:
     """This module is the client's only HTTP: a ``pullwarden pull`` process loads no HTTP
-    library, nor the standard library's HTTP client, nor ssl for a plain-HTTP registry (nor the
-    records package, which a pull does not write)."""
+    library, nor the standard library's HTTP client, nor ssl for a plain-HTTP registry, nor the
+    IDNA codec for an ASCII host (nor the records package, which a pull does not write)."""
     layout = tmp_path / "layout"
     build_image(layout, "v1", files={"a": b"x" * 300_000})
     probe = """
@@ -387,6 +387,7 @@ except SystemExit as stop:
     assert not stop.code, stop.code
 unwanted = ("httpx", "httpcore", "h11", "anyio", "ssl", "http.client", "urllib.request")
 unwanted += ("pullwarden.records",)  # nor the record types (the keyring makes them for pods)
+unwanted += ("encodings.idna",)  # nor the IDNA codec, for a host in ASCII
 print("loaded:", *sorted(m for m in sys.modules if m.startswith(unwanted)))
 """
     with DevRegistry() as reg:

@@ -210,7 +210,8 @@ def connect(host: str, port: int, timeout: float | None) -> Connection:
     guard = _GUARD.get()
     if guard is not None:
         timeout = guard.clip(timeout)
-    addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    # ASCII (a URL's host is): as bytes, getaddrinfo need not load the IDNA codec
+    addresses = socket.getaddrinfo(host.encode("ascii"), port, type=socket.SOCK_STREAM)
     last: OSError = OSError(f"no address found for {host}")
     for family, kind, proto, _, address in addresses:
         connection = Connection(socket.socket(family, kind, proto))
