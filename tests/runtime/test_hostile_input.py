@@ -248,10 +248,13 @@ def test_a_credential_no_header_can_carry_is_a_clear_error_without_it() -> None:
     assert "s3cr" not in str(info.value) and len(sent) == 1  # only the bare first request
 
 
-@pytest.mark.parametrize("host", [f"{'a' * 64}.example", f"registry.{'b' * 70}:5000"])
+@pytest.mark.parametrize(
+    "host", [f"{'a' * 64}.example", f"registry.{'b' * 70}:5000", "127.0.0.1:65536"]
+)
 def test_a_registry_host_no_resolver_takes_is_refused_before_any_request(host: str) -> None:
-    """The reference grammar bounds no DNS label; a label over 63 characters cannot be looked
-    up (nor named to TLS), which is a final error: not a retry, not the IDNA codec's own."""
+    """The reference grammar bounds neither a DNS label nor a port; a label over 63 characters
+    cannot be looked up (nor named to TLS), nor port 65536 reached: a final error, not a retry,
+    and not the IDNA codec's or the URL's own."""
     image = f"{host}/ns/x:v1"
     slept: list[float] = []
     client = RegistryClient(sleep=slept.append)  # the real transport: nothing may reach it
