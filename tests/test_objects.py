@@ -192,6 +192,29 @@ def test_several_files_stdin_and_directories(tmp_path: Path) -> None:
     assert [p.key for p in objects.pods] == ["team-a/first", "team-a/a", "team-a/b", "other/piped"]
 
 
+SECRET_BYTE = b"apiVersion: v1\nkind: Secret\nmetadata: {name: s}\nstringData: {password: pw\xff}\n"
+
+
+@pytest.mark.parametrize(
+    "stdin",
+    [
+        io.TextIOWrapper(io.BytesIO(SECRET_BYTE), errors="surrogateescape"),  # a C locale's stdin
+        io.StringIO(SECRET_BYTE.decode("utf-8", "surrogateescape")),
+    ],
+    ids=["bytes", "text"],
+)
+def test_a_manifest_that_is_no_utf8_is_refused_without_showing_the_byte(
+    tmp_path: Path, stdin: io.TextIOBase
+) -> None:
+    (tmp_path / "m.yaml").write_bytes(SECRET_BYTE)
+    for path, source in ((Path("-"), "<stdin>"), (tmp_path / "m.yaml", str(tmp_path / "m.yaml"))):
+        with pytest.raises(ManifestError) as info:
+            load_objects([path], stdin=stdin)  # type: ignore[arg-type]
+        at = SECRET_BYTE.index(b"\xff")
+        assert str(info.value) == f"{source}: cannot read: not valid UTF-8 (at character {at})"
+        assert "ff" not in str(info.value).replace(source, "")
+
+
 def test_objects_of_other_api_groups_are_ignored(tmp_path: Path) -> None:
     objects = load_text(
         tmp_path,

@@ -630,14 +630,22 @@ def _objects_in(raw: Any, where: _Where) -> Iterator[tuple[_Where, Mapping[str, 
 
 def _read(path: Path, stdin: TextIO | None) -> tuple[str, str]:
     """(text, source name) of a manifest file, or of standard input for ``-``."""
-    if str(path) == "-":
-        stream = stdin if stdin is not None else sys.stdin
-        return stream.read(), "<stdin>"
+    source = "<stdin>" if str(path) == "-" else str(path)
     try:
-        return path.read_text(encoding="utf-8"), str(path)
-    except (OSError, UnicodeDecodeError) as err:
-        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
-        raise ManifestError(f"{path}: cannot read: {reason}", file=str(path)) from None
+        if source == "<stdin>":
+            stream = stdin if stdin is not None else sys.stdin
+            binary = getattr(stream, "buffer", None)  # its bytes: the locale may mask bad ones
+            text = binary.read().decode() if binary is not None else stream.read()
+            text.encode()  # what a text stream let through must be UTF-8 too
+        else:
+            text = path.read_text(encoding="utf-8")
+    except (UnicodeDecodeError, UnicodeEncodeError) as err:  # never the byte: it may be a secret's
+        raise ManifestError(
+            f"{source}: cannot read: not valid UTF-8 (at character {err.start})", file=source
+        ) from None
+    except OSError as err:
+        raise ManifestError(f"{source}: cannot read: {err.strerror or err}", file=source) from None
+    return text, source
 
 
 def _expand(paths: Sequence[Path]) -> list[Path]:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 
-from pullwarden.runtime import AuthConfig
+from pullwarden.errors import NotFoundError, UnauthorizedError
+from pullwarden.runtime import AuthConfig, RegistryClient
 from pullwarden.runtime._auth import (
     Challenge,
     TokenCache,
@@ -16,6 +19,8 @@ from pullwarden.runtime._auth import (
     parse_challenges,
     parse_token_reply,
 )
+from pullwarden.runtime._messages import Request, Response
+from pullwarden.testing import MockTransport
 
 REALM = "http://127.0.0.1:5080/token"
 
@@ -212,3 +217,47 @@ def test_token_cache_discard_only_forgets_the_refused_token() -> None:
 )
 def test_merge_scopes(groups: list[list[str]], expected: tuple[str, ...]) -> None:
     assert merge_scopes(*groups) == expected
+
+
+def test_a_password_that_is_no_utf8_goes_out_as_its_own_bytes() -> None:
+    """A pull Secret's ``auth`` may decode to any bytes (the kubelet sends them as they are);
+    the credentials layer carries them as ``surrogateescape`` text, and Basic sends the bytes."""
+    password = b"SEKRET\xff".decode("utf-8", "surrogateescape")
+    header = basic_authorization("bob", password)
+    assert base64.b64decode(header.removeprefix("Basic ")) == b"bob:SEKRET\xff"
+    other = b"SEKRET\xfe".decode("utf-8", "surrogateescape")
+    assert credential_id(AuthConfig("bob", password)) != credential_id(AuthConfig("bob", other))
+
+
+def test_a_pull_with_such_a_password_sends_it_and_shows_none_of_it() -> None:
+    sent: list[str] = []
+
+    def handler(request: Request) -> Response:
+        sent.append(request.headers.get("Authorization", ""))
+        return Response(401, headers={"WWW-Authenticate": 'Basic realm="r"'})
+
+    password = b"SEKRET\xff".decode("utf-8", "surrogateescape")
+    client = RegistryClient(transport=MockTransport(handler), sleep=lambda s: None)
+    with client, pytest.raises(UnauthorizedError) as info:
+        client.get_manifest("127.0.0.1:5000/ns/x:v1", AuthConfig("bob", password))
+    assert base64.b64decode(sent[-1].removeprefix("Basic ")) == b"bob:SEKRET\xff"
+    assert "SEKRET" not in str(info.value) and "\\udcff" not in str(info.value)
+
+
+def test_an_identity_token_that_is_no_utf8_goes_out_as_its_own_bytes() -> None:
+    forms: list[bytes] = []
+
+    def handler(request: Request) -> Response:
+        if request.url.path == "/token":
+            forms.append(request.read())
+            return Response(200, json={"token": "t"})
+        if request.headers.get("Authorization") == "Bearer t":
+            return Response(404)
+        realm = 'Bearer realm="http://127.0.0.1:5000/token",service="s"'
+        return Response(401, headers={"WWW-Authenticate": realm})
+
+    token = b"id\xfftok".decode("utf-8", "surrogateescape")
+    client = RegistryClient(transport=MockTransport(handler), sleep=lambda s: None)
+    with client, pytest.raises(NotFoundError):
+        client.get_manifest("127.0.0.1:5000/ns/x:v1", AuthConfig(identity_token=token))
+    assert b"refresh_token=id%FFtok" in forms[0]

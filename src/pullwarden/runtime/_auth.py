@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from pullwarden._gojson import go_bytes
 from pullwarden._nesting import loads_json
 from pullwarden.runtime._base import AuthConfig
 
@@ -167,15 +168,16 @@ def credential_id(auth: AuthConfig) -> str:
     """A stable, non-reversible identity for ``auth`` (cache keys must not hold secrets)."""
     if auth.anonymous:
         return "anonymous"
-    material = "\0".join(
-        (auth.username, auth.password, auth.identity_token, auth.registry_token)
-    ).encode()
+    material = go_bytes(
+        "\0".join((auth.username, auth.password, auth.identity_token, auth.registry_token))
+    )
     return hashlib.sha256(b"pullwarden-credential\0" + material).hexdigest()[:32]
 
 
 def basic_authorization(username: str, password: str) -> str:
-    """The ``Authorization`` value for HTTP Basic."""
-    raw = f"{username}:{password}".encode()
+    """The ``Authorization`` value for HTTP Basic: the credentials' own bytes (a password from
+    a pull Secret may be any bytes, which reach us as ``surrogateescape`` text)."""
+    raw = go_bytes(f"{username}:{password}")
     return "Basic " + base64.b64encode(raw).decode("ascii")
 
 

@@ -30,6 +30,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, quote, urlencode, urljoin, urlsplit
 
+from pullwarden._gojson import go_bytes
+
 __all__ = [
     "NO_BODY",
     "URL",
@@ -352,7 +354,8 @@ class Request:
         given = Headers(headers).multi_items()
         fields = [("Host", self.url.netloc)]
         if data is not None:
-            content = urlencode(data).encode("ascii")
+            # a value's Go bytes: an identity token from an auth file may be any bytes
+            content = urlencode([(k, go_bytes(v)) for k, v in data.items()]).encode("ascii")
             fields.append(("Content-Type", "application/x-www-form-urlencoded"))
         fields += [(n, v) for n, v in given if n.lower() != "host"]
         for name, value in fields:
