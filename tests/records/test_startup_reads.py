@@ -111,7 +111,7 @@ def counts(monkeypatch: pytest.MonkeyPatch) -> Iterator[Counts]:
 
 def start(root: Path) -> tuple[FileRecordStore, CachedRecordStore, PullManager]:
     """What a Node does with its records at start-up."""
-    files = FileRecordStore(root)
+    files = FileRecordStore(root, lookups_only=True)
     files.sweep_drafts()
     cache = CachedRecordStore(files)
     manager = PullManager(cache, PolicyEnforcer(), FakeImageLister(), metrics=Metrics())
@@ -369,3 +369,60 @@ def test_summaries_are_those_of_the_listed_records(root: Path, counts: Counts) -
         summarize(r) for r in listing.items
     ]
     assert [str(i) for i in items if isinstance(i, RecordError)] == [str(e) for e in listing.errors]
+
+
+def stray(root: Path, real: ImagePulledRecord) -> ImagePulledRecord:
+    """A record for ``real``'s imageRef, node-wide, in a file not named for it (after it)."""
+    forged = ImagePulledRecord(
+        real.image_ref,
+        T1,
+        {name: ImagePullCredentials(node_pods_accessible=True) for name in real.credential_mapping},
+    )
+    (root / "image_manager" / "pulled" / ("sha256-" + "f" * 64)).write_bytes(encode(forged))
+    return forged
+
+
+@pytest.mark.parametrize("lookups_only", [False, True], ids=["kubelet", "node"])
+def test_a_stray_record_file_never_stands_in_for_the_one_a_lookup_reads(
+    root: Path, lookups_only: bool
+) -> None:
+    forged = stray(root, rec(3))
+    files = FileRecordStore(root, lookups_only=lookups_only)
+    cache = CachedRecordStore(files)
+    if not lookups_only:  # the kubelet's cache keys what it listed by content: the stray wins
+        assert cache.get_pulled_record(rec(3).image_ref) == forged
+        assert cache.records_authoritative
+        return
+    assert cache.get_pulled_record(rec(3).image_ref) == rec(3)  # what the lookup reads
+    assert not cache.records_authoritative  # so every miss reads its own file
+    assert cache.get_pulled_record(rec(N).image_ref) is None
+    listing = files.list_pulled_records()
+    assert [e.path for e in listing.errors] == [
+        str(root / "image_manager" / "pulled" / ("sha256-" + "f" * 64))
+    ]
+    assert "which a lookup reads from another file" in str(listing.errors[0])
+
+
+@pytest.mark.parametrize("lookups_only", [False, True], ids=["kubelet", "node"])
+@pytest.mark.parametrize("where", ["pulled", "pulling"])
+def test_a_directory_in_place_of_a_record_file_is_an_error_for_a_node(
+    root: Path, lookups_only: bool, where: str
+) -> None:
+    victim = plant(root, rec(3)) if where == "pulled" else plant(root, intent(3))
+    victim.unlink()
+    victim.mkdir()
+    cache = CachedRecordStore(FileRecordStore(root, lookups_only=lookups_only))
+    if where == "pulled":
+        assert cache.records_authoritative is not lookups_only
+        if lookups_only:  # what the file store itself says of that file
+            with pytest.raises(RecordError, match="not a regular file"):
+                cache.get_pulled_record(rec(3).image_ref)
+        else:  # the kubelet's listing skipped it: "absent", the image counts as preloaded
+            assert cache.get_pulled_record(rec(3).image_ref) is None
+    else:
+        assert cache.intents_authoritative is not lookups_only
+        if lookups_only:
+            with pytest.raises(RecordError, match="not a regular file"):
+                cache.intent_exists(intent(3).image)
+        else:
+            assert not cache.intent_exists(intent(3).image)

@@ -179,7 +179,7 @@ class Node:
                     )
                 else:
                     first_start = not (self.root / IMAGE_MANAGER_DIR).is_dir()
-                    records = FileRecordStore(self.root)
+                    records = FileRecordStore(self.root, lookups_only=True)
                     records.sweep_drafts()  # this node owns the root: no other writer is at work
                     self.pull_manager = PullManager(
                         CachedRecordStore(records),

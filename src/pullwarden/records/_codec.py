@@ -60,6 +60,7 @@ __all__ = [
     "V1ALPHA1",
     "V1BETA1",
     "ZERO_TIME",
+    "RecordKey",
     "RecordSummary",
     "decode",
     "decode_versioned",
@@ -565,7 +566,15 @@ def _decode_exact(text: str) -> tuple[RecordObject, str] | None:
     return ImagePulledRecord(image_ref, t, mapping), _VERSIONS_BY_SUFFIX[version]
 
 
-def exact_record_key(data: bytes) -> tuple[str, str, datetime] | None:
+class RecordKey(NamedTuple):
+    """What :func:`exact_record_key` reads of a record file."""
+
+    api_version: str
+    image_ref: str
+    last_updated: datetime
+
+
+def exact_record_key(data: bytes) -> RecordKey | None:
     """(apiVersion, imageRef, lastUpdatedTime) of a pulled record file in the exact form,
     without building the record.
 
@@ -589,7 +598,7 @@ def exact_record_key(data: bytes) -> tuple[str, str, datetime] | None:
         body = _match_record(text)[4]  # type: ignore[index]
         if _exact_entries(body) is None:
             return None
-    return _VERSIONS_BY_SUFFIX[version], image_ref, t
+    return RecordKey(_VERSIONS_BY_SUFFIX[version], image_ref, t)
 
 
 class RecordSummary(NamedTuple):

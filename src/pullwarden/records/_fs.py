@@ -43,6 +43,7 @@ from pullwarden.records._audit import FileProblem, ProblemKind, scan
 from pullwarden.records._base import Gauges, Listing, StartupListings
 from pullwarden.records._codec import (
     CURRENT_VERSION,
+    RecordKey,
     RecordSummary,
     decode_versioned,
     encode,
@@ -184,12 +185,27 @@ class FileRecordStore:
     ``create=False`` (with ``migrate=False``: a read-only open, for operator tools) skips
     creating the directories; a missing directory then reads as empty.  Writes always create
     missing directories, as the kubelet does before each write.
+
+    ``lookups_only=True`` (what a :class:`~pullwarden.node.Node` opens) makes listings hold only
+    what a lookup by key would find: a pulled record in a file not named for its imageRef, and
+    a directory where a record or intent file would be, are errors of the listing, not skipped
+    or listed.  The kubelet lists both ways (a sub-directory is skipped; a misnamed record is
+    listed under the imageRef it holds), so a cache warmed from its listing could answer
+    "absent" where a lookup reads an error, or serve a stray file's credentials in place of the
+    record a lookup finds.  A listing with an error leaves the cache non-authoritative, so each
+    such key is read from disk by its own file name.  It costs one SHA-256 per record listed.
     """
 
     def __init__(
-        self, kubelet_root: Path | str, *, migrate: bool = True, create: bool = True
+        self,
+        kubelet_root: Path | str,
+        *,
+        migrate: bool = True,
+        create: bool = True,
+        lookups_only: bool = False,
     ) -> None:
         self.kubelet_root = os.fspath(kubelet_root)
+        self._lookups_only = lookups_only
         self.image_manager_dir = os.path.join(self.kubelet_root, IMAGE_MANAGER_DIR)
         self.pulling_dir = os.path.join(self.image_manager_dir, PULLING_DIR)
         self.pulled_dir = os.path.join(self.image_manager_dir, PULLED_DIR)
@@ -399,7 +415,7 @@ class FileRecordStore:
         directory: str,
         cls: type[T],
         old: list[tuple[str, T, str]] | None = None,
-        exact: Callable[[bytes], object] | None = None,
+        exact: Callable[[bytes], RecordKey | RecordSummary | None] | None = None,
     ) -> Iterator[T | RecordError | tuple[Any, bytes]]:
         """Every object that decodes, or the error of a file that does not, in file name order;
         the directory is read through one descriptor.  ``old`` (when given) collects (file name,
@@ -415,24 +431,30 @@ class FileRecordStore:
         if names is None or dir_fd is None:
             return
         prefix = directory + os.sep
+        strict = self._lookups_only
+        named = strict and cls is ImagePulledRecord  # a misnamed intent only adds evidence
         try:
             for name in names:
                 path = prefix + name
                 try:
-                    data = read_file_at(dir_fd, name, path, skip_directories=True)
+                    data = read_file_at(dir_fd, name, path, skip_directories=not strict)
                     if data is None:  # deleted since the directory was read, or a directory
                         continue
                     if exact is not None:
                         read = exact(data)
                         if read is not None:
+                            if named:
+                                _check_name(path, name, read.image_ref)
                             yield read, data
                             continue
                     obj, version = _decode_as(path, data, cls)
+                    if version != CURRENT_VERSION and old is not None:
+                        old.append((name, obj, version))  # migrated under its own name
+                    if named:
+                        _check_name(path, name, _key(obj))
                 except RecordError as e:
                     yield e
                     continue
-                if version != CURRENT_VERSION and old is not None:
-                    old.append((name, obj, version))
                 yield obj
         finally:
             os.close(dir_fd)
@@ -598,10 +620,20 @@ def _draft_path(target: str) -> str:
     return f"{target}.{os.urandom(8).hex()}{TMP_SUFFIX}"
 
 
-def _current_exact_key(data: bytes) -> tuple[str, str, datetime] | None:
+def _current_exact_key(data: bytes) -> RecordKey | None:
     """:func:`exact_record_key` of a file in the exact form of the current version only."""
     key = exact_record_key(data)
     return key if key is not None and key[0] == CURRENT_VERSION else None
+
+
+def _check_name(path: str, name: str, image_ref: str) -> None:
+    """Raise unless ``name`` is the file name of ``image_ref`` (a lookup would read it)."""
+    if file_name_for(image_ref) != name:
+        raise RecordDecodeError(
+            f"failed to decode {path!r}: holds the record of {image_ref!r}, which a lookup "
+            "reads from another file",
+            path,
+        )
 
 
 def _key(obj: ImagePullIntent | ImagePulledRecord) -> str:
