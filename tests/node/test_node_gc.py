@@ -283,3 +283,24 @@ def test_run_without_removals_does_not_prune(registry: DevRegistry, tmp_path: Pa
         clock.advance(600)
         node.run(pods(registry, 0))  # its GC pass removes nothing
         assert FileRecordStore(root, migrate=False).get_pulled_record(ABSENT_REF) is not None
+
+
+def test_gc_without_the_nodes_image_store_keeps_every_record(
+    registry: DevRegistry, tmp_path: Path
+) -> None:
+    """An empty list from a store that is not there (not mounted, or the node runs on another
+    runtime) says nothing of what the node holds: pruning by it would make every image still
+    there count as preloaded once the store is back.  A dry run first (which opens, so creates,
+    an empty store) changes nothing of that."""
+    root = tmp_path / "n"
+    with make_node(root, FakeClock(T0), QUIET_DISK) as node:
+        node.run(pods(registry, 0))
+    kept = [r.image_ref for r in FileRecordStore(root).list_pulled_records().items]
+    assert kept
+    (root / "images").rename(tmp_path / "images.away")
+    for args in (["--dry-run"], []):
+        result = CliRunner().invoke(main, ["gc", "--root", str(root), *args])
+        assert result.exit_code == 0, result.output
+        assert "0 record(s)" in result.stdout and "pruned the pull record" not in result.stdout
+        assert f"no image store at {root / 'images'}: every pull record is kept" in result.stderr
+        assert [r.image_ref for r in FileRecordStore(root).list_pulled_records().items] == kept

@@ -518,13 +518,22 @@ def gc_command(
     imageGCLowThresholdPercent; images idle longer than imageMaximumGCAge (if set) always go.
     One line per image removed (with --dry-run: that would be removed) and per record pruned.
     """
-    from pullwarden.node import Node
+    from pullwarden.node import IMAGES_DIR, Node
 
     if dry_run and not root.is_dir():
         what = "does not exist" if not os.path.lexists(root) else "is not a directory"
         die(f"--root {root} {what}: there is no node to collect")
     try:
         config = load_config(config_path)
+        # No embedded store that ever held an image where this node keeps one (it runs on a
+        # runtime this command was not told of, or the store is not mounted): its empty list says
+        # nothing of what the node holds, and pruning by it would make every image still there
+        # count as preloaded.  (Opening a store creates its directory; its index comes with the
+        # first image committed and stays.)
+        no_store = (
+            not (runtime_endpoint or config.image_endpoint)
+            and not (root / IMAGES_DIR / "index.json").is_file()
+        )
         with Node(
             root,
             config,
@@ -535,9 +544,9 @@ def gc_command(
             plan = node.gc.plan(force_all_unused=remove_all)
             if dry_run:
                 report = None
-                records = node.gc.records_to_prune(plan)
+                records = [] if no_store else node.gc.records_to_prune(plan)
             else:
-                report = node.gc.apply(plan)
+                report = node.gc.apply(plan, always_prune=not no_store)
                 records = report.pruned_records
     except NodeBusyError as err:
         die(str(err), EXIT_BUSY)
@@ -545,6 +554,12 @@ def gc_command(
         die(str(err), EXIT_STORE)
     except PullwardenError as err:
         die(str(err))
+    if no_store:
+        click.echo(
+            f"warning: no image store at {root / IMAGES_DIR}: every pull record is kept (give "
+            "the node's --runtime-endpoint or --config if it runs on another runtime)",
+            err=True,
+        )
     if output != "table":
         emit(gc_json(plan, report, records), output)
         return

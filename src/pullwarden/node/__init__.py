@@ -1,9 +1,10 @@
 """A node image manager: pods from manifests, images ensured and verified, state kept on disk."""
 
 from pullwarden.node._gc import DiskStats, GCPlan, GCReport, ImageGC, PlannedRemoval
-from pullwarden.node._node import ContainerOutcome, Node, PodOutcome
+from pullwarden.node._node import IMAGES_DIR, ContainerOutcome, Node, PodOutcome
 
 __all__ = [
+    "IMAGES_DIR",
     "ContainerOutcome",
     "DiskStats",
     "GCPlan",
