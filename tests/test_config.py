@@ -583,3 +583,38 @@ def test_unknown_fields_are_listed_not_errors() -> None:
     assert default_kubelet_config().unknown_fields == ()
     with pytest.raises(ConfigError, match="registryBurst"):  # wrong types stay errors
         parse_kubelet_config(doc | {"registryBurst": "three"})
+
+
+def test_repeated_fields_at_any_depth_are_listed_and_the_last_value_counts(
+    tmp_path: Path,
+) -> None:
+    config = load(
+        tmp_path,
+        "registryBurst: 3\n"
+        "featureGates:\n"
+        "  KubeletEnsureSecretPulledImages: true\n"
+        "  KubeletEnsureSecretPulledImages: false\n"
+        "registryBurst: 4\n"
+        "registryBurst: 5\n",
+    )
+    assert config.duplicate_fields == (
+        "registryBurst",
+        "featureGates.KubeletEnsureSecretPulledImages",
+    )
+    assert config.registry_burst == 5 and not config.feature_gate_enabled
+    assert config.verification_policy is None
+
+    listed = load(
+        tmp_path, "imagePullCredentialsVerificationPolicy: NeverVerify\nx: [{a: 1, a: 2}]\n"
+    )
+    assert listed.duplicate_fields == ("x[0].a",)
+
+    as_json = write(
+        tmp_path,
+        '{"apiVersion": "kubelet.config.k8s.io/v1beta1", "kind": "KubeletConfiguration", '
+        '"registryBurst": 3, "registryBurst": 7}',
+        "kubelet.json",
+    )
+    config = load_kubelet_config(as_json)
+    assert config.duplicate_fields == ("registryBurst",) and config.registry_burst == 7
+    assert load(tmp_path, "registryBurst: 3\n").duplicate_fields == ()

@@ -23,7 +23,8 @@ Every other field of a real configuration is accepted and ignored; a field that 
 ``KubeletConfiguration`` v1beta1 field at all (a typo, a field of a newer kubelet) is
 accepted too, as the kubelet's lenient decoding does, and listed in
 :attr:`KubeletConfig.unknown_fields` so that a caller can warn about it, as the kubelet
-does.  Values are checked with
+does.  A field given twice (at any depth) keeps its last value and is listed in
+:attr:`KubeletConfig.duplicate_fields`, for the same warning.  Values are checked with
 the kubelet's own rules and messages; each problem names its field, and all problems found
 are reported together in one :class:`~pullwarden.errors.ConfigError` (its ``problems``).
 
@@ -40,7 +41,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -162,6 +163,8 @@ class KubeletConfig:
     container_runtime_endpoint: str = ""
     unknown_fields: tuple[str, ...] = field(default=(), compare=False)
     """Top-level fields of the document that ``KubeletConfiguration`` v1beta1 does not have."""
+    duplicate_fields: tuple[str, ...] = field(default=(), compare=False)
+    """Fields the document gives more than once, as paths (``featureGates.X``); the last counts."""
 
     def __post_init__(self) -> None:
         if not self.feature_gate_enabled and self.verification_policy is DEFAULT_POLICY:
@@ -427,7 +430,9 @@ def parse_kubelet_config(doc: Mapping[str, Any], source: str = "config") -> Kube
 
     ``kind`` and ``apiVersion`` must be ``KubeletConfiguration`` and
     ``kubelet.config.k8s.io/v1beta1``.  Unknown fields are ignored (and listed in
-    :attr:`KubeletConfig.unknown_fields`).  Wrongly typed fields are
+    :attr:`KubeletConfig.unknown_fields`); so are repeated ones, whose last value counts
+    (:attr:`KubeletConfig.duplicate_fields`, known when ``doc`` came from
+    :func:`load_kubelet_config`).  Wrongly typed fields are
     reported first (the kubelet would fail to decode them); otherwise the kubelet's defaulting
     and validation rules apply.  Errors are :class:`ConfigError` prefixed with ``source``.
     """
@@ -451,7 +456,23 @@ def parse_kubelet_config(doc: Mapping[str, Any], source: str = "config") -> Kube
         image_service_endpoint=fields.image_endpoint,
         container_runtime_endpoint=fields.runtime_endpoint,
         unknown_fields=tuple(str(k) for k in doc if k not in KNOWN_FIELDS),
+        duplicate_fields=tuple(_repeated(doc, "")),
     )
+
+
+def _repeated(value: object, path: str) -> Iterator[str]:
+    """The paths of the keys a decoded document repeats.
+
+    Each :class:`~pullwarden._documents.Members` knows its own; a plain dict repeats none.
+    """
+    if isinstance(value, Mapping):
+        for key in getattr(value, "duplicates", ()):
+            yield f"{path}{key}"
+        for key, item in value.items():
+            yield from _repeated(item, f"{path}{key}.")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _repeated(item, f"{path.removesuffix('.')}[{i}].")
 
 
 def _check_header(doc: object, source: str) -> None:

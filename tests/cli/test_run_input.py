@@ -144,6 +144,32 @@ def test_unknown_config_fields_warn_and_the_run_goes_on(tmp_path: Path) -> None:
     assert json.loads(result.stdout)["pods"][0]["containers"][0]["outcome"] == "ErrImageNeverPull"
 
 
+def test_a_repeated_config_field_warns_and_its_last_value_counts(tmp_path: Path) -> None:
+    # Turning the verification gate off twice over is the kind of edit a reviewer misses.
+    config = tmp_path / "kubelet.yaml"
+    config.write_text(
+        "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n"
+        "imagePullCredentialsVerificationPolicy: AlwaysVerify\n"
+        "imagePullCredentialsVerificationPolicy: NeverVerify\n"
+    )
+    manifest = write(tmp_path / "p.yaml", [pod("a", "p")])
+    result = cli(
+        "run",
+        "-f",
+        str(manifest),
+        "--config",
+        str(config),
+        "--root",
+        str(tmp_path / "n"),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1, result.stderr
+    assert warnings(result.stderr) == [
+        f'warning: {config}: duplicate field "imagePullCredentialsVerificationPolicy" in the '
+        "KubeletConfiguration (its last value is used, as the kubelet does)"
+    ]
+
+
 def test_wrongly_typed_config_fields_are_still_errors(tmp_path: Path) -> None:
     config = kubelet_config(tmp_path / "kubelet.yaml", serializeImagePulls="yes", fooBar=1)
     manifest = write(tmp_path / "p.yaml", [pod("a", "p")])

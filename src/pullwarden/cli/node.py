@@ -73,7 +73,8 @@ node_runtime_option = runtime_endpoint_option(
 
 
 def load_config(path: Path | None) -> KubeletConfig:
-    """The configuration (defaults without ``path``); one warning line per unknown field."""
+    """The configuration (defaults without ``path``); one warning line per unknown or repeated
+    field."""
     from pullwarden.config import default_kubelet_config, load_kubelet_config
 
     if path is None:
@@ -83,6 +84,12 @@ def load_config(path: Path | None) -> KubeletConfig:
         click.echo(
             f'warning: {path}: unknown field "{name}" in the KubeletConfiguration (ignored, as '
             "the kubelet does)",
+            err=True,
+        )
+    for name in config.duplicate_fields:
+        click.echo(
+            f'warning: {path}: duplicate field "{name}" in the KubeletConfiguration (its last '
+            "value is used, as the kubelet does)",
             err=True,
         )
     return config

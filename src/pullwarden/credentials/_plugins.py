@@ -52,6 +52,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final, Protocol, TypeAlias
 
+from pullwarden._documents import Members, reject_constant
 from pullwarden._gofmt import go_quote, parse_go_duration
 from pullwarden._nesting import NestingError, loads_json
 from pullwarden.credentials._dockerconfig import AuthEntry, DockerConfig
@@ -308,24 +309,6 @@ def _request(
     return (json.dumps(doc, separators=(",", ":")) + "\n").encode("utf-8")
 
 
-class _Object(dict[str, Any]):
-    """A decoded JSON object that remembers repeated member names (strict decoding)."""
-
-    __slots__ = ("duplicates",)
-
-    def __init__(self, pairs: list[tuple[str, Any]]) -> None:
-        super().__init__()
-        self.duplicates: list[str] = []
-        for key, value in pairs:
-            if key in self:
-                self.duplicates.append(key)
-            self[key] = value
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"invalid JSON literal {name}")
-
-
 @dataclass(frozen=True, slots=True)
 class _Response:
     cache_key_type: str
@@ -403,7 +386,7 @@ def _parse_response(data: bytes, api_version: str) -> _Response:
     """
     try:
         doc = loads_json(
-            data.decode("utf-8"), object_pairs_hook=_Object, parse_constant=_reject_constant
+            data.decode("utf-8"), object_pairs_hook=Members, parse_constant=reject_constant
         )
     except (UnicodeDecodeError, NestingError, ValueError):
         raise _PluginError("the plugin's response is not valid JSON") from None

@@ -37,8 +37,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-import yaml
-
 from pullwarden._documents import read_document
 from pullwarden._gofmt import go_duration, go_quote, parse_go_duration
 from pullwarden._gojson import go_bytes
@@ -144,53 +142,6 @@ class CredentialProviderConfig:
 # --------------------------------------------------------------------------------------------
 # Strict decoding
 # --------------------------------------------------------------------------------------------
-
-
-class _Object(dict[str, Any]):
-    """A decoded mapping that remembers which keys it saw more than once."""
-
-    __slots__ = ("duplicates",)
-
-    def __init__(self, pairs: Sequence[tuple[str, Any]]) -> None:
-        super().__init__()
-        self.duplicates: list[str] = []
-        for key, value in pairs:
-            if key in self and key not in self.duplicates:
-                self.duplicates.append(key)
-            self[key] = value
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"invalid JSON literal {name}")
-
-
-try:
-    from yaml import CSafeLoader as _BaseLoader
-except ImportError:  # pragma: no cover - PyYAML built without libyaml
-    from yaml import SafeLoader as _BaseLoader  # type: ignore[assignment]
-
-
-class _Loader(_BaseLoader):
-    """Safe YAML with dates kept as strings and repeated keys remembered (like go-yaml's
-    strict conversion, which refuses them)."""
-
-
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for first, resolvers in _BaseLoader.yaml_implicit_resolvers.items()
-}
-
-
-def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> _Object:
-    loader.flatten_mapping(node)
-    pairs = [
-        (str(loader.construct_object(k, deep=True)), loader.construct_object(v, deep=True))
-        for k, v in node.value
-    ]
-    return _Object(pairs)
-
-
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
 def _join(path: str, key: str) -> str:
@@ -634,13 +585,7 @@ def _error(source: str, problems: Sequence[str]) -> ConfigError:
 def _load_file(path: Path) -> list[CredentialProvider]:
     """The validated providers of one file; raises :class:`ConfigError` naming the file."""
     source = str(path)
-    doc = read_document(
-        path,
-        CONFIG_KIND,
-        yaml_loader=_Loader,
-        object_pairs_hook=_Object,
-        parse_constant=_reject_constant,
-    )
+    doc = read_document(path, CONFIG_KIND)
     raw, problems = _decode_document(doc)
     if problems:
         raise _error(source, problems)
