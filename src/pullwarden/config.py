@@ -42,13 +42,14 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Final
 
 from pullwarden._documents import read_document
 from pullwarden._gofmt import go_duration, parse_go_duration
+from pullwarden._values import frozen
 from pullwarden.errors import ConfigError
 from pullwarden.objects import describe_value
 from pullwarden.policy import (
@@ -137,7 +138,7 @@ def _timedelta_ns(value: timedelta) -> int:
 # --- the configuration -----------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class KubeletConfig:
     """The image-pull part of a kubelet configuration, defaulted and validated.
 
@@ -201,7 +202,7 @@ def default_kubelet_config() -> KubeletConfig:
     return KubeletConfig()
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class _Fields:
     """The fields the kubelet validates, defaulted; durations in nanoseconds."""
 
@@ -495,7 +496,7 @@ def _check_header(doc: object, source: str) -> None:
         raise _error(source, header)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class _RawFields:
     """The fields as the file gives them (None: not set)."""
 

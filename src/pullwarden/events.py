@@ -16,9 +16,10 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final, Protocol, TextIO
+
+from pullwarden._values import frozen
 
 __all__ = [
     "BACK_OFF",
@@ -74,7 +75,7 @@ class InvolvedObject(Protocol):
     def uid(self) -> str: ...
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Event:
     """One event.  ``namespace``/``name``/``uid`` name the involved object ("" for the node)."""
 
@@ -179,7 +180,7 @@ class TeeRecorder:
             recorder.record(obj, type, reason, message)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class TimedEvent:
     """An :class:`Event` and when it was recorded (UTC)."""
 

@@ -41,13 +41,14 @@ import sys
 import uuid
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from pathlib import Path
 from typing import Any, Final, TextIO
 
 import yaml
 
 from pullwarden._nesting import NestingError, check_json, check_yaml, loads_json
+from pullwarden._values import frozen
 from pullwarden.errors import ManifestError
 from pullwarden.reference import default_pull_policy
 
@@ -88,7 +89,7 @@ _CONFIG_KEY: Final = re.compile(r"[-._a-zA-Z0-9]+")
 _MANIFEST_SUFFIXES: Final = (".yaml", ".yml", ".json")
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Container:
     """One container of a pod spec; ``image_pull_policy`` is already defaulted (§1.1)."""
 
@@ -97,7 +98,7 @@ class Container:
     image_pull_policy: str  # "Always" | "IfNotPresent" | "Never"
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Pod:
     """What the image pull path needs of a Pod."""
 
@@ -115,7 +116,7 @@ class Pod:
         return f"{self.namespace}/{self.name}"
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class ServiceAccount:
     """A ServiceAccount's coordinates, plus the pull secrets it hands to pods that have none."""
 
@@ -126,7 +127,7 @@ class ServiceAccount:
     image_pull_secrets: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Secret:
     """A Secret's coordinates, type and decoded data (the values never appear in its repr)."""
 
@@ -137,7 +138,7 @@ class Secret:
     data: Mapping[str, bytes] = field(default_factory=dict, repr=False)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class CredentialRef:
     """Whose credentials pulled an image or matched its record, never the credentials.
 
@@ -175,7 +176,7 @@ class CredentialRef:
         return "anonymous"
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Skipped:
     """An object :func:`load_objects` read but does not use (a Deployment, a ConfigMap, ...)."""
 
@@ -194,7 +195,7 @@ class Skipped:
         return f"{self.kind} {who}{version} in {where}"
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Objects:
     """Everything :func:`load_objects` found, keyed the way the kubelet looks objects up."""
 
@@ -222,7 +223,7 @@ def derived_uid(kind: str, namespace: str, name: str) -> str:
 # --- where a problem is ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class _Where:
     """The file, document, List item path and object a field belongs to, for messages."""
 
@@ -301,7 +302,7 @@ def _string_map(obj: Mapping[str, Any], key: str, where: _Where, path: str) -> d
     return out
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class _Meta:
     name: str
     namespace: str

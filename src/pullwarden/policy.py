@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 
 from pullwarden._gofmt import GO_SPACE
+from pullwarden._values import frozen
 from pullwarden.errors import (
     ConfigError,
     InvalidAllowlistError,
@@ -77,7 +77,7 @@ DEFAULT_POLICY = VerificationPolicy.NEVER_VERIFY_PRELOADED_IMAGES
 # --- allowlist -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Allowlist:
     """Validated allowlist: exact repository names plus ``/*`` prefixes (kept with the ``/``)."""
 

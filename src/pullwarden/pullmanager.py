@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -19,6 +19,7 @@ from typing import Final, Protocol
 
 from pullwarden._clock import Clock, SystemClock
 from pullwarden._locks import StripedLocks
+from pullwarden._values import frozen
 from pullwarden.errors import PullwardenError, RecordError, RecordWriteError
 from pullwarden.metrics import Metrics, MustPullResult
 from pullwarden.policy import PolicyEnforcer, VerificationPolicy
@@ -152,7 +153,7 @@ class ImageLister(Protocol):
     def list_images(self) -> Sequence[ListedImage]: ...
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Protections:
     """Protections stricter than the kubelet's; each only ever turns "allowed" into "must verify".
 

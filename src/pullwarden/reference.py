@@ -28,9 +28,9 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass
 
 from pullwarden._gofmt import go_quote
+from pullwarden._values import frozen
 from pullwarden.errors import InvalidReferenceError
 
 __all__ = [
@@ -90,7 +90,7 @@ _ERR_DIGEST_LENGTH = "invalid checksum digest length"
 _ERR_DIGEST_UNSUPPORTED = "unsupported digest algorithm"
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Reference:
     """A parsed image reference; empty strings stand for absent parts."""
 

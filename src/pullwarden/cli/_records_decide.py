@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import click
 
+from pullwarden._values import frozen
 from pullwarden.cli._common import die, emit, output_option
 from pullwarden.cli._providers import credential_provider_options
 from pullwarden.cli.records import (
@@ -325,7 +326,7 @@ def providers_for_explain(
 # -- who-can ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Holder:
     """A credential asked about for one imageRef, and the decision for a pod holding only it."""
 
@@ -359,7 +360,7 @@ class Holder:
         return f"{what} {self.namespace}/{self.name} (uid {self.uid})"
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class RefAnswer:
     """who-can for one imageRef: a pod with no credentials (every pod), then each holder."""
 

@@ -19,7 +19,6 @@ import os
 import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from itertools import chain
@@ -31,6 +30,7 @@ import click
 from click.core import ParameterSource
 
 from pullwarden._gojson import format_rfc3339
+from pullwarden._values import frozen
 from pullwarden.cli._common import (
     default_root,
     die,
@@ -434,7 +434,7 @@ def name_keys(name: str) -> set[str]:
     return keys
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class UnrecordedImage:
     """An image the runtime has that no decodable record is for, and what that makes it."""
 
@@ -455,7 +455,7 @@ class UnrecordedImage:
         }
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class NodeImages:
     """The records and intents of a kubelet directory held against its runtime's image list."""
 
@@ -588,7 +588,7 @@ def image_option_value(option: str, image: str) -> str:
         die(f"{option} {image!r}: invalid image name: {err}")
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class RecordFilter:
     """``records ls --namespace/--secret/--image``: a record matches when one of its image
     names (credential mapping entries) meets every filter given."""

@@ -31,13 +31,13 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final, TypeAlias
 
 from pullwarden._gofmt import GO_SPACE
 from pullwarden._gojson import go_bytes
 from pullwarden._nesting import NestingError, loads_json
+from pullwarden._values import frozen
 from pullwarden.errors import DockerConfigError
 
 __all__ = [
@@ -63,7 +63,7 @@ _AUTH_FORMAT_MESSAGE: Final = (
 )
 
 
-@dataclass(frozen=True, slots=True, repr=False)
+@frozen
 class AuthEntry:
     """One decoded docker config entry: what the kubelet stores for a registry location."""
 

@@ -18,10 +18,10 @@ import ipaddress
 import logging
 import threading
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Protocol, TypeAlias
 
 from pullwarden._gojson import go_bytes, go_str
+from pullwarden._values import frozen
 from pullwarden.credentials._dockerconfig import DockerConfig, config_from_secret
 from pullwarden.credentials._hashing import credential_hash
 from pullwarden.errors import DockerConfigError
@@ -61,7 +61,7 @@ DEFAULT_REGISTRY_HOST: Final = "index.docker.io"
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class SecretSource:
     """The image pull Secret a credential was read from."""
 
@@ -70,7 +70,7 @@ class SecretSource:
     name: str
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class ServiceAccountSource:
     """The ServiceAccount whose bound token obtained a credential (credential provider plugins)."""
 
@@ -83,7 +83,7 @@ CredentialSource: TypeAlias = SecretSource | ServiceAccountSource
 """``None`` stands for node-wide credentials (node config files, plugins without a token)."""
 
 
-@dataclass(frozen=True, slots=True, repr=False)
+@frozen
 class TrackedCredential:
     """A stored credential, where it came from and its credential hash (empty if not tracked).
 
@@ -289,7 +289,7 @@ class _Wildcard(enum.Enum):
     ANY_ONE = "?"
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class _CharClass:
     negated: bool
     ranges: tuple[tuple[str, str], ...]
@@ -397,14 +397,14 @@ def _token_matches(token: _GlobToken, char: str) -> bool:
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class _Target:
     port: bytes
     labels: tuple[str, ...]
     path: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class _KeyMatcher:
     port: bytes
     globs: tuple[tuple[_GlobToken, ...] | None, ...]  # None: malformed label, never matches
@@ -487,7 +487,7 @@ def _loggable_location(location: str) -> str:
     return ascii(prefix + authority + slash + path)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class _Snapshot:
     index: tuple[tuple[str, _KeyMatcher | None], ...]  # reverse byte-wise order of the keys
     creds: Mapping[str, tuple[TrackedCredential, ...]]

@@ -47,7 +47,6 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final, Protocol, TypeAlias
@@ -55,6 +54,7 @@ from typing import Any, Final, Protocol, TypeAlias
 from pullwarden._documents import Members, reject_constant
 from pullwarden._gofmt import go_quote, parse_go_duration
 from pullwarden._nesting import NestingError, loads_json
+from pullwarden._values import frozen
 from pullwarden.credentials._dockerconfig import AuthEntry, DockerConfig
 from pullwarden.credentials._keyring import (
     DockerKeyring,
@@ -100,7 +100,7 @@ _KILL_GRACE: Final = 1.0  # seconds to reap a killed plugin
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class PluginFailure:
     """A provider that contributed nothing for an image, and why (never a secret)."""
 
@@ -177,7 +177,7 @@ class _TooLarge(Exception):
     pass
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class _Run:
     returncode: int
     stdout: bytes
@@ -309,7 +309,7 @@ def _request(
     return (json.dumps(doc, separators=(",", ":")) + "\n").encode("utf-8")
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class _Response:
     cache_key_type: str
     cache_duration: float | None  # seconds; None: the provider's default
@@ -431,7 +431,7 @@ def _parse_response(data: bytes, api_version: str) -> _Response:
 _CacheKey: TypeAlias = tuple[str, tuple[str, ...]]  # (image | registry | "global", SA part)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class _Entry:
     config: DockerConfig
     expires_at: float
@@ -448,7 +448,7 @@ class _Call:
         self.error = "the plugin run was interrupted"
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class _Identity:
     """Who the plugin runs for: the token to pass and what the cache keys by."""
 

@@ -33,13 +33,13 @@ import json
 import os
 import re
 from collections.abc import Collection, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 from pullwarden._documents import read_document
 from pullwarden._gofmt import go_duration, go_quote, parse_go_duration
 from pullwarden._gojson import go_bytes
+from pullwarden._values import frozen
 from pullwarden.credentials._keyring import _parse_url, _URLError, url_matches
 from pullwarden.errors import ConfigError
 from pullwarden.objects import describe_value
@@ -88,7 +88,7 @@ _NS_PER_SECOND: Final = 1_000_000_000
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class TokenAttributes:
     """A provider's ``tokenAttributes``: the pod's service account token is passed to it."""
 
@@ -99,7 +99,7 @@ class TokenAttributes:
     optional_annotation_keys: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class CredentialProvider:
     """One exec plugin: ``<bin dir>/<name>``, consulted for images matching ``match_images``.
 
@@ -132,7 +132,7 @@ class CredentialProvider:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class CredentialProviderConfig:
     """The providers in configuration order (files of a directory in lexical order)."""
 
@@ -246,7 +246,7 @@ _TOKEN_HINT: Final[Mapping[str, str]] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class _RawTokenAttributes:
     audience: str
     cache_type: str
@@ -255,7 +255,7 @@ class _RawTokenAttributes:
     optional: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class _RawProvider:
     """A provider as decoded, before validation (None: not set)."""
 

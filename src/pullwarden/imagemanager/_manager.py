@@ -14,12 +14,12 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Protocol
 
 from pullwarden._cancel import CancelToken
 from pullwarden._clock import Clock, SystemClock
 from pullwarden._gofmt import MILLISECOND, go_duration, go_quote, seconds_to_ns, truncate
+from pullwarden._values import frozen
 from pullwarden.credentials import (
     Keyring,
     TrackedCredential,
@@ -83,7 +83,7 @@ NEVER: Final = "Never"
 PULL_POLICIES: Final = (ALWAYS, IF_NOT_PRESENT, NEVER)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class EnsureResult:
     """The outcome of one :meth:`ImageManager.ensure_image_exists` call.
 

@@ -27,12 +27,12 @@ import logging
 import re
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Final, Protocol
 
 from pullwarden._cancel import CancelToken
 from pullwarden._clock import Clock
 from pullwarden._gofmt import seconds_to_ns
+from pullwarden._values import frozen
 from pullwarden.credentials import TrackedCredential
 from pullwarden.errors import (
     ContainerRuntimeError,
@@ -69,7 +69,7 @@ STOP_GRACE: Final = 1.0
 """Seconds a cancelled caller still waits for its pull to stop before giving up on it."""
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class PullOutcome:
     """What one pull request came to."""
 

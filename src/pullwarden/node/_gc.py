@@ -28,6 +28,7 @@ from pathlib import Path
 from pullwarden._clock import Clock
 from pullwarden._files import write_atomically
 from pullwarden._nesting import loads_json
+from pullwarden._values import frozen
 from pullwarden.errors import ImageStoreError
 from pullwarden.pullmanager import PullManager
 from pullwarden.runtime import Image, ImageService
@@ -45,7 +46,7 @@ __all__ = [
 _STATE_FILE = "image_gc_state.json"
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class DiskStats:
     capacity: int
     available: int
@@ -82,7 +83,7 @@ def image_fs_stats(images: ImageService, fallback: Path) -> Callable[[], DiskSta
     return stats
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class PlannedRemoval:
     """One image a GC pass would remove, and why."""
 
@@ -90,7 +91,7 @@ class PlannedRemoval:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class GCPlan:
     """What :meth:`ImageGC.plan` found: a pure value that :meth:`ImageGC.apply` carries out."""
 

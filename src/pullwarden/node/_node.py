@@ -24,11 +24,12 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 
 from pullwarden._cancel import CancelToken
 from pullwarden._clock import Clock, SystemClock
+from pullwarden._values import frozen
 from pullwarden.config import KubeletConfig
 from pullwarden.credentials import NodeDockerConfigProvider, ProviderKeyring
 from pullwarden.errors import NodeBusyError, PullwardenError
@@ -70,7 +71,7 @@ LOCK_FILE = "node.lock"
 READY = "Ready"
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class ContainerOutcome:
     name: str
     image: str
@@ -97,7 +98,7 @@ class ContainerOutcome:
         return self.verified_by.describe(ref.describe() if ref is not None else self.credential)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class PodOutcome:
     namespace: str
     name: str

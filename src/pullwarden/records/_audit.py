@@ -19,12 +19,12 @@ from __future__ import annotations
 import enum
 import os
 import stat
-from dataclasses import dataclass
 from operator import attrgetter
 from pathlib import Path
 from typing import Final
 
 from pullwarden._nesting import loads_json
+from pullwarden._values import frozen
 from pullwarden.errors import RecordDecodeError, RecordReadError
 from pullwarden.records._codec import (
     API_VERSIONS,
@@ -77,7 +77,7 @@ class ProblemKind(enum.Enum):
     """A sub-directory where the kubelet keeps none."""
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class FileProblem:
     path: str
     kind: ProblemKind

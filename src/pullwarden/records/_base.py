@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Generic, Protocol, TypeVar
 
+from pullwarden._values import frozen
 from pullwarden.errors import RecordError, RecordWriteError
 from pullwarden.records._model import ImagePulledRecord, ImagePullIntent
 
@@ -56,7 +57,7 @@ class StartupListings:
 Reading = Callable[[], float]
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Gauges:
     """What a store reports for the ``kubelet_imagemanager_*`` gauges (spec §7.3), read when
     scraped; ``None`` where this store has nothing to say.  A decorating store (the cache)

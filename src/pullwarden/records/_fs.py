@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from pullwarden._files import remove_quietly, write_all
+from pullwarden._values import frozen
 from pullwarden.errors import RecordDecodeError, RecordError, RecordReadError, RecordWriteError
 from pullwarden.records._audit import FileProblem, ProblemKind, scan
 from pullwarden.records._base import Gauges, Listing, StartupListings
@@ -142,7 +143,7 @@ def _record_entries(directory: str) -> list[str] | None:
     return names
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class MigrationItem:
     """One file the start-up migration rewrote (or, in a dry run, would rewrite)."""
 

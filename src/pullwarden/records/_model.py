@@ -7,9 +7,10 @@ plain dict by type, but treat it as read-only: the cache and the store hand out 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import datetime
 
+from pullwarden._values import frozen
 from pullwarden.errors import PullwardenError
 
 __all__ = [
@@ -22,7 +23,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class ImagePullSecret:
     """The coordinates of a pull Secret and the hash of the credential it supplied."""
 
@@ -41,7 +42,7 @@ class ImagePullSecret:
         return (self.namespace, self.name, self.uid)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class ImagePullServiceAccount:
     """The coordinates of a ServiceAccount whose token-bound credentials pulled an image."""
 
@@ -53,7 +54,7 @@ class ImagePullServiceAccount:
         return (self.namespace, self.name, self.uid)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class ImagePullCredentials:
     """Which credentials are known to have pulled an image under one name."""
 
@@ -76,14 +77,14 @@ class ImagePullCredentials:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class ImagePullIntent:
     """Written before a pull starts; names the raw image string of the container spec."""
 
     image: str
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class ImagePulledRecord:
     """Which credentials pulled the image ``image_ref``, per image name without tag/digest."""
 

@@ -13,10 +13,11 @@ import ipaddress
 import re
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from pullwarden._gojson import go_bytes
 from pullwarden._nesting import loads_json
+from pullwarden._values import frozen
 from pullwarden.runtime._base import AuthConfig
 
 __all__ = [
@@ -45,7 +46,7 @@ _ESCAPE = re.compile(r"\\(.)", re.DOTALL)
 _SPACE = " \t"
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Challenge:
     """One authentication challenge: lower-cased scheme and lower-cased parameter names."""
 
@@ -237,7 +238,7 @@ def parse_token_reply(data: bytes) -> tuple[str, float]:
     return token, float(lifetime)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class TokenKey:
     """What a bearer token is good for: one registry, realm, service, scope set and credential."""
 

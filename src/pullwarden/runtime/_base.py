@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import platform as _platform
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Protocol
 
 from pullwarden._cancel import CancelToken
+from pullwarden._values import frozen
 from pullwarden.errors import InvalidReferenceError
 
 __all__ = [
@@ -26,7 +27,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class AuthConfig:
     """Credentials for one pull (CRI ``AuthConfig``); ``repr`` never shows a secret."""
 
@@ -47,7 +48,7 @@ class AuthConfig:
         return not (self.username or self.password or self.identity_token or self.registry_token)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Image:
     """An image as the runtime reports it (CRI ``Image``).
 
@@ -62,7 +63,7 @@ class Image:
     pinned: bool = False  # the runtime asks that garbage collection never remove it
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class FsUsage:
     """Space the image filesystem uses (CRI ``ImageFsInfo``)."""
 
@@ -71,7 +72,7 @@ class FsUsage:
     mountpoint: str = ""  # where the image filesystem is mounted ("" when unknown)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class PodSandbox:
     """The pod a pull is for (CRI ``PodSandboxConfig``: its metadata and annotations).
 
@@ -88,7 +89,7 @@ class PodSandbox:
 _ARCH_ALIASES = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Platform:
     """An OCI platform: ``os/architecture[/variant]``."""
 
@@ -114,7 +115,7 @@ class Platform:
         return "/".join(filter(None, (self.os, self.architecture, self.variant)))
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class PullProgress:
     """One progress report: ``done`` of ``total`` bytes of blob ``digest`` are on disk."""
 

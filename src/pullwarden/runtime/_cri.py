@@ -44,10 +44,10 @@ import os
 import stat
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any, Final
 
 from pullwarden._cancel import CancelToken
+from pullwarden._values import frozen
 from pullwarden.errors import (
     ContainerRuntimeError,
     DeniedError,
@@ -106,7 +106,7 @@ _UNAUTHORIZED: Final = ("401 unauthorized", "failed to authorize", "unauthorized
 _NOT_FOUND: Final = (": not found", "manifest unknown", "name unknown")
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class RuntimeVersion:
     """What ``RuntimeService/Version`` says: ``containerd 1.6.20~ds1 (CRI v1)``."""
 

@@ -17,11 +17,11 @@ import json
 import random
 import tarfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from pullwarden._files import write_atomically
+from pullwarden._values import frozen
 from pullwarden.runtime._base import AuthConfig, Platform
 from pullwarden.runtime._oci import (
     DOCKER_CONFIG,
@@ -66,7 +66,7 @@ _LAYOUT_VERSION = {"imageLayoutVersion": "1.0.0"}
 LINUX_AMD64 = Platform("linux", "amd64")
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class BuiltImage:
     """What :func:`build_image` wrote: the digests a registry must later report for it.
 

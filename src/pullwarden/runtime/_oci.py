@@ -5,10 +5,11 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 from pullwarden._nesting import loads_json
+from pullwarden._values import frozen
 from pullwarden.errors import NotFoundError, UnsupportedMediaTypeError
 from pullwarden.runtime._base import Platform
 
@@ -67,7 +68,7 @@ def digest_of(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Descriptor:
     media_type: str
     digest: str
@@ -91,14 +92,14 @@ class Descriptor:
         return out
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Manifest:
     media_type: str
     config: Descriptor
     layers: tuple[Descriptor, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Index:
     media_type: str
     manifests: tuple[Descriptor, ...]

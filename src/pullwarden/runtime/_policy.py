@@ -26,10 +26,10 @@ Every request to a registry — manifests, tokens, pushes and blobs — is sent 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pullwarden._values import frozen
 from pullwarden.reference import DEFAULT_DOMAIN
 from pullwarden.runtime._auth import is_loopback_host
 from pullwarden.runtime._messages import URL, Response
@@ -94,7 +94,7 @@ def redirect_location(method: str, response: Response) -> str | None:
     return response.headers.get("Location") or None
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class HostOptions:
     """How to reach one registry host.
 

@@ -50,13 +50,13 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pullwarden._cancel import CancelToken
 from pullwarden._files import remove_quietly, write_all
+from pullwarden._values import frozen
 from pullwarden.errors import (
     DigestMismatchError,
     PullCancelledError,
@@ -101,7 +101,7 @@ Chosen by measurement, not from the CPU count: see :class:`RegistryClient`.
 """
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class ResolvedImage:
     """An image reference resolved to one platform manifest.
 

@@ -78,7 +78,6 @@ import os
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
@@ -87,6 +86,7 @@ from pullwarden._clock import Clock, SystemClock
 from pullwarden._files import write_atomically
 from pullwarden._gofmt import go_duration, seconds_to_ns
 from pullwarden._nesting import NestingError, loads_json
+from pullwarden._values import frozen
 from pullwarden.errors import (
     DigestMismatchError,
     ImageStoreError,
@@ -161,7 +161,7 @@ class ContentSource(Protocol):
 # --- the index ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class _Target:
     """What a name resolves to: the top-level object and the image manifest it leads to."""
 
@@ -192,7 +192,7 @@ class _Target:
         return sum(d.size for d in self.blobs)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class _State:
     """One version of the index: names → top-level digests → targets."""
 
@@ -342,7 +342,7 @@ def _build_images(state: _State) -> dict[str, Image]:
     }
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class _Snapshot:
     """A decoded index, the images derived from it, and the file identity it was read from."""
 
@@ -358,7 +358,7 @@ def _stamp(st: os.stat_result) -> tuple[int, int, int, int]:
 # --- lookups -----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class _Wanted:
     """A parsed image argument: the stored name to look for, and what to ask the registry."""
 

@@ -28,11 +28,12 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, NoReturn, TypeVar
 
 from pullwarden._cancel import CancelToken
 from pullwarden._nesting import loads_json
+from pullwarden._values import frozen
 from pullwarden.errors import (
     DeniedError,
     NotFoundError,
@@ -103,7 +104,7 @@ _NO_REALM = "unauthorized: token realm is not an http(s) URL"
 Content = Callable[[], bytes | Iterator[bytes]]  # a request body, made afresh for each send
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Target:
     """One operation on one repository: where to send requests and how to word errors.
 
@@ -173,7 +174,7 @@ class Target:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class _Authz:
     """An ``Authorization`` value and how it was obtained."""
 
@@ -197,7 +198,7 @@ class ServerError(Exception):
         self.cause = cause
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class _Send:
     """What every hop of one exchange sends (the URL and ``Authorization`` vary by hop)."""
 
