@@ -130,12 +130,13 @@ def test_platform_parse_errors(bad: str) -> None:
 
 
 def test_host_platform_uses_oci_names(monkeypatch: pytest.MonkeyPatch) -> None:
-    import platform  # what runtime.base asks for the machine's architecture
+    import os  # runtime._base asks uname for the machine's architecture
 
-    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
-    assert Platform.host() == Platform("linux", "amd64")
-    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
-    assert Platform.host() == Platform("linux", "arm64")
+    real = os.uname()
+    for machine, arch in (("x86_64", "amd64"), ("aarch64", "arm64"), ("S390X", "s390x")):
+        fields = (real.sysname, real.nodename, real.release, real.version, machine)
+        monkeypatch.setattr(os, "uname", lambda f=fields: os.uname_result(f))
+        assert Platform.host() == Platform("linux", arch)
 
 
 def test_auth_repr_hides_secrets() -> None:

@@ -6,7 +6,7 @@ remove, filesystem usage — so the embedded store and containerd are interchang
 
 from __future__ import annotations
 
-import platform as _platform
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import field
 from typing import Protocol
@@ -108,7 +108,7 @@ class Platform:
     @classmethod
     def host(cls) -> Platform:
         """linux and the architecture this machine runs (as OCI spells it)."""
-        machine = _platform.machine().lower()
+        machine = os.uname().machine.lower()  # platform.machine(), without importing platform
         return cls("linux", _ARCH_ALIASES.get(machine, machine))
 
     def __str__(self) -> str:
