@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+import tempfile
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -12,11 +15,13 @@ from click.testing import CliRunner
 from pullwarden.cli import main
 from pullwarden.config import KubeletConfig
 from pullwarden.devregistry import DevRegistry
+from pullwarden.events import ListRecorder
 from pullwarden.node import DiskStats, GCPlan, Node
 from pullwarden.objects import Container, Objects, Pod
 from pullwarden.records import FileRecordStore
-from pullwarden.runtime import build_image
+from pullwarden.runtime import LocalImageService, build_image
 from pullwarden.testing import FakeClock
+from tests.runtime.cri_fake import ID, NAME, fake_cri, image
 from tests.support import T0
 
 MB = 1_000_000
@@ -304,3 +309,93 @@ def test_gc_without_the_nodes_image_store_keeps_every_record(
         assert "0 record(s)" in result.stdout and "pruned the pull record" not in result.stdout
         assert f"no image store at {root / 'images'}: every pull record is kept" in result.stderr
         assert [r.image_ref for r in FileRecordStore(root).list_pulled_records().items] == kept
+
+
+def test_records_of_images_in_another_image_service_are_not_pruned_by_this_ones_list(
+    registry: DevRegistry, tmp_path: Path
+) -> None:
+    """A root whose records stand for images of two services (the embedded store, then a
+    runtime): the one gc lists cannot tell which records are stale, and a record it pruned
+    would make its image count as preloaded for any pod once the node is back on the other."""
+    root = tmp_path / "n"
+    with make_node(root, FakeClock(T0), QUIET_DISK) as node:
+        node.run(pods(registry, 0))  # img0 in the embedded store, with its record
+    [embedded_ref] = [r.image_ref for r in FileRecordStore(root).list_pulled_records().items]
+    socket_dir = Path(tempfile.mkdtemp(prefix="pwgc.", dir="/tmp"))
+    try:
+        with fake_cri(socket_dir) as fake:
+            fake.script.status[NAME] = fake.script.status[ID] = image()
+            fake.script.images = [image()]
+            runtime_pod = Pod("uid-r", "default", "r", containers=(Container("c", NAME, "Always"),))
+            with Node(
+                root,
+                KubeletConfig(),
+                runtime_endpoint=fake.endpoint,
+                node_credentials=False,
+                clock=FakeClock(T0),
+                disk_stats=Disk(QUIET_DISK),
+            ) as node:
+                [outcome] = node.run(Objects(pods=[runtime_pod]))
+            assert outcome.ready and outcome.containers[0].pulled
+            both = sorted([embedded_ref, ID])
+
+            def records() -> list[str]:
+                return sorted(
+                    r.image_ref for r in FileRecordStore(root).list_pulled_records().items
+                )
+
+            assert records() == both
+            gc = ["gc", "--root", str(root)]
+            on_runtime = [*gc, "--runtime-endpoint", fake.endpoint]
+            for argv, other in ((gc, str(fake.socket)), (on_runtime, "the embedded store")):
+                for dry in (["--dry-run"], []):
+                    result = CliRunner().invoke(main, [*argv, *dry])
+                    assert result.exit_code == 0, result.output
+                    assert "pruned the pull record" not in result.stdout
+                    assert "would prune" not in result.stdout
+                    assert f"this root's images are also in {other}" in result.stderr
+                    assert records() == both
+            # Emptied, the embedded store stands for no image: the runtime's list decides.
+            with LocalImageService(root / "images") as store:
+                store.remove_image(store.list_images()[0].id)
+            result = CliRunner().invoke(main, on_runtime)
+            assert result.exit_code == 0, result.output
+            assert f"pruned the pull record of {embedded_ref}" in result.stdout
+            assert result.stderr == ""
+            assert records() == [ID]
+            # ... and gc on the embedded store still keeps the runtime's record.
+            result = CliRunner().invoke(main, gc)
+            assert result.exit_code == 0, result.output
+            assert f"this root's images are also in {fake.socket}" in result.stderr
+            assert records() == [ID]
+    finally:
+        shutil.rmtree(socket_dir, ignore_errors=True)
+
+
+def test_the_nodes_own_pass_keeps_the_records_when_another_service_holds_images(
+    registry: DevRegistry, tmp_path: Path
+) -> None:
+    clock = FakeClock(T0)
+    root = tmp_path / "n"
+    disk = Disk(QUIET_DISK)
+    with make_node(root, clock, disk) as node:
+        node.run(pods(registry, 0))
+        img0 = next(iter(image_ids(node)))
+    state_file = root / "image_gc_state.json"
+    state = json.loads(state_file.read_text())
+    assert state["imageServices"] == [""]  # the embedded store, seen holding an image
+    state["imageServices"] = ["", "/run/elsewhere.sock"]  # as if it had run on a runtime too
+    state_file.write_text(json.dumps(state))
+    clock.advance(600)
+    with make_node(root, clock, disk) as node:
+        node.run(pods(registry, 1))
+        _record_for_an_absent_image(node)
+        disk.stats = FULL_DISK
+        node.run(pods(registry, 1))  # its GC pass removes img0, and prunes nothing
+        assert img0 not in image_ids(node)
+        assert isinstance(node.events, ListRecorder)
+        [kept] = [e for e in node.events.events if e.reason == "PullRecordsKept"]
+    assert kept.type == "Warning" and "also in /run/elsewhere.sock" in kept.message
+    for ref in (img0, ABSENT_REF):
+        assert FileRecordStore(root, migrate=False).get_pulled_record(ref) is not None
+    assert json.loads(state_file.read_text())["imageServices"] == ["", "/run/elsewhere.sock"]

@@ -104,6 +104,24 @@ def test_pull_registers_image_as_containerd_reports_it(
     assert tmp_entries(root) == []
 
 
+def test_holds_images_reads_the_index_without_creating_the_store(
+    root: Path, stub: StubRegistry, hello: StubImage, clock: FakeClock
+) -> None:
+    assert not LocalImageService.holds_images(root) and not root.exists()
+    with LocalImageService(root, client=stub, clock=clock) as service:
+        assert not LocalImageService.holds_images(root)  # opened, nothing committed yet
+        service.pull_image(f"{HELLO}:v1")
+        assert LocalImageService.holds_images(root)
+        service.remove_image(hello.id)
+        assert not LocalImageService.holds_images(root)  # the index stays, empty
+    for damaged in (b"{not json", b'{"version": 9, "refs": {}, "targets": {}}'):
+        (root / "index.json").write_bytes(damaged)
+        assert LocalImageService.holds_images(root)  # doubt counts as holding some
+    (root / "index.json").unlink()
+    (root / "index.json").mkdir()
+    assert LocalImageService.holds_images(root)
+
+
 def test_store_satisfies_the_image_service_protocol(store: LocalImageService) -> None:
     service: ImageService = store
     assert service.list_images() == []

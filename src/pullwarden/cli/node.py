@@ -525,7 +525,7 @@ def gc_command(
     imageGCLowThresholdPercent; images idle longer than imageMaximumGCAge (if set) always go.
     One line per image removed (with --dry-run: that would be removed) and per record pruned.
     """
-    from pullwarden.node import IMAGES_DIR, Node
+    from pullwarden.node import IMAGES_DIR, Node, prune_withheld_message
 
     if dry_run and not root.is_dir():
         what = "does not exist" if not os.path.lexists(root) else "is not a directory"
@@ -549,6 +549,7 @@ def gc_command(
             read_only=dry_run,
         ) as node:
             plan = node.gc.plan(force_all_unused=remove_all)
+            withheld = () if no_store else node.gc.prune_withheld()
             if dry_run:
                 report = None
                 records = [] if no_store else node.gc.records_to_prune(plan)
@@ -567,6 +568,8 @@ def gc_command(
             "the node's --runtime-endpoint or --config if it runs on another runtime)",
             err=True,
         )
+    elif withheld:
+        click.echo(f"warning: {prune_withheld_message(withheld)}", err=True)
     if output != "table":
         emit(gc_json(plan, report, records), output)
         return

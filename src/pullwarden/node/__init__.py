@@ -1,6 +1,13 @@
 """A node image manager: pods from manifests, images ensured and verified, state kept on disk."""
 
-from pullwarden.node._gc import DiskStats, GCPlan, GCReport, ImageGC, PlannedRemoval
+from pullwarden.node._gc import (
+    DiskStats,
+    GCPlan,
+    GCReport,
+    ImageGC,
+    PlannedRemoval,
+    prune_withheld_message,
+)
 from pullwarden.node._node import IMAGES_DIR, ContainerOutcome, Node, PodOutcome
 
 __all__ = [
@@ -13,4 +20,5 @@ __all__ = [
     "Node",
     "PlannedRemoval",
     "PodOutcome",
+    "prune_withheld_message",
 ]

@@ -13,6 +13,15 @@ every record to delete none.
 
 Usage times are kept in ``<root>/image_gc_state.json`` (the kubelet keeps them in memory only,
 which forgets them at every restart; a command-line node restarts at every invocation).
+
+The same file remembers which image services this root's images were seen in (its
+``imageServices``: ``""`` for the embedded store, else the CRI endpoint).  A record is pruned
+when its image is absent from the service at hand; when the root's records also stand for images
+of another service (the node ran on containerd, then on its embedded store, or ``gc`` was run
+without the node's ``--runtime-endpoint``), that absence proves nothing, and pruning would make
+every such image count as preloaded when the node is back on its service.  Then nothing is
+pruned (:meth:`ImageGC.prune_withheld` says why), as the kubelet, which never changes runtime
+under one root, never has to.
 """
 
 from __future__ import annotations
@@ -41,9 +50,20 @@ __all__ = [
     "PlannedRemoval",
     "disk_stats_of",
     "image_fs_stats",
+    "prune_withheld_message",
 ]
 
 _STATE_FILE = "image_gc_state.json"
+
+
+def prune_withheld_message(services: Sequence[str]) -> str:
+    """Why no record was pruned (:meth:`ImageGC.prune_withheld` gave ``services``)."""
+    shown = ", ".join("the embedded store" if s == "" else s for s in services)
+    return (
+        f"no pull record pruned: this root's images are also in {shown}, and a record of one "
+        "of those would look unknown here (run gc with that image service, or empty it, to "
+        f"prune; {_STATE_FILE} keeps the list)"
+    )
 
 
 @frozen
@@ -114,6 +134,8 @@ class GCReport:
     freed_bytes: int = 0
     pruned_records: list[str] = field(default_factory=list)
     reasons: dict[str, str] = field(default_factory=dict)  # image id → why it was removed
+    prune_withheld: tuple[str, ...] = ()
+    """The other image services whose images kept the records from being pruned (see module)."""
 
 
 class ImageGC:
@@ -136,7 +158,10 @@ class ImageGC:
         minimum_age: timedelta = timedelta(minutes=2),
         maximum_age: timedelta = timedelta(0),
         disk_stats: Callable[[], DiskStats] | None = None,
+        service: str | None = None,
     ) -> None:
+        """``service`` names the image service (``""``: the embedded store, else the CRI
+        endpoint); ``None`` (a service the caller made) keeps no history of services."""
         self._state_path = Path(root) / _STATE_FILE
         self._images = image_service
         self._pull_manager = pull_manager
@@ -146,30 +171,58 @@ class ImageGC:
         self.minimum_age = minimum_age
         self.maximum_age = maximum_age
         self._disk_stats = disk_stats or disk_stats_of(Path(root))
-        self._last_used: dict[str, datetime] = self._load()
+        self._service = service
+        self._last_used, self._services = self._load()
 
     # -- usage bookkeeping -----------------------------------------------------------------------
 
-    def _load(self) -> dict[str, datetime]:
+    def _load(self) -> tuple[dict[str, datetime], set[str]]:
         try:
             raw = loads_json(self._state_path.read_text())
-            return {k: datetime.fromisoformat(v) for k, v in raw.get("lastUsed", {}).items()}
+            used = {k: datetime.fromisoformat(v) for k, v in raw.get("lastUsed", {}).items()}
+            services = {str(x) for x in raw.get("imageServices", [])}
         except FileNotFoundError:
-            return {}
+            return {}, set()
         except (OSError, ValueError, AttributeError, TypeError):
-            # A damaged state file only costs usage history: every image counts as just seen.
-            return {}
+            # A damaged state file (it is written atomically) costs usage history, every image
+            # counting as just seen, and the history of services.
+            return {}, set()
+        return used, services
 
     def _save(self) -> None:
-        data = {"lastUsed": {k: v.isoformat() for k, v in sorted(self._last_used.items())}}
+        data: dict[str, object] = {
+            "lastUsed": {k: v.isoformat() for k, v in sorted(self._last_used.items())}
+        }
+        if self._services:
+            data["imageServices"] = sorted(self._services)
         write_atomically(self._state_path, (json.dumps(data, indent=1) + "\n").encode())
+
+    def note_service(self, service: str, holds_images: bool) -> None:
+        """Note whether ``service`` holds images (those this root's records may stand for); a
+        service that holds none is forgotten.  Saved with the next pass or use."""
+        if holds_images:
+            self._services.add(service)
+        else:
+            self._services.discard(service)
+
+    def prune_withheld(self) -> tuple[str, ...]:
+        """The other image services this root's images were seen in; records are pruned only
+        when there is none (see the module)."""
+        if self._service is None:
+            return ()
+        return tuple(sorted(self._services - {self._service}))
 
     def mark_used(self, image_ids: Iterable[str]) -> None:
         now = self._clock.now()
         for image_id in image_ids:
             if image_id:
                 self._last_used[image_id] = now
+                self._seen_here()
         self._save()
+
+    def _seen_here(self, holds_images: bool = True) -> None:
+        if self._service is not None:
+            self.note_service(self._service, holds_images)
 
     # -- collection ------------------------------------------------------------------------------
 
@@ -200,6 +253,7 @@ class ImageGC:
         started = self._clock.now()
         stats = self._disk_stats()
         images = self._images.list_images()
+        self._seen_here(bool(images))
         last_used, first_seen = self._with_first_sightings(images, started)
         candidates = _least_recently_used_first(images, set(in_use), last_used)
         eligible = [i for i in candidates if started - last_used[i.id] >= self.minimum_age]
@@ -282,7 +336,12 @@ class ImageGC:
             report.reasons[image.id] = removal.reason
             report.freed_bytes += image.size
             self._last_used.pop(image.id, None)
-        if self._pull_manager is not None and (always_prune or report.removed):
+        report.prune_withheld = self.prune_withheld()
+        if (
+            self._pull_manager is not None
+            and (always_prune or report.removed)
+            and not report.prune_withheld
+        ):
             remaining = [i.id for i in self._images.list_images()]
             report.pruned_records = self._pull_manager.prune_unknown_records(
                 remaining, plan.started
@@ -293,7 +352,7 @@ class ImageGC:
     def records_to_prune(self, plan: GCPlan) -> list[str]:
         """The imageRefs whose records :meth:`apply` would prune after removing the plan's
         images (as if every removal succeeds); changes nothing.  ``pullwarden gc --dry-run``."""
-        if self._pull_manager is None:
+        if self._pull_manager is None or self.prune_withheld():
             return []
         doomed = {r.image.id for r in plan.removals}
         remaining = [i.id for i in self._images.list_images() if i.id not in doomed]

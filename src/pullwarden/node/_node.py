@@ -43,7 +43,13 @@ from pullwarden.imagemanager import (
     PullProgressHook,
 )
 from pullwarden.metrics import Metrics
-from pullwarden.node._gc import DiskStats, GCReport, ImageGC, image_fs_stats
+from pullwarden.node._gc import (
+    DiskStats,
+    GCReport,
+    ImageGC,
+    image_fs_stats,
+    prune_withheld_message,
+)
 from pullwarden.objects import (
     PULL_SECRET_TYPES,
     Container,
@@ -221,7 +227,10 @@ class Node:
                 minimum_age=config.image_minimum_gc_age,
                 maximum_age=config.image_maximum_gc_age,
                 disk_stats=disk_stats,
+                service=None if image_service is not None else endpoint.removeprefix("unix://"),
             )
+            if endpoint and image_service is None:  # the embedded store's images have records
+                self.gc.note_service("", LocalImageService.holds_images(self.root / IMAGES_DIR))
         except BaseException:
             try:
                 self._close_own_service()
@@ -392,6 +401,9 @@ class Node:
                 "ImageGCed",
                 f"Removed image {name} ({image.size} bytes): {report.reasons[image.id]}",
             )
+        if report.removed and report.prune_withheld:
+            message = prune_withheld_message(report.prune_withheld)
+            self.events.record(None, "Warning", "PullRecordsKept", message)
 
 
 def _service_account(pod: Pod, objects: Objects) -> ServiceAccount | None:

@@ -404,6 +404,24 @@ class LocalImageService:
     make no progress for that long.
     """
 
+    @staticmethod
+    def holds_images(root: Path) -> bool:
+        """Whether a store at ``root`` holds an image, read without opening (so creating) it.
+
+        An index that cannot be read or decoded counts as holding some: the answer stands in
+        for what the store would list, and doubt must not make its images look absent.
+        """
+        try:
+            data = (Path(root) / _INDEX_FILE).read_bytes()
+        except FileNotFoundError:
+            return False
+        except OSError:
+            return True
+        try:
+            return bool(_decode_index(data).refs)
+        except _Corrupt:
+            return True
+
     def __init__(
         self,
         root: Path,
