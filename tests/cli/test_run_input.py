@@ -144,8 +144,9 @@ def test_unknown_config_fields_warn_and_the_run_goes_on(tmp_path: Path) -> None:
     assert json.loads(result.stdout)["pods"][0]["containers"][0]["outcome"] == "ErrImageNeverPull"
 
 
-def test_a_repeated_config_field_warns_and_its_last_value_counts(tmp_path: Path) -> None:
-    # Turning the verification gate off twice over is the kind of edit a reviewer misses.
+def test_a_repeated_config_field_warns(tmp_path: Path) -> None:
+    # A second policy line further down, loosening the first, is an edit a reviewer misses
+    # (which value counts is tests/test_config.py's).
     config = tmp_path / "kubelet.yaml"
     config.write_text(
         "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n"
