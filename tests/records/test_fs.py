@@ -409,6 +409,25 @@ def test_fifo_does_not_hang(store: FileRecordStore) -> None:
         store.intent_exists(IMAGE)
 
 
+def test_a_fifo_with_a_silent_writer_is_no_regular_file_either(store: FileRecordStore) -> None:
+    os.mkfifo(store.record_path(REF))
+    writer = os.open(store.record_path(REF), os.O_RDWR)  # a writer that never writes
+    try:
+        with pytest.raises(RecordReadError, match="not a regular file"):
+            store.get_pulled_record(REF)
+    finally:
+        os.close(writer)
+
+
+def test_an_empty_record_file_is_a_decode_error_not_a_special_file(
+    store: FileRecordStore,
+) -> None:
+    Path(store.record_path(REF)).write_bytes(b"")
+    with pytest.raises(RecordDecodeError) as info:
+        store.get_pulled_record(REF)
+    assert "not a regular file" not in str(info.value)
+
+
 def _plant_special(path: str, what: str, target: Path) -> None:
     """Put a FIFO, a symlink (to a valid file ``target``) or an oversized file at ``path``."""
     if what == "fifo":
