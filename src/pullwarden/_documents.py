@@ -23,10 +23,10 @@ from typing import Any
 
 import yaml
 
-from pullwarden._nesting import NestingError, check_yaml, loads_json
+from pullwarden._nesting import NestingError, check_yaml, loads_json, reject_constant
 from pullwarden.errors import ConfigError
 
-__all__ = ["Members", "read_document", "reject_constant"]
+__all__ = ["Members", "read_document"]
 
 
 class Members(dict[str, Any]):
@@ -41,11 +41,6 @@ class Members(dict[str, Any]):
             if key in self and key not in self.duplicates:
                 self.duplicates.append(key)
             self[key] = value
-
-
-def reject_constant(name: str) -> Any:
-    """A ``parse_constant`` hook: Go's JSON has no ``NaN``, ``Infinity`` or ``-Infinity``."""
-    raise ValueError(f"invalid JSON literal {name}")
 
 
 class _Loader(yaml.SafeLoader):

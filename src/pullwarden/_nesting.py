@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Final
 if TYPE_CHECKING:
     import yaml
 
-__all__ = ["MAX_DEPTH", "NestingError", "check_json", "check_yaml", "loads_json"]
+__all__ = ["MAX_DEPTH", "NestingError", "check_json", "check_yaml", "loads_json", "reject_constant"]
 
 MAX_DEPTH: Final = 256
 """The deepest nesting of arrays/objects (JSON) or sequences/mappings (YAML) accepted."""
@@ -77,6 +77,12 @@ def check_json(text: str, limit: int = MAX_DEPTH) -> None:
                 raise NestingError(_too_deep(limit), line, column)
         elif token == "]" or token == "}":
             depth -= 1
+
+
+def reject_constant(name: str) -> Any:
+    """A ``parse_constant`` hook for :func:`loads_json`: Go's JSON has no ``NaN``,
+    ``Infinity`` or ``-Infinity``."""
+    raise ValueError(f"invalid JSON literal {name}")
 
 
 def loads_json(data: str | bytes, **kwargs: Any) -> Any:

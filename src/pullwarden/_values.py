@@ -57,6 +57,7 @@ def frozen(cls: type[_T]) -> type[_T]:
     hashed = tuple(f.name for f in fields if (f.compare if f.hash is None else f.hash))
     compared = tuple(f.name for f in fields if f.compare)
     every = tuple(f.name for f in fields)
+    names = frozenset(every)
     methods: dict[str, Callable[..., Any]] = {
         name: method
         for name, method in (
@@ -68,8 +69,8 @@ def frozen(cls: type[_T]) -> type[_T]:
         )
         if name not in own
     }
-    methods["__setattr__"] = _setattr(built, frozenset(every))
-    methods["__delattr__"] = _delattr(built, frozenset(every))
+    methods["__setattr__"] = _setattr(built, names)
+    methods["__delattr__"] = _delattr(built, names)
     # A class that defines __eq__ but no __hash__ has __hash__ = None, which is replaced.
     if cls.__dict__.get("__hash__") is None:
         methods["__hash__"] = _hash(_getter(hashed))

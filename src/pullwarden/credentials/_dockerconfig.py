@@ -36,7 +36,7 @@ from typing import Final, TypeAlias
 
 from pullwarden._gofmt import GO_SPACE
 from pullwarden._gojson import go_bytes
-from pullwarden._nesting import NestingError, loads_json
+from pullwarden._nesting import NestingError, loads_json, reject_constant
 from pullwarden._values import frozen
 from pullwarden.errors import DockerConfigError
 
@@ -122,10 +122,6 @@ def _number(_text: str) -> _Number:
     return _NUMBER
 
 
-def _reject_constant(name: str) -> object:
-    raise ValueError(f"invalid JSON literal {name}")
-
-
 def _load(data: bytes) -> object:
     # Go replaces each byte of invalid UTF-8 inside a string with U+FFFD (outside strings such a
     # byte is a syntax error either way).  ``surrogateescape`` yields one surrogate per bad byte.
@@ -136,7 +132,7 @@ def _load(data: bytes) -> object:
             object_pairs_hook=_object_hook,
             parse_int=_number,
             parse_float=_number,
-            parse_constant=_reject_constant,
+            parse_constant=reject_constant,
         )
     except json.JSONDecodeError as exc:
         # ``exc.msg`` is a fixed phrase; the document itself is never quoted.

@@ -51,9 +51,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final, Protocol, TypeAlias
 
-from pullwarden._documents import Members, reject_constant
+from pullwarden._documents import Members
 from pullwarden._gofmt import go_quote, parse_go_duration
-from pullwarden._nesting import NestingError, loads_json
+from pullwarden._nesting import NestingError, loads_json, reject_constant
 from pullwarden._values import frozen
 from pullwarden.credentials._dockerconfig import AuthEntry, DockerConfig
 from pullwarden.credentials._keyring import (

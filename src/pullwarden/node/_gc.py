@@ -214,13 +214,14 @@ class ImageGC:
 
     def mark_used(self, image_ids: Iterable[str]) -> None:
         now = self._clock.now()
-        for image_id in image_ids:
-            if image_id:
-                self._last_used[image_id] = now
-                self._seen_here()
+        used = [i for i in image_ids if i]
+        for image_id in used:
+            self._last_used[image_id] = now
+        if used:
+            self._seen_here(True)
         self._save()
 
-    def _seen_here(self, holds_images: bool = True) -> None:
+    def _seen_here(self, holds_images: bool) -> None:
         if self._service is not None:
             self.note_service(self._service, holds_images)
 

@@ -40,7 +40,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final, NamedTuple, TypeVar
 
 from pullwarden._gojson import as_utc, format_rfc3339, go_bytes, quote
-from pullwarden._nesting import check_json
+from pullwarden._nesting import check_json, reject_constant
 from pullwarden.errors import RecordDecodeError
 from pullwarden.records._model import (
     ImagePullCredentials,
@@ -215,14 +215,10 @@ def _object_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return d
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"invalid JSON literal {name}")
-
-
 # The C scanner is called directly: ``JSONDecoder.decode`` adds two regex passes.  Duplicate keys
 # are caught by the hook (about 0.2 µs per object; counting ``":`` in the text was no faster).
 _scan_once: Final[Callable[[str, int], tuple[Any, int]]] = json.JSONDecoder(  # type: ignore[attr-defined]
-    object_pairs_hook=_object_pairs, parse_constant=_reject_constant
+    object_pairs_hook=_object_pairs, parse_constant=reject_constant
 ).scan_once
 _JSON_WS: Final = " \t\n\r"
 
