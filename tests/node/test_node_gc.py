@@ -16,7 +16,7 @@ from pullwarden.cli import main
 from pullwarden.config import KubeletConfig
 from pullwarden.devregistry import DevRegistry
 from pullwarden.events import ListRecorder
-from pullwarden.node import DiskStats, GCPlan, Node
+from pullwarden.node import LOST_SERVICES, DiskStats, GCPlan, Node, prune_withheld_message
 from pullwarden.objects import Container, Objects, Pod
 from pullwarden.records import FileRecordStore
 from pullwarden.runtime import LocalImageService, build_image
@@ -399,3 +399,48 @@ def test_the_nodes_own_pass_keeps_the_records_when_another_service_holds_images(
     for ref in (img0, ABSENT_REF):
         assert FileRecordStore(root, migrate=False).get_pulled_record(ref) is not None
     assert json.loads(state_file.read_text())["imageServices"] == ["", "/run/elsewhere.sock"]
+
+
+@pytest.mark.parametrize("damage", ["{not json", '{"imageServices": "/run/x.sock"}', "[]"])
+def test_a_damaged_state_file_keeps_every_record_until_it_is_deleted(
+    registry: DevRegistry, tmp_path: Path, damage: str
+) -> None:
+    """The state file is the only memory of which image services held this root's images: once
+    it cannot be read, an image's absence from the store at hand proves nothing (it may be in a
+    runtime the node ran on), and a record pruned by it would make its image count as preloaded
+    there.  Pruning waits until the operator deletes the file; rewriting usage times keeps the
+    fact that the history was lost."""
+    clock = FakeClock(T0)
+    root = tmp_path / "n"
+    disk = Disk(QUIET_DISK)
+    with make_node(root, clock, disk) as node:
+        node.run(pods(registry, 0))
+        img0 = next(iter(image_ids(node)))
+        _record_for_an_absent_image(node)
+    state_file = root / "image_gc_state.json"
+    state_file.write_text(damage)
+    with make_node(root, clock, disk) as node:
+        node.run(pods(registry, 1))  # every image counts as first seen now
+        clock.advance(600)
+        disk.stats = FULL_DISK
+        report = node.gc.collect(always_prune=False)  # the node's own pass
+        assert img0 in {i.id for i in report.removed} and report.pruned_records == []
+        assert report.prune_withheld == (LOST_SERVICES,)
+        assert "image_gc_state.json could not be read" in prune_withheld_message(
+            report.prune_withheld
+        )
+    assert json.loads(state_file.read_text())["imageServicesLost"] is True
+    gc = ["gc", "--root", str(root)]
+    for dry in (["--dry-run"], []):
+        result = CliRunner().invoke(main, [*gc, *dry])
+        assert result.exit_code == 0, result.output
+        assert "pruned the pull record" not in result.stdout and "would prune" not in result.stdout
+        assert "image_gc_state.json could not be read" in result.stderr
+    for ref in (img0, ABSENT_REF):
+        assert FileRecordStore(root, migrate=False).get_pulled_record(ref) is not None
+    state_file.unlink()
+    result = CliRunner().invoke(main, gc)
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""
+    for ref in (img0, ABSENT_REF):
+        assert f"pruned the pull record of {ref}" in result.stdout

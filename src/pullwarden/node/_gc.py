@@ -21,7 +21,9 @@ of another service (the node ran on containerd, then on its embedded store, or `
 without the node's ``--runtime-endpoint``), that absence proves nothing, and pruning would make
 every such image count as preloaded when the node is back on its service.  Then nothing is
 pruned (:meth:`ImageGC.prune_withheld` says why), as the kubelet, which never changes runtime
-under one root, never has to.
+under one root, never has to.  A state file that cannot be read has lost that list: the services
+it named may still hold images, so nothing is pruned (``imageServicesLost`` keeps saying so when
+the file is rewritten) until the operator deletes the file.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from pullwarden.pullmanager import PullManager
 from pullwarden.runtime import Image, ImageService
 
 __all__ = [
+    "LOST_SERVICES",
     "DiskStats",
     "GCPlan",
     "GCReport",
@@ -55,9 +58,18 @@ __all__ = [
 
 _STATE_FILE = "image_gc_state.json"
 
+LOST_SERVICES = "?"
+"""In :meth:`ImageGC.prune_withheld`: the services a damaged state file named, now unknown."""
+
 
 def prune_withheld_message(services: Sequence[str]) -> str:
     """Why no record was pruned (:meth:`ImageGC.prune_withheld` gave ``services``)."""
+    if LOST_SERVICES in services:
+        return (
+            f"no pull record pruned: {_STATE_FILE} could not be read, so the image services "
+            "this root's images were also in are unknown, and a record of one of those would "
+            "look unknown here (delete the file to prune again)"
+        )
     shown = ", ".join("the embedded store" if s == "" else s for s in services)
     return (
         f"no pull record pruned: this root's images are also in {shown}, and a record of one "
@@ -172,22 +184,28 @@ class ImageGC:
         self.maximum_age = maximum_age
         self._disk_stats = disk_stats or disk_stats_of(Path(root))
         self._service = service
-        self._last_used, self._services = self._load()
+        self._last_used, self._services, self._services_lost = self._load()
 
     # -- usage bookkeeping -----------------------------------------------------------------------
 
-    def _load(self) -> tuple[dict[str, datetime], set[str]]:
+    def _load(self) -> tuple[dict[str, datetime], set[str], bool]:
+        """Usage times, the services seen, and whether a damaged file lost those services."""
         try:
             raw = loads_json(self._state_path.read_text())
             used = {k: datetime.fromisoformat(v) for k, v in raw.get("lastUsed", {}).items()}
-            services = {str(x) for x in raw.get("imageServices", [])}
+            services = raw.get("imageServices", [])
+            lost = raw.get("imageServicesLost", False)
+            if not isinstance(services, list) or not all(isinstance(x, str) for x in services):
+                raise TypeError("imageServices is not a list of strings")
+            if not isinstance(lost, bool):
+                raise TypeError("imageServicesLost is not a boolean")
         except FileNotFoundError:
-            return {}, set()
+            return {}, set(), False
         except (OSError, ValueError, AttributeError, TypeError):
             # A damaged state file (it is written atomically) costs usage history, every image
-            # counting as just seen, and the history of services.
-            return {}, set()
-        return used, services
+            # counting as just seen, and the services seen, which nothing can bring back.
+            return {}, set(), True
+        return used, set(services), lost
 
     def _save(self) -> None:
         data: dict[str, object] = {
@@ -195,6 +213,8 @@ class ImageGC:
         }
         if self._services:
             data["imageServices"] = sorted(self._services)
+        if self._services_lost:
+            data["imageServicesLost"] = True
         write_atomically(self._state_path, (json.dumps(data, indent=1) + "\n").encode())
 
     def note_service(self, service: str, holds_images: bool) -> None:
@@ -206,11 +226,12 @@ class ImageGC:
             self._services.discard(service)
 
     def prune_withheld(self) -> tuple[str, ...]:
-        """The other image services this root's images were seen in; records are pruned only
-        when there is none (see the module)."""
+        """The other image services this root's images were seen in, with :data:`LOST_SERVICES`
+        after a damaged state file; records are pruned only when there is none (see the module)."""
         if self._service is None:
             return ()
-        return tuple(sorted(self._services - {self._service}))
+        lost = (LOST_SERVICES,) if self._services_lost else ()
+        return (*sorted(self._services - {self._service}), *lost)
 
     def mark_used(self, image_ids: Iterable[str]) -> None:
         now = self._clock.now()
