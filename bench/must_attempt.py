@@ -18,8 +18,9 @@ each size stands for one node),
 over and over (hot in the CPU caches), which separates work that grows with the number of keys
 from memory latency; the last gives each check new copies of the caller's strings, as a node's
 are (read from the runtime, the pod's secrets just gathered: equal to the record's, other
-objects, and hot), so that only the manager's own memory is cold.  Each pass runs at least ``--decide-checks`` checks; rounds rotate the order
-of sizes and of the columns, and each cell is the median over rounds (the spread is printed too).
+objects, and hot), so that only the manager's own memory is cold.  Each pass runs at least
+``--decide-checks`` checks; rounds rotate the order of sizes and of the columns, and each cell
+is the median over rounds (the spread is printed too).
 The last lines give the flatness (max/min over sizes) of each column, how often the image-name
 trimming memo hit (the cache keeps each record's key for the image it last served, so a hit
 may not trim at all), and what the callers' own objects alone cost per check at each size: the
