@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+
+import pytest
 
 
 @dataclass(frozen=True)
@@ -39,3 +43,29 @@ def unshared(s: str) -> str:
     copy = "".join(list(s))
     assert copy == s and copy is not s
     return copy
+
+
+@contextlib.contextmanager
+def busy_grpc() -> Iterator[None]:
+    """gRPC kept busy in this process (calls to a socket nobody serves, from another thread), as
+    after a CRI test or on a node whose runtime is containerd.  With grpcio ≥ 1.80 a child that
+    runs grpcio's fork handlers (subprocess forks instead of vforking when given a
+    ``preexec_fn``) can then die of SIGABRT before it execs (grpc/grpc#43055)."""
+    grpc = pytest.importorskip("grpc")
+    channel = grpc.insecure_channel("unix:///nonexistent/pullwarden-test.sock")
+    call = channel.unary_unary("/pullwarden.Test/Nothing")
+    stop = threading.Event()
+
+    def hammer() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(grpc.RpcError):
+                call(b"", timeout=0.05)
+
+    thread = threading.Thread(target=hammer, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(5)
+        channel.close()

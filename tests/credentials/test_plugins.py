@@ -31,6 +31,7 @@ from pullwarden.credentials import (
 from pullwarden.credentials._plugins import DEFAULT_TIMEOUT, _scrub
 from pullwarden.objects import Pod, ServiceAccount
 from pullwarden.testing import FakeClock
+from tests.support import busy_grpc
 
 PLUGINS = Path(__file__).parent / "plugins"
 V1 = "credentialprovider.kubelet.k8s.io/v1"
@@ -785,3 +786,24 @@ def test_the_public_names() -> None:
         return tokens  # FakeTokens satisfies the protocol (mypy checks this)
 
     assert check(FakeTokens()) is not None
+
+
+def test_plugins_run_while_grpc_is_busy(tmp_path: Path) -> None:
+    """A node on containerd runs its plugins while gRPC is busy in the same process; the runner
+    starts them without fork handlers (subprocess's vfork path), so that grpcio cannot abort
+    one before it execs (see ``busy_grpc``): every run answers."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    answer = {
+        "kind": "CredentialProviderResponse",
+        "apiVersion": V1,
+        "cacheKeyType": "Registry",
+        "auth": {"*.example": {"username": "alice", "password": "alice-pw"}},
+    }
+    script = bin_dir / "sh-creds"
+    script.write_text(f"#!/bin/sh\ncat >/dev/null\necho '{json.dumps(answer)}'\n")
+    script.chmod(0o755)
+    p = plugins(bin_dir, provider("sh-creds", default=0.0))
+    with busy_grpc():
+        results = [lookup(p, "registry.example/a") for _ in range(200)]
+    assert [(len(creds), failures) for creds, failures in results] == [(1, [])] * 200

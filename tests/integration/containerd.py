@@ -22,7 +22,6 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
-import threading
 import time
 import weakref
 from collections.abc import Iterable, Mapping
@@ -36,8 +35,8 @@ from tests.integration.infra import (
     _LIVE_LOCK,
     LOOPBACK,
     Registry,
-    _die_with_parent,
     _terminate,
+    dying_with_parent,
 )
 
 if TYPE_CHECKING:
@@ -180,16 +179,13 @@ class Containerd:
             directory.mkdir(parents=True, exist_ok=True)
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as log:
-            on_main = threading.current_thread() is threading.main_thread()
             process = subprocess.Popen(
-                [CONTAINERD_BINARY, "--config", str(self.config_path)],
+                dying_with_parent([CONTAINERD_BINARY, "--config", str(self.config_path)]),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
                 cwd=self.workdir,
                 env=_clean_env(),
-                # Death-signal follows the forking *thread*; only ask for it from the main one.
-                preexec_fn=_die_with_parent if on_main else None,
             )
         with _LIVE_LOCK:
             _LIVE.add(process)

@@ -11,7 +11,6 @@ import atexit
 import base64
 import binascii
 import contextlib
-import ctypes
 import datetime as dt
 import fnmatch
 import hashlib
@@ -22,7 +21,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import ssl
 import subprocess
 import threading
@@ -107,11 +105,23 @@ def _terminate(process: subprocess.Popen[bytes]) -> None:
         _LIVE.discard(process)
 
 
-def _die_with_parent() -> None:
-    """In the child: ask the kernel for SIGTERM should the test process die without cleanup."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+_SETPRIV = shutil.which("setpriv")  # util-linux, essential on Debian
+
+
+def dying_with_parent(argv: Sequence[str]) -> list[str]:
+    """``argv`` started so that it gets SIGTERM should the test process die without cleanup.
+
+    ``setpriv --pdeathsig`` sets the death signal and then execs ``argv``.  It is not a
+    ``preexec_fn``: one makes :mod:`subprocess` fork instead of vfork, which runs grpcio's
+    fork handlers in the child, and since grpcio 1.80 those can abort the child before it
+    execs (SIGABRT, "epoll_wait error: Bad file descriptor", grpc/grpc#43055) once a CRI test
+    has used gRPC in this process.  The death signal follows the forking *thread*, so it is
+    asked for only from the main one.
+    """
+    on_main = threading.current_thread() is threading.main_thread()
+    if _SETPRIV is None or not on_main:
+        return list(argv)
+    return [_SETPRIV, "--pdeathsig", "TERM", "--", *argv]
 
 
 def missing_tools() -> list[str]:
@@ -814,16 +824,13 @@ class Registry:
         env["REGISTRY_HTTP_ADDR"] = f"{LOOPBACK}:{self._port or 0}"
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as log:
-            on_main = threading.current_thread() is threading.main_thread()
             process = subprocess.Popen(
-                [REGISTRY_BINARY, "serve", str(self.config_path)],
+                dying_with_parent([REGISTRY_BINARY, "serve", str(self.config_path)]),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
                 cwd=self.workdir,
                 env=env,
-                # Death-signal follows the forking *thread*; only ask for it from the main one.
-                preexec_fn=_die_with_parent if on_main else None,
             )
         with _LIVE_LOCK:
             _LIVE.add(process)

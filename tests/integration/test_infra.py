@@ -7,6 +7,9 @@ import json
 import os
 import re
 import ssl
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +29,11 @@ from tests.integration.infra import (
     SkopeoError,
     TestImages,
     TokenServer,
+    dying_with_parent,
     libtrust_kid,
     missing_tools,
 )
+from tests.support import busy_grpc
 
 WRONG = "not-the-password"
 
@@ -448,3 +453,42 @@ def test_push_layout_with_the_project_client(seeded: Seeded, skopeo: Skopeo) -> 
             push_layout(client, layout, "hello", token.ref("ns/by-bob:v1"), AuthConfig(*BOB))
     with pytest.raises(SkopeoError):
         skopeo.inspect_raw(token, "ns/by-bob:v1", creds=BOB)
+
+
+def test_a_fixture_process_dies_with_the_test_process(tmp_path: Path) -> None:
+    """What ``dying_with_parent`` promises, without a preexec_fn: a child whose parent dies
+    without cleanup gets SIGTERM."""
+    script = (
+        "import subprocess, sys\n"
+        "from tests.integration.infra import dying_with_parent\n"
+        "child = subprocess.Popen(dying_with_parent(['sleep', '60']))\n"
+        "print(child.pid, flush=True)\n"
+        "import os; os._exit(0)\n"  # no cleanup, as a killed test run
+    )
+    repo = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=repo, capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0, done.stderr
+    pid = int(done.stdout)
+    deadline = time.monotonic() + 10
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(pid), "the fixture's child outlived the test process"
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie, reaped by init soon, counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+def test_fixture_processes_start_while_grpc_is_busy() -> None:
+    """The fixtures' processes start even while this process's gRPC is busy, as it is after a
+    CRI test: they are started without a ``preexec_fn`` (see ``busy_grpc``)."""
+    with busy_grpc():
+        codes = [subprocess.run(dying_with_parent(["true"])).returncode for _ in range(300)]
+    assert codes == [0] * len(codes)
