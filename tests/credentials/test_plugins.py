@@ -31,7 +31,7 @@ from pullwarden.credentials import (
 from pullwarden.credentials._plugins import DEFAULT_TIMEOUT, _scrub
 from pullwarden.objects import Pod, ServiceAccount
 from pullwarden.testing import FakeClock
-from tests.support import busy_grpc
+from tests.support import busy_grpc, ends_within
 
 PLUGINS = Path(__file__).parent / "plugins"
 V1 = "credentialprovider.kubelet.k8s.io/v1"
@@ -310,21 +310,7 @@ def test_a_hanging_plugin_and_its_children_are_killed(bin_dir: Path, tmp_path: P
         )
     ]
     pid = int(child_pid.read_text(encoding="utf-8"))
-    assert _gone(pid)
-
-
-def _gone(pid: int) -> bool:
-    """Whether ``pid`` ended (a zombie waiting for its reaper counts as ended)."""
-    deadline = time.monotonic() + 2
-    while time.monotonic() < deadline:
-        try:
-            status = Path(f"/proc/{pid}/status").read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return True
-        if "\nState:\tZ" in status:
-            return True
-        time.sleep(0.05)
-    return False
+    assert ends_within(pid, 2)
 
 
 def test_a_plugin_that_sleeps_is_killed_within_the_timeout(bin_dir: Path) -> None:

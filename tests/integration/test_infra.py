@@ -9,7 +9,6 @@ import re
 import ssl
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,7 @@ from tests.integration.infra import (
     libtrust_kid,
     missing_tools,
 )
-from tests.support import busy_grpc
+from tests.support import busy_grpc, ends_within
 
 WRONG = "not-the-password"
 
@@ -470,20 +469,7 @@ def test_a_fixture_process_dies_with_the_test_process(tmp_path: Path) -> None:
         [sys.executable, "-c", script], cwd=repo, capture_output=True, text=True, timeout=30
     )
     assert done.returncode == 0, done.stderr
-    pid = int(done.stdout)
-    deadline = time.monotonic() + 10
-    while _alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not _alive(pid), "the fixture's child outlived the test process"
-
-
-def _alive(pid: int) -> bool:
-    """True while ``pid`` runs (a zombie, reaped by init soon, counts as gone)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state != "Z"
+    assert ends_within(int(done.stdout), 10), "the fixture's child outlived the test process"
 
 
 def test_fixture_processes_start_while_grpc_is_busy() -> None:

@@ -37,6 +37,7 @@ from pullwarden.credentials import TokenIssuer
 from pullwarden.objects import pod_from_manifest, service_account_from_manifest
 from pullwarden.records import FileRecordStore, ImagePullCredentials
 from tests.integration.infra import ALICE, BOB, Pki, Registry, Seeded, TokenServer
+from tests.support import alive, ends_within
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "credential-providers"
 STATIC = "static-credentials"
@@ -1036,23 +1037,11 @@ def test_hanging_plugin_is_given_up(seeded: Seeded, tmp_path: Path, bin_dir: Pat
         assert not creds.node_pods_accessible
         # and the plugin process did not outlive the run
         (pid,) = (int(line) for line in log.read_text().split())
-        deadline = time.monotonic() + 5
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not _alive(pid), "the hung plugin was left running"
+        assert ends_within(pid, 5), "the hung plugin was left running"
     finally:
         for line in log.read_text().split() if log.exists() else ():
-            if _alive(int(line)):
+            if alive(int(line)):
                 os.kill(int(line), signal.SIGKILL)
-
-
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` still runs (a zombie counts as gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 # --------------------------------------------------------------------------------------------
